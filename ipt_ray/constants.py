@@ -1,0 +1,41 @@
+"""Metric, param and tag names shared by the training loop, Ray layer and MLflow layer.
+
+One place for every name that crosses a layer boundary, so that a typo is an import error.
+"""
+
+from __future__ import annotations
+
+# Metric names reported per epoch (keys of EpochResult.metrics). Validation and test
+# metrics are prefixed: ``val_accuracy``, ``test_f1_macro``, ...
+EPOCH = "epoch"
+TRAIN_LOSS = "train_loss"
+LEARNING_RATE = "learning_rate"
+SAMPLES_PER_SECOND = "samples_per_second"
+EPOCH_SECONDS = "epoch_seconds"
+SECONDS_PER_EPOCH = "seconds_per_epoch"
+TRAINABLE_PARAMS = "trainable_params"
+BACKBONE_PARAMS = "backbone_params"
+TRAINABLE_SHARE = "trainable_share"  # trainable / backbone parameters, as a fraction
+VAL_PREFIX = "val_"
+TEST_PREFIX = "test_"
+ACCURACY = "accuracy"
+F1_MACRO = "f1_macro"
+F1 = "f1"  # binary F1 of the positive class (label 1)
+MCC = "mcc"
+
+# MLflow tags (issue: distributed search).
+TAG_PARENT_RUN = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+TAG_PRUNED = "pruned"
+TAG_ERROR = "error"
+TAG_NODE = "node"
+TAG_TRIAL_ID = "ray.trial_id"
+TAG_KIND = "ipt_ray.kind"  # "search" for parent runs, "trial" for child runs
+TAG_BEST_TRIAL = "best_trial_run_id"
+KIND_SEARCH = "search"
+KIND_TRIAL = "trial"
+
+# Checkpoint file names (also used inside exported bundles).
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "config.json"
+STATE_FILE = "train_state.json"

@@ -1,0 +1,37 @@
+"""Errors that reach the user.
+
+Every mistake in user input (a flag, a space file, a data file, a bundle) raises
+:class:`UserError` or a subclass. The CLI turns it into one line on stderr and exit
+status 2, without a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """Bad input from the user. The message is one line naming the value and what is allowed."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value is invalid (a field, its bad value, and what is allowed)."""
+
+
+class DataError(UserError):
+    """A task or data file cannot be used (missing columns, bad labels, empty splits, ...)."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_choice(what: str, value: str, choices: Iterable[str]) -> ConfigError:
+    """Build the standard error for a value outside a fixed set of choices."""
+    options = sorted(choices)
+    return ConfigError(
+        f"unknown {what} {value!r}{did_you_mean(value, options)}; allowed: {', '.join(options)}"
+    )

@@ -1,0 +1,128 @@
+"""``ipt-encoder``: IPT's encoder strategy (Jiang et al., 2022).
+
+The instance's token vectors (the frozen input embeddings, or a trainable lookup table) go
+through a small encoder (``cnn``, ``lstm`` or ``mlp``) of width h; its outputs at the first P
+positions, projected back to H, are the prompt. Conditions on the whole instance (``lstm``),
+a window of ``kernel_size`` tokens (``cnn``) or each token alone (``mlp``).
+
+Trainable (H hidden size, h width, k kernel size):
+``mlp``: ``H*h + h + h*H + H``; ``cnn``: ``H*h*k + h + h*H + H``;
+``lstm`` (bidirectional, h per direction): ``8*(H*h + h*h + 2*h) + 2*h*H + H``;
+plus ``V * H`` when ``source=lookup``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ipt_ray.generators import register
+from ipt_ray.generators.base import (
+    BackboneInfo,
+    GeneratorConfig,
+    GeneratorInputs,
+    PromptGenerator,
+    Prompts,
+    check_range,
+    help_field,
+)
+from ipt_ray.generators.lookup import TokenTable, first_positions
+
+
+class EncoderKind(str, enum.Enum):
+    CNN = "cnn"
+    LSTM = "lstm"
+    MLP = "mlp"
+
+
+class TokenSource(str, enum.Enum):
+    EMBEDDINGS = "embeddings"  # the backbone's frozen input embeddings
+    LOOKUP = "lookup"  # a trainable V x H table, initialised from them
+
+
+@dataclass
+class EncoderConfig(GeneratorConfig):
+    encoder: EncoderKind = help_field(EncoderKind.LSTM, "the encoder: cnn, lstm or mlp")
+    source: TokenSource = help_field(
+        TokenSource.EMBEDDINGS, "token vectors fed to the encoder: embeddings (frozen) or lookup"
+    )
+    hidden: int = help_field(128, "encoder width h (per direction for lstm)")
+    kernel_size: int = help_field(3, "cnn: window in tokens (odd)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("hidden", self.hidden, 1, 65536, integer=True)
+        check_range("kernel_size", self.kernel_size, 1, 63, integer=True)
+        if self.kernel_size % 2 == 0:
+            from ipt_ray.errors import ConfigError
+
+            raise ConfigError(f"kernel_size must be odd, got {self.kernel_size}")
+
+
+@register
+class EncoderPrompt(PromptGenerator):
+    """Prompt = first P outputs of a small encoder over the instance's token vectors."""
+
+    name = "ipt-encoder"
+    config_class = EncoderConfig
+
+    def __init__(self, config: EncoderConfig, backbone: BackboneInfo) -> None:
+        super().__init__(config, backbone)
+        self.config: EncoderConfig = config
+        H, h = backbone.hidden_size, config.hidden
+        self.table = TokenTable(backbone, 0, 0.02) if config.source is TokenSource.LOOKUP else None
+        if config.encoder is EncoderKind.MLP:
+            self.encoder: nn.Module = nn.Sequential(nn.Linear(H, h), nn.GELU())
+            out_width = h
+        elif config.encoder is EncoderKind.CNN:
+            self.encoder = nn.Conv1d(H, h, config.kernel_size, padding=config.kernel_size // 2)
+            out_width = h
+        else:
+            self.encoder = nn.LSTM(H, h, batch_first=True, bidirectional=True)
+            out_width = 2 * h
+        self.out = nn.Linear(out_width, H)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def encode(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) token vectors and (B, T) mask -> (B, T, h') contextual states."""
+        vectors = vectors * mask.unsqueeze(-1).to(vectors.dtype)  # padding contributes nothing
+        kind = self.config.encoder
+        if kind is EncoderKind.MLP:
+            return self.encoder(vectors)
+        if kind is EncoderKind.CNN:
+            return torch.nn.functional.gelu(self.encoder(vectors.transpose(1, 2))).transpose(1, 2)
+        # Pack so that the backward direction starts at each instance's last real token.
+        lengths = mask.sum(dim=1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            vectors, lengths, batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.encoder(packed)
+        states, _ = nn.utils.rnn.pad_packed_sequence(
+            out, batch_first=True, total_length=vectors.shape[1]
+        )
+        return states
+
+    def forward(self, inputs: GeneratorInputs) -> Prompts:
+        if self.table is not None:
+            vectors = self.table(inputs.input_ids)
+        else:
+            vectors = inputs.token_embeddings.float()
+        states = self.encode(vectors, inputs.attention_mask)  # (B, T, h')
+        prompt = self.out(first_positions(states, self.config.prompt_length))  # (B, P, H)
+        return Prompts(input=self.dropout(prompt))
+
+    def expected_num_params(self) -> int:
+        H, h, k = self.backbone.hidden_size, self.config.hidden, self.config.kernel_size
+        kind = self.config.encoder
+        if kind is EncoderKind.MLP:
+            n = H * h + h + h * H + H
+        elif kind is EncoderKind.CNN:
+            n = H * h * k + h + h * H + H
+        else:
+            n = 8 * (H * h + h * h + 2 * h) + 2 * h * H + H
+        if self.table is not None:
+            n += TokenTable.num_params(self.backbone, 0)
+        return n
