@@ -196,7 +196,8 @@ class PromptGenerator(nn.Module, ABC):
     def __init__(self, config: GeneratorConfig, backbone: BackboneInfo) -> None:
         super().__init__()
         self.config = config
-        self.backbone = backbone
+        # Keep the sizes, drop the embedding matrix (it is for initialisation only).
+        self.backbone = dataclasses.replace(backbone, word_embeddings=None)
 
     @property
     def deep(self) -> bool:

@@ -1,0 +1,242 @@
+"""The ``ipt-ray`` command.
+
+Every command turns a :class:`~ipt_ray.errors.UserError` into one line on stderr and exit
+status 2, with no traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ipt_ray.errors import ConfigError, UserError
+
+app = typer.Typer(
+    name="ipt-ray",
+    help="Instance-wise prompt tuning on frozen language models, searched with Ray Tune + "
+    "Optuna and tracked in MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@app.callback()
+def _root() -> None:
+    """Instance-wise prompt tuning on frozen language models (see `ipt-ray COMMAND --help`)."""
+
+
+def fail(message: str) -> None:
+    """Print ``ipt-ray: error: <message>`` (one line) and exit with status 2."""
+    line = " ".join(str(message).split())
+    print(f"ipt-ray: error: {line}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def user_errors(func: F) -> F:
+    """Decorator: UserError (and KeyboardInterrupt) end the command cleanly."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            print("ipt-ray: interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def quiet_libraries() -> None:
+    """Silence progress bars and info logs of transformers/datasets (our output is the report)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        import datasets
+
+        datasets.utils.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        pass
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> dict; values parsed as YAML scalars (1, 0.5, true, cnn)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def split_settings(generator: str, assignments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route ``--set`` keys to generator knobs or TrainConfig fields.
+
+    Raises:
+        ConfigError: a key that is neither, with a suggestion.
+    """
+    from ipt_ray.config import TrainConfig
+    from ipt_ray.errors import did_you_mean
+    from ipt_ray.generators import get_config_class
+
+    knobs = set(get_config_class(generator).knobs()) - {"prompt_length"}
+    fields = set(TrainConfig.field_names()) - {"generator_options"}
+    options: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    for key, value in assignments.items():
+        if key in knobs:
+            options[key] = value
+        elif key in fields:
+            settings[key] = value
+        else:
+            allowed = sorted(knobs | fields)
+            raise ConfigError(
+                f"--set {key}: not a knob of generator {generator!r} nor a training setting"
+                f"{did_you_mean(key, allowed)}; knobs: {', '.join(sorted(knobs))}"
+            )
+    return options, settings
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """Check ``--out`` before training: absent or empty, and its parent writable."""
+    out = out.expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} already exists and is not an empty folder; pick a new path")
+    parent = out.parent
+    parent.mkdir(parents=True, exist_ok=True) if not parent.exists() else None
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--out {out}: the folder {parent} is not writable")
+    return out
+
+
+def format_epoch(epoch: int, epochs: int, metrics: dict[str, float], metric: str) -> str:
+    from ipt_ray import constants as C
+
+    parts = [f"epoch {epoch}/{epochs}", f"train_loss {metrics[C.TRAIN_LOSS]:.4f}"]
+    for key in ("val_accuracy", "val_f1_macro", f"val_{metric}"):
+        if key in metrics and key not in " ".join(parts):
+            parts.append(f"{key} {metrics[key]:.4f}")
+    parts.append(f"{metrics[C.EPOCH_SECONDS]:.1f}s")
+    parts.append(f"{metrics[C.SAMPLES_PER_SECOND]:.0f} samples/s")
+    return "  ".join(parts)
+
+
+@app.command()
+@user_errors
+def train(
+    task: Annotated[str, typer.Option(help="task name (mr, bbc-news, glue/sst2, ...) or data file")] = "mr",
+    model: Annotated[str, typer.Option(help="backbone: hub id, local folder or alias 'minilm'")] = "minilm",
+    generator: Annotated[str, typer.Option(help="task, prefix, ipt-lookup, ipt-encoder or idpg")] = "task",
+    prompt_length: Annotated[int, typer.Option(help="prompt vectors P")] = 16,
+    lr: Annotated[float, typer.Option(help="generator learning rate")] = 1e-2,
+    head_lr: Annotated[float | None, typer.Option(help="head learning rate (default: --lr)")] = None,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 3,
+    batch_size: Annotated[int, typer.Option(help="examples per step")] = 32,
+    max_length: Annotated[int, typer.Option(help="max tokens per instance")] = 64,
+    seed: Annotated[int, typer.Option(help="seed of init, shuffling and splits")] = 0,
+    max_samples: Annotated[int | None, typer.Option(help="cap every split (quick runs)")] = None,
+    pooling: Annotated[str | None, typer.Option(help="first, mean or last")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE for a generator knob or training setting (repeat)"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="write the best checkpoint to this folder")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+) -> None:
+    """Train one generator on one task with a frozen backbone (one process, no Ray)."""
+    quiet_libraries()
+    from ipt_ray.config import TrainConfig
+    from ipt_ray.loop import EpochResult, TrainingRun
+
+    options, settings = split_settings(generator, parse_assignments(set_ or []))
+    config = TrainConfig(
+        task=task, model=model, generator=generator, prompt_length=prompt_length, lr=lr,
+        head_lr=head_lr, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed,
+        max_samples=max_samples, pooling=pooling, device=device, generator_options=options,
+    )
+    config = TrainConfig.from_dict({**config.to_dict(), **settings}).validate()
+    out_dir = prepare_out_dir(out) if out is not None else None
+
+    run = TrainingRun(config)
+    counts = run.param_counts()
+    print(
+        f"task {run.task.name} ({len(run.task.train)}/{len(run.task.validation)}/"
+        f"{len(run.task.test)} examples, {run.task.num_labels} labels)  model {config.model}  "
+        f"generator {config.generator}  trainable {int(counts['trainable_params']):,} "
+        f"({100 * counts['trainable_share']:.2f}% of {int(counts['backbone_params']):,})",
+        flush=True,
+    )
+
+    def report(result: EpochResult, _: TrainingRun) -> None:
+        print(format_epoch(result.epoch, config.epochs, result.metrics, run.metric_name), flush=True)
+
+    result = run.fit(on_epoch_end=report)
+    metrics = result.metrics
+    print(
+        f"best epoch {int(metrics['best_epoch'])}: val_{run.metric_name} "
+        f"{metrics['val_' + run.metric_name]:.4f}  test_accuracy {metrics['test_accuracy']:.4f}  "
+        f"test_f1_macro {metrics['test_f1_macro']:.4f}"
+    )
+    if out_dir is not None:
+        write_checkpoint(run, out_dir)
+        print(f"checkpoint written to {out_dir}")
+    if as_json:
+        summary = {
+            "task": run.task.name,
+            "model": config.model,
+            "generator": config.generator,
+            "config": config.to_dict(),
+            **{k: (int(v) if k.endswith("_params") or k == "best_epoch" else v)
+               for k, v in metrics.items()},
+            "history": [r.metrics for r in result.history],
+            "checkpoint": str(out_dir) if out_dir else None,
+        }
+        print(json.dumps(summary))
+
+
+def write_checkpoint(run: Any, out_dir: Path) -> None:
+    """Write the best weights + config to ``out_dir`` atomically (temp folder, then rename)."""
+    tmp = Path(tempfile.mkdtemp(prefix=".ipt-ray-", dir=out_dir.parent))
+    try:
+        if run.best_state is not None:
+            run.model.load_trainable_state_dict(run.best_state)
+        run.save_checkpoint(tmp, with_train_state=False)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

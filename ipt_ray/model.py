@@ -1,0 +1,210 @@
+"""The IPT model: a frozen backbone, a prompt generator, and a trainable classification head.
+
+:meth:`IPTModel.encode` is the one place where prompts meet the backbone: input prompts are
+prepended to the word embeddings (attention mask and token types grow by P; position ids are
+the architecture's own, so the prompt takes positions 0..P-1 and the text P..P+T-1), and deep
+prompts enter every attention layer through :func:`ipt_ray.attention.layer_prefix` (text keeps
+positions 0..T-1). Pooling reads text positions only.
+
+Dropout: the backbone stays in eval mode even while training, so it is a fixed function of
+its input. Its dropout would perturb the frozen features that every generator conditions on
+(and that can be cached); regularisation belongs to the trainable parts (``dropout`` knob of
+each generator, ``head_dropout``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ipt_ray.attention import layer_prefix
+from ipt_ray.backbone import backbone_info, count_params, default_pooling, freeze, load_backbone
+from ipt_ray.config import TrainConfig
+from ipt_ray.errors import ConfigError
+from ipt_ray.generators import GeneratorInputs, PromptGenerator, Prompts, build_generator
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Pool text states (B, T, H) with mask (B, T) into (B, H) by ``first``, ``mean`` or ``last``."""
+    if how == "first":
+        return hidden[:, 0]
+    if how == "last":
+        last = mask.sum(dim=1).clamp(min=1) - 1  # index of the last real token (right padding)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class IPTModel(nn.Module):
+    """Frozen backbone + generator + head. Only ``generator`` and ``head`` have gradients.
+
+    Args:
+        backbone: a base model (no task head), frozen by :func:`ipt_ray.backbone.freeze`.
+        generator: the prompt generator, built for this backbone.
+        num_labels: classes C of the head.
+        pooling: ``first``, ``mean`` or ``last`` (over text positions).
+        head_dropout: dropout before the head.
+    """
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        generator: PromptGenerator,
+        num_labels: int,
+        pooling: str,
+        head_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = freeze(backbone)
+        self.generator = generator
+        self.pooling = pooling
+        hidden = int(backbone.config.hidden_size)
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(hidden, num_labels)
+
+    def train(self, mode: bool = True) -> IPTModel:
+        super().train(mode)
+        self.backbone.eval()  # frozen means a fixed function: no dropout (see module doc)
+        return self
+
+    # -- the one place prompts meet the backbone -------------------------------------------
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        prompts: Prompts | None,
+    ) -> torch.Tensor:
+        """Run the backbone with prompts; return text states (B, T, H), prompt positions removed."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)  # (B, T, H)
+        mask = attention_mask
+        P = 0
+        if prompts is not None and prompts.input is not None:
+            P = prompts.input_length
+            embeds = torch.cat([prompts.input.to(embeds.dtype), embeds], dim=1)  # (B, P+T, H)
+            mask = torch.cat([mask.new_ones(mask.shape[0], P), mask], dim=1)  # (B, P+T)
+            if token_type_ids is not None:
+                token_type_ids = torch.cat(
+                    [token_type_ids.new_zeros(token_type_ids.shape[0], P), token_type_ids], dim=1
+                )
+        kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        with layer_prefix(None if prompts is None else prompts.layer_kv):
+            hidden = self.backbone(**kwargs, use_cache=False).last_hidden_state  # (B, P+T, H)
+        return hidden[:, P:]
+
+    @torch.no_grad()
+    def sentence_embedding(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The frozen backbone's pooled representation without prompt, (B, H); no gradient."""
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, None)
+        return pool(hidden, attention_mask, self.pooling)
+
+    def prompts(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        sentence_embedding: torch.Tensor | None = None,
+    ) -> Prompts:
+        """The generator's prompts for a batch (computing the frozen inputs it needs)."""
+        if self.generator.needs_sentence_embedding and sentence_embedding is None:
+            sentence_embedding = self.sentence_embedding(input_ids, attention_mask, token_type_ids)
+        with torch.no_grad():
+            token_embeddings = self.backbone.get_input_embeddings()(input_ids)
+        return self.generator(
+            GeneratorInputs(input_ids, attention_mask, token_embeddings, sentence_embedding)
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        sentence_embedding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, C) logits.
+
+        ``sentence_embedding`` (B, H) may be passed precomputed (a cache); otherwise it is
+        computed when the generator needs it.
+        """
+        prompts = self.prompts(input_ids, attention_mask, token_type_ids, sentence_embedding)
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, prompts)  # (B, T, H)
+        pooled = pool(hidden, attention_mask, self.pooling)
+        return self.head(self.head_dropout(pooled))  # (B, C)
+
+    # -- what is trained, counted and saved -----------------------------------------------
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "head": self.head}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Generator and head tensors, keys ``generator.*`` and ``head.*``."""
+        out: dict[str, torch.Tensor] = {}
+        for prefix, module in self.trainable_modules().items():
+            for key, value in module.state_dict().items():
+                out[f"{prefix}.{key}"] = value
+        return out
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load what :meth:`trainable_state_dict` saved; raises RuntimeError on a mismatch."""
+        for prefix, module in self.trainable_modules().items():
+            part = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+            module.load_state_dict(part, strict=True)
+        unknown = [k for k in state if k.split(".", 1)[0] not in self.trainable_modules()]
+        if unknown:
+            raise RuntimeError(f"unexpected keys in trainable state: {unknown[:5]}")
+
+    def num_trainable_params(self) -> int:
+        return sum(count_params(m) for m in self.trainable_modules().values())
+
+    def num_backbone_params(self) -> int:
+        return count_params(self.backbone)
+
+    def param_groups(self, lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: the generator's own (it may split them) and the head's."""
+        groups = self.generator.param_groups(lr)
+        groups.append({"params": list(self.head.parameters()), "lr": head_lr})
+        for group in groups:
+            group["weight_decay"] = weight_decay
+        return [g for g in groups if g["params"]]
+
+
+def build_model(
+    config: TrainConfig,
+    num_labels: int,
+    *,
+    backbone: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> tuple[IPTModel, PreTrainedTokenizerBase]:
+    """Load (or reuse) the backbone, build the generator and head for ``config``.
+
+    Raises:
+        UserError: the model cannot be loaded.
+        ConfigError: a knob is invalid, the prompt does not fit the backbone's positions, or
+            a deep generator meets an attention that cannot take a prefix.
+    """
+    if backbone is None or tokenizer is None:
+        backbone, tokenizer = load_backbone(
+            config.model, revision=config.revision, trust_remote_code=config.trust_remote_code
+        )
+    info = backbone_info(backbone)
+    generator = build_generator(config.generator, config.generator_kwargs(), info)
+    needed = generator.input_prompt_length + config.max_length
+    if needed > info.max_positions:
+        raise ConfigError(
+            f"prompt_length {generator.input_prompt_length} + max_length {config.max_length} = "
+            f"{needed} exceeds the {info.max_positions} positions of {config.model!r}; allowed: "
+            f"prompt_length + max_length <= {info.max_positions}"
+        )
+    pooling = config.pooling or default_pooling(info)
+    model = IPTModel(backbone, generator, num_labels, pooling, config.head_dropout)
+    return model, tokenizer

@@ -1,0 +1,128 @@
+"""Tiny random backbones, a word-level tokenizer and toy data for tests and benchmarks.
+
+Shipped in the package (like ``optuna.testing``) so that tests, benchmarks and users' own
+tests build the same fixtures. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "gpt2", "llama")
+
+_POSITIVE = ["good", "great", "fine", "superb", "lovely", "moving", "brilliant", "charming", "fun", "warm"]
+_NEGATIVE = ["bad", "awful", "dull", "boring", "weak", "messy", "tedious", "bland", "poor", "flat"]
+_FILLER = ["the", "a", "movie", "film", "plot", "story", "cast", "it", "is", "was", "and", "but", "very", "quite", "really"]
+TOY_WORDS = sorted(set(_POSITIVE + _NEGATIVE + _FILLER))
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB_SIZE = 99  # as in transformers' model testers: room beyond the toy words
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A BERT-style word-level tokenizer over the toy vocabulary ([CLS] text [SEP] text [SEP])."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + TOY_WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        bos_token="[CLS]",
+        eos_token="[SEP]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def tiny_config_kwargs(arch: str) -> dict[str, object]:
+    """Config values for a random model with hidden 32, 2 layers, 2 heads, 64 positions."""
+    common: dict[str, object] = {"vocab_size": VOCAB_SIZE, "pad_token_id": 0}
+    if arch == "distilbert":
+        return {**common, "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
+                "max_position_embeddings": 64}
+    if arch == "gpt2":
+        return {**common, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64,
+                "bos_token_id": 2, "eos_token_id": 3}
+    if arch == "llama":
+        return {**common, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "intermediate_size": 64,
+                "max_position_embeddings": 64, "bos_token_id": 2, "eos_token_id": 3}
+    base = {**common, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 64, "max_position_embeddings": 64}
+    if arch == "roberta":
+        base["max_position_embeddings"] = 66  # RoBERTa reserves padding_idx + 1 = 2 positions
+        base["pad_token_id"] = 1
+    if arch == "electra":
+        base["embedding_size"] = 32
+    return base
+
+
+def tiny_backbone(arch: str, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised base model of ``arch`` (one of :data:`ARCHITECTURES`)."""
+    import torch
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(arch, **tiny_config_kwargs(arch))
+    return AutoModel.from_config(config)
+
+
+def save_tiny_backbone(arch: str, directory: str | Path, seed: int = 0) -> Path:
+    """Write a tiny model and tokenizer to ``directory`` (a local model id); return it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tiny_backbone(arch, seed).save_pretrained(directory)
+    tokenizer = tiny_tokenizer()
+    if arch == "roberta":
+        # RoBERTa pads with id 1: keep the tokenizer consistent with the model's padding_idx.
+        tokenizer.pad_token = "[UNK]"
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def toy_sentences(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """``n`` short sentences with a learnable sentiment label (1 positive, 0 negative)."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        cue = rng.choice(_POSITIVE if label else _NEGATIVE)
+        words = [rng.choice(_FILLER) for _ in range(rng.randint(2, 8))]
+        words.insert(rng.randint(0, len(words)), cue)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+def write_toy_csv(path: str | Path, n: int = 120, seed: int = 0, pair: bool = False) -> Path:
+    """A CSV task file (columns text[, text_pair], label with names negative/positive)."""
+    import csv
+
+    path = Path(path)
+    texts, labels = toy_sentences(n, seed)
+    pairs, _ = toy_sentences(n, seed + 1)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "text_pair", "label"] if pair else ["text", "label"])
+        for i, (text, label) in enumerate(zip(texts, labels)):
+            name = "positive" if label else "negative"
+            writer.writerow([text, pairs[i], name] if pair else [text, name])
+    return path
