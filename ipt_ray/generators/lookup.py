@@ -84,9 +84,13 @@ class TokenTable(nn.Module):
         return V * H if rank == 0 else V * rank + rank * H
 
 
-def first_positions(vectors: torch.Tensor, length: int) -> torch.Tensor:
-    """(B, T, H) -> (B, length, H): the first ``length`` positions, zero-padded if T < length."""
-    out = vectors[:, :length]
+def first_positions(vectors: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, T, H) vectors, (B, T) mask -> (B, length, H): the first ``length`` positions.
+
+    Positions past an instance's last real token are zero vectors, whether they are padding
+    in the batch or beyond T, so that a prompt never depends on what it is batched with.
+    """
+    out = vectors[:, :length] * mask[:, :length].unsqueeze(-1).to(vectors.dtype)
     missing = length - out.shape[1]
     return F.pad(out, (0, 0, 0, missing)) if missing > 0 else out
 
@@ -113,7 +117,7 @@ class LookupPrompt(PromptGenerator):
     def forward(self, inputs: GeneratorInputs) -> Prompts:
         P = self.config.prompt_length
         instance = self.table(inputs.input_ids[:, :P])  # (B, <=P, H)
-        instance = first_positions(instance, P)  # (B, P, H)
+        instance = first_positions(instance, inputs.attention_mask, P)  # (B, P, H)
         if self.static is not None:
             instance = self.static.unsqueeze(0) + self.config.scale * instance
         return Prompts(input=self.dropout(instance))

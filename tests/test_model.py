@@ -1,0 +1,220 @@
+"""The model: prompts on frozen backbones of every architecture, with every generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ipt_ray.attention import layer_prefix
+from ipt_ray.config import TrainConfig
+from ipt_ray.errors import ConfigError
+from ipt_ray.loop import TrainingRun
+from ipt_ray.model import IPTModel, build_model
+
+ARCHS = ["bert", "roberta", "distilbert", "electra", "deberta-v2", "gpt2", "llama"]
+GENERATORS = {
+    "task": ("task", {}),
+    "task-random": ("task", {"init": "random"}),
+    "prefix": ("prefix", {}),
+    "prefix-mlp": ("prefix", {"reparam": True, "reparam_hidden": 16}),
+    "lookup": ("ipt-lookup", {}),
+    "lookup-hybrid-lowrank": ("ipt-lookup", {"mode": "hybrid", "rank": 4, "scale": 0.5}),
+    "encoder-cnn": ("ipt-encoder", {"encoder": "cnn", "hidden": 16}),
+    "encoder-lstm-lookup": ("ipt-encoder", {"encoder": "lstm", "hidden": 8, "source": "lookup"}),
+    "encoder-mlp": ("ipt-encoder", {"encoder": "mlp", "hidden": 16}),
+    "idpg": ("idpg", {"bottleneck": 8}),
+    "idpg-phm-layers": ("idpg", {"bottleneck": 8, "weights": "phm", "placement": "layers"}),
+}
+DEEP = {"prefix", "prefix-mlp", "idpg-phm-layers"}
+TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun"]
+
+
+def make(model_dir: Path, key: str, prompt_length: int = 4) -> tuple[IPTModel, object]:
+    name, options = GENERATORS[key]
+    config = TrainConfig(
+        model=str(model_dir), generator=name, prompt_length=prompt_length,
+        generator_options=dict(options), max_length=24, head_dropout=0.0,
+    )
+    torch.manual_seed(0)
+    return build_model(config, num_labels=3)
+
+
+def encode(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
+    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+
+
+def forward(model: IPTModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+
+
+def supported(arch: str, key: str) -> bool:
+    return not (arch == "deberta-v2" and key in DEEP)
+
+
+CASES = [(a, g) for a in ARCHS for g in GENERATORS if supported(a, g)]
+
+
+@pytest.mark.parametrize(("arch", "key"), CASES)
+def test_gradients_reach_only_generator_and_head(tiny_models, arch, key):
+    model, tok = make(tiny_models[arch], key)
+    model.train()
+    logits = forward(model, encode(tok, TEXTS))
+    assert logits.shape == (3, 3)
+    logits.logsumexp(-1).sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert not model.backbone.training, "the frozen backbone must stay in eval mode"
+    for name, p in [*model.generator.named_parameters(), *model.head.named_parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient for {name}"
+
+
+@pytest.mark.parametrize(("arch", "key"), CASES)
+def test_parameter_count_matches_formula(tiny_models, arch, key):
+    model, _ = make(tiny_models[arch], key)
+    actual = sum(p.numel() for p in model.generator.parameters())
+    assert actual == model.generator.expected_num_params()
+    hidden = model.backbone.config.hidden_size
+    assert model.num_trainable_params() == actual + hidden * 3 + 3
+
+
+@pytest.mark.parametrize(("arch", "key"), CASES)
+def test_padding_does_not_change_predictions(tiny_models, arch, key):
+    """Attention masks are right: an instance gets the same logits alone or padded in a batch."""
+    model, tok = make(tiny_models[arch], key)
+    model.eval()
+    batched = forward(model, encode(tok, TEXTS))
+    for i, text in enumerate(TEXTS):
+        alone = forward(model, encode(tok, [text]))
+        torch.testing.assert_close(alone[0], batched[i], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("key", sorted(DEEP))
+def test_deep_prompts_refused_where_attention_cannot_take_them(tiny_models, key):
+    with pytest.raises(ConfigError, match="every layer"):
+        make(tiny_models["deberta-v2"], key)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+def test_prefix_attention_matches_transformers_cache(tiny_models, arch):
+    """Our per-layer prefix equals transformers' own past key/values of the same length."""
+    from transformers import AutoModel, DynamicCache
+
+    net = AutoModel.from_pretrained(tiny_models[arch]).eval()
+    reference = AutoModel.from_pretrained(tiny_models[arch], attn_implementation="sdpa").eval()
+    torch.manual_seed(0)
+    B, T, P = 2, 5, 3
+    cfg = net.config
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    kv = torch.randn(cfg.num_hidden_layers, 2, B, kv_heads, P, head_dim)
+    ids = torch.randint(5, 40, (B, T))
+    mask = torch.tensor([[1] * T, [1] * (T - 2) + [0] * 2])
+    positions = torch.arange(T).expand(B, T)
+
+    from ipt_ray.backbone import freeze
+
+    freeze(net)
+    with layer_prefix(kv):
+        ours = net(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+
+    cache = DynamicCache()
+    for layer in range(cfg.num_hidden_layers):
+        cache.update(kv[layer, 0], kv[layer, 1], layer)
+    full_mask = torch.cat([torch.ones(B, P, dtype=mask.dtype), mask], dim=1)
+    theirs = reference(
+        input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=positions,
+        use_cache=False,
+    ).last_hidden_state
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-4)
+
+
+def test_input_prompt_takes_the_first_positions(tiny_models):
+    """With an input prompt of length P, text token t sits at position P + t (BERT)."""
+    model, tok = make(tiny_models["bert"], "task")
+    model.eval()
+    batch = encode(tok, ["good movie"])
+    prompts = model.prompts(batch["input_ids"], batch["attention_mask"])
+    ours = model.encode(batch["input_ids"], batch["attention_mask"], None, prompts)
+    embeds = torch.cat([prompts.input, model.backbone.get_input_embeddings()(batch["input_ids"])], 1)
+    P, T = prompts.input.shape[1], batch["input_ids"].shape[1]
+    manual = model.backbone(
+        inputs_embeds=embeds, position_ids=torch.arange(P + T)[None],
+        attention_mask=torch.ones(1, P + T, dtype=torch.long),
+    ).last_hidden_state[:, P:]
+    torch.testing.assert_close(ours, manual)
+
+
+def test_prompt_that_does_not_fit_positions_is_refused(tiny_models):
+    config = TrainConfig(model=str(tiny_models["bert"]), generator="task", prompt_length=50,
+                         max_length=20)
+    with pytest.raises(ConfigError, match=r"prompt_length 50 \+ max_length 20 = 70 exceeds the 64"):
+        build_model(config, 2)
+
+
+def _run(tiny_models, toy_csv, generator="task", **overrides) -> TrainingRun:
+    settings = dict(
+        task=str(toy_csv), model=str(tiny_models["bert"]), generator=generator, prompt_length=4,
+        max_length=16, batch_size=16, epochs=2, lr=3e-2,
+    )
+    return TrainingRun(TrainConfig(**{**settings, **overrides}))
+
+
+def test_backbone_is_bit_identical_after_training(tiny_models, toy_csv):
+    run = _run(tiny_models, toy_csv, generator="idpg")
+    before = {k: v.clone() for k, v in run.model.backbone.state_dict().items()}
+    generator_before = {k: v.clone() for k, v in run.model.generator.state_dict().items()}
+    run.fit()
+    after = run.model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    changed = [k for k, v in run.model.generator.state_dict().items()
+               if not torch.equal(v, generator_before[k])]
+    assert changed, "training changed no generator weight"
+
+
+def test_runs_repeat_exactly_with_the_same_seed(tiny_models, toy_csv):
+    first = _run(tiny_models, toy_csv, generator="ipt-encoder").fit()
+    second = _run(tiny_models, toy_csv, generator="ipt-encoder").fit()
+    assert [h.metrics["train_loss"] for h in first.history] == [
+        h.metrics["train_loss"] for h in second.history
+    ]
+    assert first.metrics["test_accuracy"] == second.metrics["test_accuracy"]
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_models, toy_csv, tmp_path):
+    run = _run(tiny_models, toy_csv, generator="prefix", epochs=1)
+    run.fit()
+    run.save_checkpoint(tmp_path / "ckpt")
+    fresh = _run(tiny_models, toy_csv, generator="prefix", epochs=1)
+    assert not torch.equal(fresh.predict_logits("test"), run.predict_logits("test"))
+    fresh.load_checkpoint(tmp_path / "ckpt")
+    torch.testing.assert_close(
+        fresh.predict_logits("test"), run.predict_logits("test"), atol=0, rtol=0
+    )
+    assert not list(tmp_path.glob("ckpt/*.tmp")), "no temporary files left behind"
+
+
+def test_resume_continues_where_it_stopped(tiny_models, toy_csv, tmp_path):
+    """Two epochs in one go equal one epoch, a checkpoint, and one more epoch."""
+    straight = _run(tiny_models, toy_csv, generator="task").fit()
+
+    first = _run(tiny_models, toy_csv, generator="task")
+    first.config.epochs = 2
+    first.train_epoch()
+    first.epoch = 1
+    first.save_checkpoint(tmp_path / "ckpt")
+    resumed = _run(tiny_models, toy_csv, generator="task").fit(resume_from=tmp_path / "ckpt")
+    assert [h.epoch for h in resumed.history] == [2]
+    assert resumed.history[0].metrics["train_loss"] == pytest.approx(
+        straight.history[1].metrics["train_loss"], rel=1e-6
+    )
+
+
+def test_training_learns_the_toy_task(tiny_models, toy_csv):
+    result = _run(tiny_models, toy_csv, generator="task", epochs=6).fit()
+    losses = [h.metrics["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert {"test_accuracy", "test_f1_macro", "val_accuracy", "trainable_params"} <= set(
+        result.metrics
+    )
