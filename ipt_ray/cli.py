@@ -161,6 +161,12 @@ def train(
     max_samples: Annotated[int | None, typer.Option(help="cap every split (quick runs)")] = None,
     pooling: Annotated[str | None, typer.Option(help="first, mean or last")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    text_column: Annotated[str, typer.Option(help="data files: text column")] = "text",
+    text_pair_column: Annotated[str, typer.Option(help="data files: 2nd text column")] = "text_pair",
+    label_column: Annotated[str, typer.Option(help="data files: label column")] = "label",
+    labels: Annotated[
+        str | None, typer.Option(help="data files: comma-separated label set, in id order")
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="KEY=VALUE for a generator knob or training setting (repeat)"),
@@ -178,6 +184,8 @@ def train(
         task=task, model=model, generator=generator, prompt_length=prompt_length, lr=lr,
         head_lr=head_lr, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed,
         max_samples=max_samples, pooling=pooling, device=device, generator_options=options,
+        text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+        label_names=[x.strip() for x in labels.split(",")] if labels else None,
     )
     config = TrainConfig.from_dict({**config.to_dict(), **settings}).validate()
     out_dir = prepare_out_dir(out) if out is not None else None
@@ -234,7 +242,7 @@ def write_checkpoint(run: Any, out_dir: Path) -> None:
         raise
 
 
-def main() -> None:
+def main() -> None:  # console-script entry point
     app()
 
 

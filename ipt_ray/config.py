@@ -31,6 +31,11 @@ class TrainConfig:
     """One run: task x backbone x generator x optimisation. Every field is a search-space key."""
 
     task: str = _help("mr", "catalog task name or path to a CSV/JSONL/Parquet file")
+    text_column: str = _help("text", "local files: the text column")
+    text_pair_column: str = _help("text_pair", "local files: the optional second-text column")
+    label_column: str = _help("label", "local files: the label column")
+    label_names: list[str] | None = _help(None, "local files: the label set in id order "
+                                          "(default: the sorted distinct labels)")
     model: str = _help("minilm", "backbone: a hub id, a local directory, or the alias 'minilm'")
     revision: str | None = _help(None, "hub revision (branch, tag or commit) of the backbone")
     trust_remote_code: bool = _help(False, "allow the backbone's own code from the hub")
@@ -89,6 +94,17 @@ class TrainConfig:
 
         make_config(self.generator, self.generator_kwargs())
         return self
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`ipt_ray.data.load_task` for this run."""
+        kwargs: dict[str, Any] = {"seed": self.seed, "max_samples": self.max_samples}
+        defaults = {"text_column": "text", "text_pair_column": "text_pair", "label_column": "label"}
+        for key, default in defaults.items():
+            if getattr(self, key) != default:
+                kwargs[key] = getattr(self, key)
+        if self.label_names is not None:
+            kwargs["label_names"] = list(self.label_names)
+        return kwargs
 
     def generator_kwargs(self) -> dict[str, Any]:
         """Knobs passed to the generator's config class (prompt length included)."""

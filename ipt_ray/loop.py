@@ -153,7 +153,7 @@ class TrainingRun:
         self.device = resolve_device(device or config.device)
         self.autocast_dtype = resolve_precision(config.precision, self.device)
         seed_everything(config.seed)
-        self.task = task or load_task(config.task, seed=config.seed, max_samples=config.max_samples)
+        self.task = task or load_task(config.task, **config.task_kwargs())
         model, self.tokenizer = build_model(
             config, self.task.num_labels, backbone=backbone, tokenizer=tokenizer
         )
