@@ -152,8 +152,10 @@ def train(
     model: Annotated[str, typer.Option(help="backbone: hub id, local folder or alias 'minilm'")] = "minilm",
     generator: Annotated[str, typer.Option(help="task, prefix, ipt-lookup, ipt-encoder or idpg")] = "task",
     prompt_length: Annotated[int, typer.Option(help="prompt vectors P")] = 16,
-    lr: Annotated[float, typer.Option(help="generator learning rate")] = 1e-2,
-    head_lr: Annotated[float | None, typer.Option(help="head learning rate (default: --lr)")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="generator learning rate (default: the generator's)")
+    ] = None,
+    head_lr: Annotated[float | None, typer.Option(help="head learning rate (default 1e-2)")] = None,
     epochs: Annotated[int, typer.Option(help="training epochs")] = 3,
     batch_size: Annotated[int, typer.Option(help="examples per step")] = 32,
     max_length: Annotated[int, typer.Option(help="max tokens per instance")] = 64,

@@ -16,6 +16,7 @@ from typing import Any
 from ipt_ray.errors import ConfigError, did_you_mean, unknown_choice
 
 POOLINGS = ("first", "mean", "last")
+DEFAULT_HEAD_LR = 1e-2
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -44,8 +45,10 @@ class TrainConfig:
     generator_options: dict[str, Any] = _help({}, "the generator's own knobs")
     pooling: str | None = _help(None, "first, mean or last; default: mean for encoders, "
                                 "last for decoders")
-    lr: float = _help(1e-2, "learning rate of the generator")
-    head_lr: float | None = _help(None, "learning rate of the classification head (default: lr)")
+    lr: float | None = _help(None, "learning rate of the generator (default: the generator's "
+                             "own, e.g. 3e-2 for task, 1e-3 for idpg)")
+    head_lr: float | None = _help(None, "learning rate of the classification head "
+                                  "(default: 1e-2)")
     weight_decay: float = _help(0.0, "AdamW weight decay")
     warmup_ratio: float = _help(0.06, "share of steps with linear warmup, then linear decay")
     max_grad_norm: float = _help(1.0, "gradient clipping norm (0 disables)")
@@ -63,9 +66,16 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check every field; raise :class:`ConfigError` naming the field and what is allowed.
 
+        Fills in ``lr`` from the generator's default when it is None, so that what is logged
+        and checkpointed is the rate actually used.
+
         Checks that need the backbone (a prompt that does not fit its positions) and the
         generator's own knobs are checked when the model is built.
         """
+        from ipt_ray.generators import get_generator_class, make_config
+
+        if self.lr is None:
+            self.lr = get_generator_class(self.generator).default_lr
         _positive("lr", self.lr)
         if self.head_lr is not None:
             _positive("head_lr", self.head_lr)
@@ -90,8 +100,6 @@ class TrainConfig:
             raise ConfigError("generator_options must be a mapping of knob names to values")
         if "prompt_length" in self.generator_options:
             raise ConfigError("set prompt_length as --prompt-length, not as a generator knob")
-        from ipt_ray.generators import make_config
-
         make_config(self.generator, self.generator_kwargs())
         return self
 
@@ -111,8 +119,18 @@ class TrainConfig:
         return {"prompt_length": self.prompt_length, **self.generator_options}
 
     @property
+    def generator_lr(self) -> float:
+        """The generator's rate (after :meth:`validate` filled in the default)."""
+        if self.lr is None:
+            from ipt_ray.generators import get_generator_class
+
+            return get_generator_class(self.generator).default_lr
+        return self.lr
+
+    @property
     def effective_head_lr(self) -> float:
-        return self.lr if self.head_lr is None else self.head_lr
+        """The head's rate: ``head_lr``, else ``DEFAULT_HEAD_LR``."""
+        return DEFAULT_HEAD_LR if self.head_lr is None else self.head_lr
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -164,7 +164,7 @@ class TrainingRun:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = torch.optim.AdamW(
-            self.model.param_groups(config.lr, config.effective_head_lr, config.weight_decay)
+            self.model.param_groups(config.generator_lr, config.effective_head_lr, config.weight_decay)
         )
         steps_per_epoch = math.ceil(self._shard_size() / config.batch_size)
         self.total_steps = steps_per_epoch * config.epochs

@@ -185,13 +185,14 @@ class PromptGenerator(nn.Module, ABC):
     Attributes:
         needs_sentence_embedding: when True, the model computes
             ``GeneratorInputs.sentence_embedding`` with an extra frozen forward pass.
-        deep: when True, the generator emits ``layer_kv`` and needs a backbone whose
-            attention supports deep prompts.
+        default_lr: the learning rate used when a run does not set one.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type[GeneratorConfig]]
     needs_sentence_embedding: ClassVar[bool] = False
+    #: learning rate used when a run sets none (static prompts want larger rates than networks)
+    default_lr: ClassVar[float] = 1e-3
 
     def __init__(self, config: GeneratorConfig, backbone: BackboneInfo) -> None:
         super().__init__()

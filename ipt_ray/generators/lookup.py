@@ -101,6 +101,7 @@ class LookupPrompt(PromptGenerator):
 
     name = "ipt-lookup"
     config_class = LookupConfig
+    default_lr = 1e-2
 
     def __init__(self, config: LookupConfig, backbone: BackboneInfo) -> None:
         super().__init__(config, backbone)

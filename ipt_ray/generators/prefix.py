@@ -49,6 +49,7 @@ class PrefixTuning(PromptGenerator):
 
     name = "prefix"
     config_class = PrefixConfig
+    default_lr = 1e-2
 
     def __init__(self, config: PrefixConfig, backbone: BackboneInfo) -> None:
         super().__init__(config, backbone)

@@ -54,6 +54,7 @@ class TaskPrompt(PromptGenerator):
 
     name = "task"
     config_class = TaskPromptConfig
+    default_lr = 3e-2
 
     def __init__(self, config: TaskPromptConfig, backbone: BackboneInfo) -> None:
         super().__init__(config, backbone)
