@@ -3,8 +3,10 @@
 :meth:`IPTModel.encode` is the one place where prompts meet the backbone: input prompts are
 prepended to the word embeddings (attention mask and token types grow by P; position ids are
 the architecture's own, so the prompt takes positions 0..P-1 and the text P..P+T-1), and deep
-prompts enter every attention layer through :func:`ipt_ray.attention.layer_prefix` (text keeps
-positions 0..T-1). Pooling reads text positions only.
+prompts enter every attention layer through :func:`ipt_ray.attention.layer_prefix`. A deep
+prefix of length P also occupies positions 0..P-1: the text is shifted to P..P+T-1, as in
+P-tuning v2 and PEFT (where the prefix is a key/value cache of length P), so that a prefix
+trained here gives the same logits under PEFT. Pooling reads text positions only.
 
 Dropout: the backbone stays in eval mode even while training, so it is a fixed function of
 its input. Its dropout would perturb the frozen features that every generator conditions on
@@ -94,9 +96,25 @@ class IPTModel(nn.Module):
         kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
+        if prompts is not None and prompts.layer_kv is not None:
+            kwargs["position_ids"] = self.shifted_positions(embeds.shape[0], embeds.shape[1],
+                                                            prompts.prefix_length, embeds.device)
         with layer_prefix(None if prompts is None else prompts.layer_kv):
             hidden = self.backbone(**kwargs, use_cache=False).last_hidden_state  # (B, P+T, H)
         return hidden[:, P:]
+
+    def shifted_positions(
+        self, batch: int, length: int, shift: int, device: torch.device
+    ) -> torch.Tensor:
+        """(B, length) position ids starting ``shift`` places after the architecture's first.
+
+        RoBERTa-style embeddings (which have a ``padding_idx``) count from ``padding_idx + 1``.
+        """
+        embeddings = getattr(self.backbone, "embeddings", None)
+        padding_idx = getattr(embeddings, "padding_idx", None)
+        first = padding_idx + 1 if isinstance(padding_idx, int) else 0
+        positions = torch.arange(first + shift, first + shift + length, device=device)
+        return positions.unsqueeze(0).expand(batch, -1)
 
     @torch.no_grad()
     def sentence_embedding(
@@ -198,10 +216,10 @@ def build_model(
         )
     info = backbone_info(backbone)
     generator = build_generator(config.generator, config.generator_kwargs(), info)
-    needed = generator.input_prompt_length + config.max_length
+    needed = config.prompt_length + config.max_length
     if needed > info.max_positions:
         raise ConfigError(
-            f"prompt_length {generator.input_prompt_length} + max_length {config.max_length} = "
+            f"prompt_length {config.prompt_length} + max_length {config.max_length} = "
             f"{needed} exceeds the {info.max_positions} positions of {config.model!r}; allowed: "
             f"prompt_length + max_length <= {info.max_positions}"
         )

@@ -130,6 +130,29 @@ def test_prefix_attention_matches_transformers_cache(tiny_models, arch):
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["bert", "roberta", "gpt2", "llama"])
+def test_deep_prefix_matches_a_cache_of_the_same_length(tiny_models, arch):
+    """As in PEFT / P-tuning v2: text after a prefix of length P sits at positions P..P+T-1."""
+    from transformers import AutoModel, DynamicCache
+
+    model, tok = make(tiny_models[arch], "prefix", prompt_length=3)
+    model.eval()
+    batch = encode(tok, TEXTS)
+    prompts = model.prompts(batch["input_ids"], batch["attention_mask"])
+    ours = model.encode(batch["input_ids"], batch["attention_mask"], None, prompts)
+
+    reference = AutoModel.from_pretrained(tiny_models[arch], attn_implementation="sdpa").eval()
+    cache = DynamicCache()
+    kv = prompts.layer_kv
+    for layer in range(kv.shape[0]):
+        cache.update(kv[layer, 0], kv[layer, 1], layer)
+    mask = torch.cat([torch.ones(len(TEXTS), 3, dtype=torch.long), batch["attention_mask"]], 1)
+    theirs = reference(input_ids=batch["input_ids"], attention_mask=mask, past_key_values=cache,
+                       use_cache=False).last_hidden_state
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-4)
+
+
 def test_input_prompt_takes_the_first_positions(tiny_models):
     """With an input prompt of length P, text token t sits at position P + t (BERT)."""
     model, tok = make(tiny_models["bert"], "task")
