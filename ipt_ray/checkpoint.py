@@ -5,7 +5,7 @@ A checkpoint directory holds:
 - ``weights.safetensors``: generator and head tensors (keys ``generator.*``, ``head.*``);
 - ``config.json``: the :class:`TrainConfig`, the label names, pooling, the task metric, the
   ipt-ray version and parameter counts: everything needed to rebuild the model;
-- ``train_state.safetensors`` + ``train_state.json`` (optional): optimizer, scheduler and RNG
+- ``train_state.safetensors`` + ``train_state.json`` (optional): optimizer and scheduler
   state, epoch and best score, so that training can resume at the next epoch;
 - ``best_weights.safetensors`` (optional): the best epoch's weights when they are not the
   current ones.

@@ -61,6 +61,8 @@ class TrainConfig:
     device: str = _help("auto", "auto, cpu or cuda")
     precision: str = _help("auto", "auto (bf16 autocast on CUDA if supported, else fp32), "
                            "fp32, bf16 or fp16")
+    cache_features: bool = _help(True, "compute frozen features a generator reads (IDPG's "
+                                 "sentence vector) once and reuse them across epochs and trials")
     eval_test_every_epoch: bool = _help(False, "also evaluate the test split every epoch")
 
     def validate(self) -> TrainConfig:

@@ -6,9 +6,9 @@ warmup then linear decay, gradient clipping, evaluation every epoch, and the bes
 weights kept for the final test evaluation. Under ``torch.distributed`` (set up by Ray Train
 or torchrun) the model is wrapped in DDP and each rank trains on its shard of every epoch.
 
-Seeding: one seed drives initialisation, shuffling (a generator seeded per epoch) and dropout,
-so a run repeats exactly on CPU. A resumed run continues at the next epoch with the same
-shuffling and RNG state.
+Seeding: one seed drives initialisation; every epoch re-seeds shuffling and dropout from
+(seed, epoch). A run therefore repeats exactly on CPU, also when other runs share the process,
+and a resumed run continues at the next epoch exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -159,6 +159,11 @@ class TrainingRun:
         )
         self.model: IPTModel = model.to(self.device)
         self.data = tokenize_task(self.task, self.tokenizer, config.max_length)
+        self.features: dict[str, torch.Tensor] | None = None
+        if config.cache_features and self.model.generator.needs_sentence_embedding:
+            from ipt_ray.features import sentence_features
+
+            self.features = sentence_features(self.model, self.data, device=self.device)
         self.net: nn.Module = self.model
         if world_size > 1 and torch.distributed.is_initialized():
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -199,27 +204,39 @@ class TrainingRun:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    def _epoch_seed(self, epoch: int) -> int:
+        return (self.config.seed * 100_003 + epoch) % 2**63
+
     def _epoch_order(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        generator = torch.Generator().manual_seed(self._epoch_seed(epoch))
         order = torch.randperm(len(self.data["train"]), generator=generator)
         return order[self.rank :: self.world_size]  # this rank's shard
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+    def _inputs(self, batch: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+        """Model inputs of a batch on the device, with cached frozen features when there are."""
+        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.features is not None:
+            out["sentence_embedding"] = self.features[split][batch["index"]].to(self.device)
+        return out
+
+    def _forward(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return net(
+            batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+            batch.get("sentence_embedding"),
+        )
 
     def train_epoch(self) -> dict[str, float]:
         """Train one epoch; returns train_loss, learning_rate, samples_per_second, epoch_seconds."""
         self.net.train()
         epoch = self.epoch + 1
+        torch.manual_seed(self._epoch_seed(epoch))  # dropout: independent of other work
         total_loss, seen = 0.0, 0
         start = time.perf_counter()
         trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         for batch in batches(self.data["train"], self.config.batch_size, self._epoch_order(epoch)):
-            batch = self._to_device(batch)
+            batch = self._inputs(batch, "train")
             with self._autocast():
-                logits = self.net(
-                    batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
-                )
+                logits = self._forward(self.net, batch)
                 loss = nn.functional.cross_entropy(logits.float(), batch["labels"])
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} in epoch {epoch}")
@@ -247,11 +264,9 @@ class TrainingRun:
         self.model.eval()
         out = []
         for batch in batches(self.data[split], max(self.config.batch_size, 64)):
-            batch = self._to_device(batch)
+            batch = self._inputs(batch, split)
             with self._autocast():
-                logits = self.model(
-                    batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
-                )
+                logits = self._forward(self.model, batch)
             out.append(logits.float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.task.num_labels)
 
@@ -331,7 +346,7 @@ class TrainingRun:
         }
 
     def save_checkpoint(self, directory: str | Path, *, with_train_state: bool = True) -> None:
-        """Write weights + config (+ optimizer/scheduler/RNG state); see :mod:`ipt_ray.checkpoint`."""
+        """Write weights + config (+ optimizer/scheduler state); see :mod:`ipt_ray.checkpoint`."""
         directory = Path(directory)
         ckpt.save_weights(directory, self.model.trainable_state_dict(), self.checkpoint_meta())
         if self.best_state is not None and self.best_epoch != self.epoch:
@@ -341,7 +356,6 @@ class TrainingRun:
         if not with_train_state:
             return
         tensors, optim_meta = ckpt.flatten_optimizer(self.optimizer.state_dict())
-        tensors["rng.torch"] = torch.get_rng_state()
         meta = {
             "optimizer": optim_meta,
             "scheduler": self.scheduler.state_dict(),
@@ -353,7 +367,7 @@ class TrainingRun:
         ckpt.save_train_state(directory, tensors, meta)
 
     def load_checkpoint(self, directory: Path) -> None:
-        """Restore weights and, when present, the optimizer, scheduler, RNG and epoch."""
+        """Restore weights and, when present, the optimizer, scheduler and epoch."""
         self.model.load_trainable_state_dict(ckpt.load_weights(directory))
         best = ckpt.load_weights(directory, best=True)
         try:
@@ -362,7 +376,6 @@ class TrainingRun:
             return
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
         self.scheduler.load_state_dict(meta["scheduler"])
-        torch.set_rng_state(tensors["rng.torch"])
         self.epoch = int(meta["epoch"])
         self.best_score = float(meta["best_score"])
         self.best_epoch = int(meta["best_epoch"])

@@ -241,3 +241,23 @@ def test_training_learns_the_toy_task(tiny_models, toy_csv):
     assert {"test_accuracy", "test_f1_macro", "val_accuracy", "trainable_params"} <= set(
         result.metrics
     )
+
+
+def test_cached_sentence_features_equal_the_live_ones(tiny_models, toy_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("IPT_RAY_CACHE", str(tmp_path))
+    cached = _run(tiny_models, toy_csv, generator="idpg")
+    live = _run(tiny_models, toy_csv, generator="idpg", cache_features=False)
+    assert cached.features is not None and live.features is None
+    assert list((tmp_path / "features").glob("*.safetensors")), "features written to the cache"
+    torch.testing.assert_close(cached.predict_logits("test"), live.predict_logits("test"),
+                               atol=1e-5, rtol=1e-4)
+    first, second = cached.fit(), live.fit()
+    assert first.history[-1].metrics["train_loss"] == pytest.approx(
+        second.history[-1].metrics["train_loss"], rel=1e-4
+    )
+    # A second run (another trial) reads the file instead of recomputing.
+    import ipt_ray.features as features
+
+    monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("recomputed"))
+    again = _run(tiny_models, toy_csv, generator="idpg")
+    torch.testing.assert_close(again.features["train"], cached.features["train"])
