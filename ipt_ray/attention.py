@@ -4,9 +4,10 @@ Registered in transformers' ``AttentionInterface`` as ``ipt_prefix``, it wraps S
 a :func:`layer_prefix` block it *is* SDPA, so a backbone set to it behaves exactly as before.
 Inside, the n-th attention call of the forward pass gets layer n's prefix: keys and values
 of shape (B, KV, P, D) are concatenated before the instance's own, and the attention mask
-gains P always-visible columns. The query length and position ids do not change, so text
-tokens keep positions 0..T-1. Works for every architecture that routes attention through
-the interface (BERT, RoBERTa, ELECTRA, DistilBERT, GPT-2, Llama, ...).
+gains P always-visible columns. The query length does not change; position ids are the
+caller's choice (:meth:`ipt_ray.model.IPTModel.encode` shifts the text to P..P+T-1, as a
+key/value cache of length P would). Works for every architecture that routes attention
+through the interface (BERT, RoBERTa, ELECTRA, DistilBERT, GPT-2, Llama, ...).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -133,14 +133,15 @@ def backbone_info(net: PreTrainedModel, *, with_embeddings: bool = True) -> Back
     heads = int(config.num_attention_heads)
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
-    embeddings = net.get_input_embeddings().weight.detach() if with_embeddings else None
+    table = cast(torch.Tensor, net.get_input_embeddings().weight)
+    embeddings = table.detach() if with_embeddings else None
     return BackboneInfo(
         hidden_size=hidden,
         num_layers=int(config.num_hidden_layers),
         num_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
-        vocab_size=int(net.get_input_embeddings().weight.shape[0]),
+        vocab_size=int(table.shape[0]),
         max_positions=max_positions(net),
         is_decoder=is_decoder(net),
         supports_deep_prompts=supports_deep_prompts(net),
@@ -151,6 +152,15 @@ def backbone_info(net: PreTrainedModel, *, with_embeddings: bool = True) -> Back
 def default_pooling(info: BackboneInfo) -> str:
     """Mean over text tokens for encoders, the last text token for decoders."""
     return "last" if info.is_decoder else "mean"
+
+
+def uses_token_types(net: PreTrainedModel) -> bool:
+    """Whether the backbone has segment (token type) embeddings.
+
+    GPT-2 accepts ``token_type_ids`` but embeds them with its *word* embeddings, so token
+    types are passed only to models whose config declares a token-type vocabulary.
+    """
+    return int(getattr(net.config, "type_vocab_size", 0) or 0) > 0
 
 
 def count_params(module: torch.nn.Module) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,6 +21,9 @@ from safetensors.torch import save_file
 
 from ipt_ray.data import TokenizedSplit, cache_root
 from ipt_ray.data.cache import atomic_path, file_lock
+
+if TYPE_CHECKING:
+    from ipt_ray.model import IPTModel
 
 FORMAT = 1
 
@@ -42,7 +46,7 @@ def data_fingerprint(split: TokenizedSplit) -> str:
 
 
 def sentence_features(
-    model: torch.nn.Module,
+    model: IPTModel,
     data: dict[str, TokenizedSplit],
     *,
     device: torch.device,
@@ -90,7 +94,7 @@ def _load(path: Path, key: str) -> dict[str, torch.Tensor] | None:
 
 @torch.no_grad()
 def _compute(
-    model: torch.nn.Module, data: dict[str, TokenizedSplit], device: torch.device, batch_size: int
+    model: IPTModel, data: dict[str, TokenizedSplit], device: torch.device, batch_size: int
 ) -> dict[str, torch.Tensor]:
     from ipt_ray.loop import batches
 
@@ -108,6 +112,7 @@ def _compute(
                     None if types is None else types.to(device),
                 ).float().cpu()
             )
-        out[name] = torch.cat(parts) if parts else torch.empty(0, model.backbone.config.hidden_size)
+        width = int(model.backbone.config.hidden_size)
+        out[name] = torch.cat(parts) if parts else torch.empty(0, width)
     model.train(was_training)
     return out

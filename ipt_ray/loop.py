@@ -253,7 +253,7 @@ class TrainingRun:
         seconds = time.perf_counter() - start
         return {
             C.TRAIN_LOSS: total_loss / max(seen, 1),
-            C.LEARNING_RATE: self.scheduler.get_last_lr()[0],
+            C.LEARNING_RATE: float(self.scheduler.get_last_lr()[0]),
             C.SAMPLES_PER_SECOND: seen * self.world_size / seconds,
             C.EPOCH_SECONDS: seconds,
         }

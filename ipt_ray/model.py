@@ -24,7 +24,14 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ipt_ray.attention import layer_prefix
-from ipt_ray.backbone import backbone_info, count_params, default_pooling, freeze, load_backbone
+from ipt_ray.backbone import (
+    backbone_info,
+    count_params,
+    default_pooling,
+    freeze,
+    load_backbone,
+    uses_token_types,
+)
 from ipt_ray.config import TrainConfig
 from ipt_ray.errors import ConfigError
 from ipt_ray.generators import GeneratorInputs, PromptGenerator, Prompts, build_generator
@@ -62,6 +69,7 @@ class IPTModel(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = freeze(backbone)
+        self.token_types = uses_token_types(backbone)
         self.generator = generator
         self.pooling = pooling
         hidden = int(backbone.config.hidden_size)
@@ -84,6 +92,8 @@ class IPTModel(nn.Module):
         """Run the backbone with prompts; return text states (B, T, H), prompt positions removed."""
         embeds = self.backbone.get_input_embeddings()(input_ids)  # (B, T, H)
         mask = attention_mask
+        if not self.token_types:
+            token_type_ids = None
         P = 0
         if prompts is not None and prompts.input is not None:
             P = prompts.input_length

@@ -27,8 +27,11 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB_SIZE = 99  # as in transformers' model testers: room beyond the toy words
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A BERT-style word-level tokenizer over the toy vocabulary ([CLS] text [SEP] text [SEP])."""
+def tiny_tokenizer(token_types: bool = True) -> PreTrainedTokenizerFast:
+    """A BERT-style word-level tokenizer over the toy vocabulary ([CLS] text [SEP] text [SEP]).
+
+    ``token_types=False`` makes it return no ``token_type_ids``, like GPT-2's and Llama's.
+    """
     vocab = {tok: i for i, tok in enumerate(SPECIALS + TOY_WORDS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
@@ -47,7 +50,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
         mask_token="[MASK]",
         bos_token="[CLS]",
         eos_token="[SEP]",
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"]
+        if token_types
+        else ["input_ids", "attention_mask"],
     )
 
 
@@ -67,8 +72,7 @@ def tiny_config_kwargs(arch: str) -> dict[str, object]:
     base = {**common, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
             "intermediate_size": 64, "max_position_embeddings": 64}
     if arch == "roberta":
-        base["max_position_embeddings"] = 66  # RoBERTa reserves padding_idx + 1 = 2 positions
-        base["pad_token_id"] = 1
+        base["max_position_embeddings"] = 65  # RoBERTa reserves padding_idx + 1 = 1 position
     if arch == "electra":
         base["embedding_size"] = 32
     return base
@@ -90,10 +94,7 @@ def save_tiny_backbone(arch: str, directory: str | Path, seed: int = 0) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tiny_backbone(arch, seed).save_pretrained(directory)
-    tokenizer = tiny_tokenizer()
-    if arch == "roberta":
-        # RoBERTa pads with id 1: keep the tokenizer consistent with the model's padding_idx.
-        tokenizer.pad_token = "[UNK]"
+    tokenizer = tiny_tokenizer(token_types=arch not in ("gpt2", "llama"))
     tokenizer.save_pretrained(directory)
     return directory
 
