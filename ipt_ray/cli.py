@@ -244,6 +244,93 @@ def write_checkpoint(run: Any, out_dir: Path) -> None:
         raise
 
 
+BundleArg = Annotated[Path, typer.Argument(help="an exported bundle folder (ipt-ray export)")]
+InputOpt = Annotated[
+    Path | None, typer.Option("--input", help="texts: .txt (one per line), .csv or .jsonl")
+]
+TextOpt = Annotated[list[str] | None, typer.Option("--text", help="a text (repeat)")]
+TextColumnOpt = Annotated[str, typer.Option(help="text column of a .csv/.jsonl input")]
+PairColumnOpt = Annotated[
+    str | None, typer.Option(help="second-text column (default: text_pair if present)")
+]
+BackboneOpt = Annotated[
+    str | None, typer.Option(help="load this backbone instead of the one the bundle names")
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda")]
+
+
+def _texts(input_: Path | None, text: list[str] | None, text_column: str,
+           text_pair_column: str | None) -> tuple[list[str], list[str] | None]:
+    from ipt_ray.predict import read_texts
+
+    if (input_ is None) == (not text):
+        raise UserError("give either --input FILE or one or more --text TEXT")
+    if input_ is not None:
+        return read_texts(input_, text_column=text_column, text_pair_column=text_pair_column)
+    return list(text or []), None
+
+
+@app.command()
+@user_errors
+def predict(
+    bundle: BundleArg,
+    input_: InputOpt = None,
+    text: TextOpt = None,
+    output: Annotated[
+        Path | None, typer.Option(help="write .csv or .jsonl (default: JSON lines on stdout)")
+    ] = None,
+    text_column: TextColumnOpt = "text",
+    text_pair_column: PairColumnOpt = None,
+    backbone: BackboneOpt = None,
+    device: DeviceOpt = "cpu",
+    batch_size: Annotated[int, typer.Option(help="texts per forward pass")] = 64,
+) -> None:
+    """Predict labels and probabilities for texts with an exported bundle (no Ray, no MLflow)."""
+    quiet_libraries()
+    from ipt_ray.bundle import load_bundle
+    from ipt_ray.predict import PREDICTION_SUFFIXES, _suffix, prediction_table, write_predictions
+
+    if output is not None:
+        _suffix(output, PREDICTION_SUFFIXES, "predictions")  # fail before loading anything
+    texts, pairs = _texts(input_, text, text_column, text_pair_column)
+    loaded = load_bundle(bundle, backbone=backbone, device=device)
+    rows = loaded.predict(texts, pairs, batch_size=batch_size)
+    if output is None:
+        _, records = prediction_table(rows, texts=texts, text_pairs=pairs)
+        for record in records:
+            print(json.dumps(record))
+        return
+    write_predictions(rows, output, texts=texts, text_pairs=pairs)
+    print(f"{len(rows)} predictions written to {output}")
+
+
+@app.command()
+@user_errors
+def prompts(
+    bundle: BundleArg,
+    output: Annotated[Path, typer.Option(help=".npy (input prompts) or .safetensors (all)")],
+    input_: InputOpt = None,
+    text: TextOpt = None,
+    text_column: TextColumnOpt = "text",
+    text_pair_column: PairColumnOpt = None,
+    backbone: BackboneOpt = None,
+    device: DeviceOpt = "cpu",
+    batch_size: Annotated[int, typer.Option(help="texts per forward pass")] = 64,
+) -> None:
+    """Write the instance-wise prompt vectors of texts (.npy or .safetensors)."""
+    quiet_libraries()
+    from ipt_ray.bundle import load_bundle
+    from ipt_ray.predict import PROMPT_SUFFIXES, _suffix, write_prompts
+
+    _suffix(output, PROMPT_SUFFIXES, "prompt vectors")
+    texts, pairs = _texts(input_, text, text_column, text_pair_column)
+    loaded = load_bundle(bundle, backbone=backbone, device=device)
+    vectors = loaded.prompt_vectors(texts, pairs, batch_size=batch_size)
+    write_prompts(vectors, output)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in vectors.items())
+    print(f"prompt vectors of {len(texts)} texts written to {output}: {shapes}")
+
+
 def main() -> None:  # console-script entry point
     app()
 
