@@ -331,6 +331,70 @@ def prompts(
     print(f"prompt vectors of {len(texts)} texts written to {output}: {shapes}")
 
 
+cluster_app = typer.Typer(
+    help="A local multi-node Ray cluster on this machine (loopback, token auth on).",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+RootOpt = Annotated[Path, typer.Option(help="folder for the cluster's state, token and logs")]
+
+
+@cluster_app.command("up")
+@user_errors
+def cluster_up(
+    nodes: Annotated[int, typer.Option(help="nodes: a head and NODES-1 workers")] = 2,
+    cpus_per_node: Annotated[int, typer.Option(help="CPUs each node offers")] = 1,
+    memory_per_node: Annotated[str, typer.Option(help="memory each node offers (4GB, 2GiB)")] = "4GB",
+    object_store_memory: Annotated[
+        str | None, typer.Option(help="object store per node (default: Ray's share)")
+    ] = None,
+    root: RootOpt = Path("ipt-ray-runs/cluster"),
+    timeout: Annotated[float, typer.Option(help="seconds to wait for every node")] = 90.0,
+) -> None:
+    """Start a head and NODES-1 worker nodes on 127.0.0.2, each with its own temp dir."""
+    from ipt_ray.cluster import start_local_cluster
+
+    if nodes < 1:
+        raise UserError(f"--nodes must be at least 1, got {nodes}")
+    cluster = start_local_cluster(
+        nodes, root=root.resolve(), cpus_per_node=cpus_per_node,
+        memory_per_node=memory_per_node, object_store_memory=object_store_memory,
+        timeout=timeout,
+    )
+    print(f"{cluster.nodes} nodes up; GCS {cluster.head_address}; dashboard {cluster.dashboard_url}")
+    print(f"token file: {cluster.token_file} (the dashboard asks for it once)")
+    print("to submit to it from this shell:")
+    print(cluster.shell_exports())
+    print(f"stop it with: ipt-ray cluster down --root {root}")
+
+
+@cluster_app.command("down")
+@user_errors
+def cluster_down(root: RootOpt = Path("ipt-ray-runs/cluster")) -> None:
+    """Stop every process of the local cluster started with `cluster up`."""
+    from ipt_ray.cluster import stop_local_cluster
+
+    stop_local_cluster(root.resolve())
+    print("local cluster stopped")
+
+
+@cluster_app.command("status")
+@user_errors
+def cluster_status(root: RootOpt = Path("ipt-ray-runs/cluster")) -> None:
+    """Whether the local cluster runs, and Ray's own status."""
+    from ipt_ray.cluster import local_cluster_status
+
+    status = local_cluster_status(root.resolve())
+    if status.cluster is None:
+        print(f"no local cluster under {root}")
+        raise SystemExit(1)
+    state = "running" if status.running else "degraded"
+    print(f"{state}: {len(status.alive_pids)}/{len(status.cluster.pids)} node processes, "
+          f"{status.nodes_alive} nodes registered; dashboard {status.cluster.dashboard_url}")
+    if status.ray_status:
+        print(status.ray_status)
+
+
 def main() -> None:  # console-script entry point
     app()
 
