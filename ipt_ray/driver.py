@@ -1,0 +1,172 @@
+"""The per-trial Tune function: ``train_driver_fn(config, setup)`` builds and fits a TorchTrainer.
+
+Ray 2.60 runs Ray Train V2, where a trainer cannot be passed to ``Tuner`` directly. Each trial
+is instead a Tune *function trainable* that turns its flat trial config into a
+:class:`~ipt_ray.config.TrainConfig` and fits one :class:`~ray.train.torch.TorchTrainer`:
+
+- ``W`` DDP workers (:func:`ipt_ray.worker.train_fn_per_worker`), gloo on CPU, nccl on GPU;
+- the Train run is named ``trial-<trial id>`` (stable, no timestamp) under
+  :attr:`TrialSetup.storage_path`, so a trial that Tune restarts finds its own checkpoints
+  and resumes at the next epoch;
+- :class:`~ray.tune.integration.ray_train.TuneReportCallback` forwards rank 0's reports to
+  Tune (a checkpoint arrives as its storage path under ``checkpoint_path``);
+- Ray Train keeps two checkpoints: the latest (to resume) and the best epoch's (highest
+  ``checkpoint_score``, see :mod:`ipt_ray.worker`).
+
+The function reserves no CPU of its own (see :func:`trainable`): only the workers hold
+resources. A failed run raises :class:`TrialFailed` with a one-line message, which Tune
+records as the trial's error. No MLflow here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import ray.train
+import ray.tune
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from ipt_ray.config import TrainConfig
+from ipt_ray.worker import CHECKPOINT_SCORE_KEY, TRAIN_CONFIG_KEY, train_fn_per_worker
+
+#: Where TuneReportCallback puts the storage path of a reported checkpoint.
+CHECKPOINT_PATH_KEY = "checkpoint_path"
+#: Resources of the driver function itself (Ray refuses ``{"cpu": 0}`` alone).
+DRIVER_RESOURCES = {"cpu": 0, "memory": 1 << 20}
+
+
+class TrialConfigConverter(Protocol):
+    """Anything that turns a flat trial config into a TrainConfig (``SearchSpace`` does)."""
+
+    def to_train_config(self, trial_config: Mapping[str, Any]) -> TrainConfig: ...
+
+
+class TrialFailed(RuntimeError):
+    """A trial's training failed; the message is one line (``ErrorType: message``)."""
+
+    @property
+    def short_message(self) -> str:
+        """The one-line message (what the MLflow ``error`` tag shows)."""
+        return str(self)
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of one search shares (sent to trials once, via the object store).
+
+    Attributes:
+        space: converts the flat trial config (``SearchSpace``).
+        storage_path: absolute path or URI under which each trial's Train run keeps its
+            checkpoints (``<storage_path>/trial-<id>/epoch-0001``...). Must be reachable from
+            every node of the cluster (shared file system or object store) on multi-node
+            clusters.
+        workers: DDP workers per trial.
+        cpus_per_worker, gpus_per_worker: resources of each worker.
+        worker_failures: Ray Train restarts a failed worker group this often (from the last
+            checkpoint) before the trial fails.
+        train_fn: the per-worker function (tests substitute their own).
+    """
+
+    space: TrialConfigConverter
+    storage_path: str
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    worker_failures: int = 0
+    train_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+
+def run_name(trial_id: str) -> str:
+    """The Ray Train run name of a trial: stable across restarts of the trial."""
+    return f"trial-{trial_id}"
+
+
+def build_trainer(train_config: TrainConfig, setup: TrialSetup, trial_id: str) -> TorchTrainer:
+    """The TorchTrainer of one trial (see the module docstring)."""
+    resources: dict[str, float] = {"CPU": setup.cpus_per_worker}
+    if setup.use_gpu:
+        resources["GPU"] = setup.gpus_per_worker
+    return TorchTrainer(
+        setup.train_fn,
+        train_loop_config={TRAIN_CONFIG_KEY: train_config.to_dict()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=setup.workers,
+            use_gpu=setup.use_gpu,
+            resources_per_worker=resources,
+        ),
+        torch_config=TorchConfig(backend="nccl" if setup.use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=run_name(trial_id),
+            storage_path=setup.storage_path,
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            failure_config=ray.train.FailureConfig(max_failures=setup.worker_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1,  # the best epoch's; Ray Train always keeps the latest too
+                checkpoint_score_attribute=CHECKPOINT_SCORE_KEY,
+                checkpoint_score_order="max",
+            ),
+        ),
+    )
+
+
+def short_error(exc: BaseException) -> str:
+    """``ErrorType: first line`` of the root cause of a (Ray Train) failure, at most 500 chars."""
+    failures = getattr(exc, "worker_failures", None)
+    if isinstance(failures, Mapping) and failures:
+        exc = failures[min(failures)]
+    cause = getattr(exc, "cause", None)  # RayTaskError wraps the user's exception
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text[:500]
+
+
+def train_driver_fn(config: dict[str, Any], setup: TrialSetup) -> None:
+    """Run one trial: build the TrainConfig, fit the TorchTrainer, raise if training failed.
+
+    Args:
+        config: the flat trial config sampled by Optuna (fixed settings included).
+        setup: the search's shared settings (bound with ``tune.with_parameters``).
+
+    Raises:
+        TrialFailed: the config is invalid or training failed (one-line message).
+    """
+    trial_id = ray.tune.get_context().get_trial_id()
+    try:
+        train_config = setup.space.to_train_config(config)
+    except Exception as exc:
+        raise TrialFailed(short_error(exc)) from exc
+    trainer = build_trainer(train_config, setup, trial_id)
+    try:
+        trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        raise TrialFailed(short_error(exc)) from exc
+
+
+def trainable(setup: TrialSetup) -> Any:
+    """The Tune trainable of a search: :func:`train_driver_fn` bound to ``setup``, holding no
+    CPU itself (the TorchTrainer's workers reserve the resources)."""
+    bound = ray.tune.with_parameters(train_driver_fn, setup=setup)
+    return ray.tune.with_resources(bound, dict(DRIVER_RESOURCES))
+
+
+__all__ = [
+    "CHECKPOINT_PATH_KEY",
+    "DRIVER_RESOURCES",
+    "TrialConfigConverter",
+    "TrialFailed",
+    "TrialSetup",
+    "build_trainer",
+    "run_name",
+    "short_error",
+    "train_driver_fn",
+    "trainable",
+]

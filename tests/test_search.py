@@ -1,0 +1,362 @@
+"""Searches on a real local Ray with tiny backbones: Tune + Optuna + ASHA + TorchTrainer,
+tracked in MLflow (a local sqlite store, and a real ``mlflow server``).
+
+One Ray session serves the whole module (``ray_session``); every search runs on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ipt_ray import constants as C
+from ipt_ray.space import SearchSpace, load_space, parse_space
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_report_polling() -> Iterator[None]:
+    """Ray Train's controller polls its workers every 2 s, and each poll forwards one report:
+    0.25 s lets tiny epochs reach Tune without waiting. (Read by Ray processes started
+    while it is set, so it must precede every ray.init of the module.)"""
+    old = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+        else:
+            os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = old
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    """One local Ray (2 CPUs) for the rest of the module: run_search uses it, and leaves it
+    running."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    # Ray's socket paths must stay short: a temp dir under /tmp, not pytest's deep tmp_path.
+    temp_dir = tempfile.mkdtemp(prefix="ipt-ray-test-")
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, _temp_dir=temp_dir,
+             logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> dict[str, Any]:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return {
+        "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        "artifact_root": root / "mlartifacts",
+        "storage": root / "ray",
+    }
+
+
+def client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def search_runs(uri: str, summary: Any) -> tuple[Any, list[Any]]:
+    """(parent run, child runs) of a finished search."""
+    runs = list(client(uri).search_runs([summary.experiment_id]))
+    parent = [r for r in runs if r.info.run_id == summary.parent_run_id]
+    children = [r for r in runs if r.data.tags.get(C.TAG_PARENT_RUN) == summary.parent_run_id]
+    assert len(parent) == 1
+    return parent[0], children
+
+
+def steps(uri: str, run_id: str, key: str) -> list[int]:
+    return [m.step for m in client(uri).get_metric_history(run_id, key)]
+
+
+def space_text(model: Path, task: Path, search: str, params: str, **fixed: Any) -> str:
+    values = {"task": str(task), "model": str(model), "max_samples": 48, "max_length": 16,
+              "batch_size": 16, "epochs": 2, **fixed}
+    return (
+        "fixed:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in values.items())
+        + "search:\n" + "".join(f"  {line}\n" for line in search.strip().splitlines())
+        + "params:\n" + "".join(f"  {line}\n" for line in params.strip().splitlines())
+    )
+
+
+def run(space: SearchSpace, paths: dict[str, Any], **kwargs: Any) -> Any:
+    from ipt_ray.tuning import run_search
+
+    events: list[Any] = []
+    summary = run_search(space, progress=events.append, **paths, **kwargs)
+    summary.events = events
+    return summary
+
+
+def test_smoke_search(tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any],
+                      tmp_path: Path) -> None:
+    """3 trials over all five generators on a local Ray that run_search starts and stops: a
+    parent, 3 children with per-epoch metrics and their best checkpoint, conditional params,
+    nothing left RUNNING."""
+    import ray
+
+    had_ray = ray.is_initialized()
+    space = load_space("smoke", {"fixed.model": str(tiny_models["bert"]),
+                                 "fixed.task": str(toy_csv), "num_samples": 3,
+                                 "scheduler": "none"})
+    summary = run(space, paths, name="smoke-test")
+    assert ray.is_initialized() == had_ray
+    uri = paths["tracking_uri"]
+    assert summary.counts == {"finished": 3, "pruned": 0, "failed": 0, "killed": 0}
+    assert not summary.interrupted
+    assert summary.ui_command == f"mlflow ui --backend-store-uri {uri}"
+    parent, children = search_runs(uri, summary)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[C.TAG_KIND] == C.KIND_SEARCH
+    assert parent.data.tags[C.TAG_BEST_TRIAL] == summary.best.run_id
+    assert parent.data.metrics["best_val_accuracy"] == summary.best.value
+    assert {"search_space.yaml", "search_summary.json"} <= {
+        f.path for f in client(uri).list_artifacts(parent.info.run_id)}
+    assert len(children) == 3
+    all_runs = client(uri).search_runs([summary.experiment_id])
+    assert all(r.info.status == "FINISHED" for r in all_runs)
+
+    sampled = []
+    for child in children:
+        run_id, params, tags = child.info.run_id, child.data.params, child.data.tags
+        assert tags[C.TAG_KIND] == C.KIND_TRIAL and tags[C.TAG_TRIAL_ID]
+        assert tags[C.TAG_PRUNED] == "false"
+        assert tags[C.TAG_NODE]
+        assert steps(uri, run_id, "val_accuracy") == [1, 2]
+        assert steps(uri, run_id, C.TRAIN_LOSS) == [1, 2]
+        assert steps(uri, run_id, C.SAMPLES_PER_SECOND) == [1, 2]
+        assert steps(uri, run_id, C.TRAINABLE_PARAMS) == [1]
+        assert 0 < child.data.metrics[C.TRAINABLE_SHARE] < 1
+        assert "test_accuracy" in child.data.metrics
+        # Conditional params: the chosen generator's knobs only, and the fixed settings.
+        generator = params["generator"]
+        knobs = {k.split(".")[0] for k in params if "." in k}
+        assert knobs <= {generator}
+        assert params["epochs"] == "2" and params["task"] == str(toy_csv)
+        sampled.append(float(params["lr"]))
+        # The best epoch's checkpoint: weights + config, no optimizer state.
+        files = {Path(f.path).name for f in client(uri).list_artifacts(run_id, "checkpoint")}
+        assert files == {C.WEIGHTS_FILE, C.CONFIG_FILE}
+        local = client(uri).download_artifacts(run_id, f"checkpoint/{C.CONFIG_FILE}",
+                                               str(tmp_path))
+        trial = next(t for t in summary.trials if t.run_id == run_id)
+        assert json.loads(Path(local).read_text())["epoch"] == trial.best_epoch
+    assert len(set(sampled)) == 3
+    kinds = [e.kind for e in summary.events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert kinds.count("trial_end") == 3 and kinds.count("result") == 6
+
+
+def test_resources_must_fit(ray_session: None) -> None:
+    from ipt_ray.errors import UserError
+    from ipt_ray.tuning import default_max_concurrent
+
+    assert default_max_concurrent(1, 1.0, 0.0) == 2
+    assert default_max_concurrent(2, 0.5, 0.0) == 2
+    with pytest.raises(UserError, match="a trial needs 3 CPUs"):
+        default_max_concurrent(3, 1.0, 0.0)
+    with pytest.raises(UserError, match="GPU"):
+        default_max_concurrent(1, 1.0, 1.0)
+
+
+def test_asha_prunes(ray_session: None, tiny_models: dict[str, Path], toy_csv: Path,
+                     paths: dict[str, Any]) -> None:
+    """One trial at a time fills ASHA's rungs in order: later, worse trials are stopped."""
+    text = space_text(
+        tiny_models["bert"], toy_csv,
+        search="""
+metric: train_loss
+num_samples: 4
+seed: 1
+max_concurrent: 1
+scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+searcher: {n_startup_trials: 4}
+""",
+        params="""
+lr: {type: float, low: 1.0e-6, high: 1.0e-1, log: true}
+generator: {choices: {task: {}}}
+""",
+        epochs=4,
+    )
+    summary = run(parse_space(text), paths, name="asha-test")
+    uri = paths["tracking_uri"]
+    _, children = search_runs(uri, summary)
+    pruned = [c for c in children if c.data.tags.get(C.TAG_PRUNED) == "true"]
+    assert pruned, [c.data.metrics for c in children]
+    assert summary.pruned == len(pruned)
+    for child in pruned:
+        assert child.info.status == "FINISHED"
+        assert max(steps(uri, child.info.run_id, C.TRAIN_LOSS)) < 4
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_two_ddp_workers(ray_session: None, tiny_models: dict[str, Path], toy_csv: Path,
+                         paths: dict[str, Any]) -> None:
+    """A trial with 2 gloo workers trains, and both ranks end with identical weights."""
+    text = space_text(tiny_models["bert"], toy_csv, search="num_samples: 1\nscheduler: none",
+                      params="lr: [0.01]\ngenerator: {choices: {ipt-encoder: {hidden: 8}}}")
+    summary = run(parse_space(text), paths, workers_per_trial=2)
+    assert summary.counts["finished"] == 1, summary.trials
+    trial = summary.trials[0]
+    assert trial.metrics["replicas_in_sync"] == 1.0
+    # Tune's own record of the last report: one weight hash per rank, all equal.
+    lines = (Path(summary.storage_path) / f"trial-{trial.trial_id}" / "result.json").read_text()
+    last = json.loads(lines.strip().splitlines()[-1])
+    hashes = last["replica_weight_hashes"].split(",")
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    assert last[C.EPOCH] == 2
+
+
+def test_failed_trial(ray_session: None, tiny_models: dict[str, Path], toy_csv: Path,
+                      paths: dict[str, Any]) -> None:
+    """A trial whose prompt does not fit the backbone fails in its worker; it is FAILED with
+    an error tag and the other trials still run."""
+    # 40 + 32 > the tiny backbone's 64 positions; the seed samples 40, 2, 40.
+    text = space_text(tiny_models["bert"], toy_csv, max_length=32, epochs=1,
+                      search="num_samples: 3\nseed: 0\nscheduler: none\n"
+                             "searcher: {n_startup_trials: 3}",
+                      params="prompt_length: [2, 40]\ngenerator: {choices: {task: {}}}")
+    summary = run(parse_space(text), paths)
+    uri = paths["tracking_uri"]
+    parent, children = search_runs(uri, summary)
+    assert summary.failed >= 1 and summary.finished >= 1
+    assert parent.info.status == "FINISHED"
+    for child in children:
+        if child.data.params["prompt_length"] == "40":
+            assert child.info.status == "FAILED"
+            assert child.data.tags[C.TAG_ERROR].startswith("ConfigError:")
+            assert "positions" in child.data.tags[C.TAG_ERROR]
+        else:
+            assert child.info.status == "FINISHED"
+    assert all(t.error for t in summary.trials if t.status == "failed")
+    assert summary.best is not None and summary.best.status == "finished"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 serving artifacts; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    mlflow = Path(sys.executable).with_name("mlflow")
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=log,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("mlflow server did not start: "
+                                   + (tmp_path / "server.log").read_text()[-2000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_search_logs_to_mlflow_server(ray_session: None, tiny_models: dict[str, Path],
+                                      toy_csv: Path, tmp_path: Path, mlflow_server: str) -> None:
+    text = space_text(tiny_models["bert"], toy_csv, search="num_samples: 2\nscheduler: none",
+                      params="lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
+                             "generator: {choices: {prefix: {}, idpg: {}}}")
+    summary = run(parse_space(text), {"tracking_uri": mlflow_server,
+                                      "storage": tmp_path / "ray"}, name="served")
+    assert summary.tracking_uri == mlflow_server
+    assert summary.ui_command == f"open {mlflow_server}"
+    parent, children = search_runs(mlflow_server, summary)
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert steps(mlflow_server, child.info.run_id, "val_accuracy") == [1, 2]
+        files = {Path(f.path).name
+                 for f in client(mlflow_server).list_artifacts(child.info.run_id, "checkpoint")}
+        assert files == {C.WEIGHTS_FILE, C.CONFIG_FILE}
+    assert list((tmp_path / "server-artifacts").rglob(C.WEIGHTS_FILE))
+
+
+def test_ctrl_c_leaves_nothing_running(ray_session: None, tiny_models: dict[str, Path],
+                                       toy_csv: Path, paths: dict[str, Any]) -> None:
+    """Ctrl-C during a search: Tune stops gracefully, open trial runs and the parent end
+    KILLED (a KeyboardInterrupt, if one gets through, must leave the same state)."""
+    import signal
+    import threading
+
+    from ipt_ray.tuning import run_search
+
+    text = space_text(tiny_models["bert"], toy_csv, epochs=60,
+                      search="num_samples: 2\nscheduler: none",
+                      params="lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
+                             "generator: {choices: {task: {}}}")
+    fired: list[threading.Timer] = []
+
+    def interrupt_after_first_result(event: Any) -> None:
+        if event.kind == "result" and not fired:
+            fired.append(threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)))
+            fired[0].start()
+
+    summary = None
+    with contextlib.suppress(KeyboardInterrupt):
+        summary = run_search(parse_space(text), progress=interrupt_after_first_result, **paths)
+    assert fired
+    uri = paths["tracking_uri"]
+    experiment = client(uri).get_experiment_by_name("search")
+    runs = list(client(uri).search_runs([experiment.experiment_id]))
+    statuses = {r.info.run_name: r.info.status for r in runs}
+    assert "RUNNING" not in statuses.values(), statuses
+    parent = [r for r in runs if r.data.tags.get(C.TAG_KIND) == C.KIND_SEARCH]
+    assert [p.info.status for p in parent] == ["KILLED"]
+    assert "KILLED" in {r.info.status for r in runs if r.data.tags.get(C.TAG_KIND) == "trial"}
+    if summary is not None:
+        assert summary.interrupted
+        assert summary.counts["killed"] >= 1

@@ -1,0 +1,299 @@
+"""The MLflow side of a search, driven without Ray: a SearchTracker on a local sqlite store,
+fed with the results a search would report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from ipt_ray import constants as C
+from ipt_ray.config import TrainConfig
+from ipt_ray.tracking import (
+    SPACE_ARTIFACT,
+    SUMMARY_ARTIFACT,
+    MlflowSearchTracker,
+    SearchTracker,
+    TrackingError,
+    experiment_artifact_location,
+    local_tracking_uri,
+    ui_command,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> dict[str, Any]:
+    uri = local_tracking_uri(tmp_path / "runs")
+    (tmp_path / "runs").mkdir()
+    return {
+        "uri": uri,
+        "artifacts": experiment_artifact_location(tmp_path / "artifacts", "demo search"),
+        "client": MlflowClient(tracking_uri=uri),
+    }
+
+
+def make_tracker(store: dict[str, Any], mode: str = "max", **kwargs: Any) -> SearchTracker:
+    tracker = SearchTracker(store["uri"], "demo search", metric="val_accuracy", mode=mode,
+                            artifact_location=store["artifacts"], **kwargs)
+    tracker.start_search(run_name="demo-1", params={"metric": "val_accuracy", "seed": 0},
+                         space_text="name: demo\n")
+    return tracker
+
+
+def checkpoint(tmp_path: Path, name: str, epoch: int) -> str:
+    """A checkpoint directory as TrainingRun.save_checkpoint writes it."""
+    directory = tmp_path / "ckpt" / name
+    directory.mkdir(parents=True)
+    (directory / C.WEIGHTS_FILE).write_bytes(b"weights")
+    (directory / C.CONFIG_FILE).write_text(json.dumps({"epoch": epoch}))
+    (directory / "train_state.safetensors").write_bytes(b"optimizer")
+    (directory / "train_state.json").write_text("{}")
+    return str(directory)
+
+
+def epoch_result(epoch: int, acc: float, **extra: Any) -> dict[str, Any]:
+    return {
+        C.EPOCH: epoch, "val_accuracy": acc, C.TRAIN_LOSS: 1.0 / epoch,
+        C.SAMPLES_PER_SECOND: 100.0, C.TRAINABLE_PARAMS: 1000, C.TRAINABLE_SHARE: 0.01,
+        "node": "host-a (10.0.0.1)", "training_iteration": epoch, "time_total_s": 3.0, **extra,
+    }
+
+
+def runs(store: dict[str, Any], tracker: SearchTracker) -> list[Any]:
+    return list(store["client"].search_runs([tracker.experiment_id]))
+
+
+def history(store: dict[str, Any], run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in store["client"].get_metric_history(run_id, key)]
+
+
+def artifact_names(store: dict[str, Any], run_id: str, path: str | None = None) -> set[str]:
+    return {Path(f.path).name for f in store["client"].list_artifacts(run_id, path)}
+
+
+def test_parent_children_metrics_and_best_checkpoint(store: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    tracker = make_tracker(store)
+    config = TrainConfig(generator="idpg", generator_options={"bottleneck": 8}, epochs=3)
+    tracker.start_trial("t1", params=config.flat_params(),
+                        sampled={"lr": 0.01, "generator": "idpg", "idpg.bottleneck": 8},
+                        max_epochs=3)
+    for epoch, acc in ((1, 0.6), (2, 0.8), (3, 0.7)):
+        tracker.log_result("t1", epoch_result(epoch, acc),
+                           checkpoint=checkpoint(tmp_path, f"t1-{epoch}", epoch))
+    tracker.log_result("t1", {C.EPOCH: 3, "val_accuracy": 0.7, "test_accuracy": 0.75})
+    tracker.end_trial("t1")
+    tracker.finish_search()
+
+    parent = store["client"].get_run(tracker.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[C.TAG_KIND] == C.KIND_SEARCH
+    assert parent.data.params["metric"] == "val_accuracy"
+    assert SPACE_ARTIFACT in artifact_names(store, tracker.parent_run_id)
+    child = store["client"].get_run(tracker.trials["t1"].run_id)
+    assert parent.data.tags[C.TAG_BEST_TRIAL] == child.info.run_id
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(0.8)
+    assert parent.data.metrics["trials_finished"] == 1
+
+    assert child.info.status == "FINISHED"
+    assert child.info.experiment_id == tracker.experiment_id
+    assert child.info.artifact_uri.startswith(store["artifacts"])
+    tags = child.data.tags
+    assert tags[C.TAG_PARENT_RUN] == tracker.parent_run_id
+    assert tags[C.TAG_TRIAL_ID] == "t1"
+    assert tags[C.TAG_KIND] == C.KIND_TRIAL
+    assert tags[C.TAG_NODE] == "host-a (10.0.0.1)"
+    assert tags[C.TAG_PRUNED] == "false"
+    assert child.data.params["idpg.bottleneck"] == "8"
+    assert child.data.params["generator"] == "idpg"
+    assert child.data.params["epochs"] == "3"
+    # Per-epoch metrics with step = epoch; parameter counts once; Tune bookkeeping not at all.
+    assert history(store, child.info.run_id, "val_accuracy") == [(1, 0.6), (2, 0.8), (3, 0.7),
+                                                                 (3, 0.7)]
+    assert [s for s, _ in history(store, child.info.run_id, C.TRAIN_LOSS)] == [1, 2, 3]
+    assert history(store, child.info.run_id, C.TRAINABLE_PARAMS) == [(1, 1000.0)]
+    assert "training_iteration" not in child.data.metrics
+    assert child.data.metrics["test_accuracy"] == 0.75
+    # The best epoch's checkpoint, without optimizer state.
+    assert artifact_names(store, child.info.run_id, "checkpoint") == {C.WEIGHTS_FILE,
+                                                                      C.CONFIG_FILE}
+    local = store["client"].download_artifacts(child.info.run_id, "checkpoint", str(tmp_path))
+    assert json.loads((Path(local) / C.CONFIG_FILE).read_text())["epoch"] == 2
+
+
+def test_pruned_failed_and_best_with_mode_min(store: dict[str, Any], tmp_path: Path) -> None:
+    tracker = make_tracker(store, mode="min")
+    tracker.metric = "val_loss"
+    for trial in ("a", "b", "c"):
+        tracker.start_trial(trial, params={"lr": 0.1}, max_epochs=4)
+    tracker.log_result("a", {C.EPOCH: 1, "val_loss": 0.5},
+                       checkpoint=checkpoint(tmp_path, "a1", 1))
+    tracker.log_result("b", {C.EPOCH: 1, "val_loss": 0.9})
+    tracker.log_result("b", {C.EPOCH: 2, "val_loss": 0.4})
+    tracker.end_trial("a")  # stopped by ASHA after epoch 1 of 4
+    tracker.end_trial("b")
+    tracker.end_trial("c", error="ConfigError: prompt_length + max_length exceeds 64")
+    tracker.finish_search()
+
+    by_trial = {r.data.tags.get(C.TAG_TRIAL_ID): r for r in runs(store, tracker)}
+    assert by_trial["a"].info.status == "FINISHED"
+    assert by_trial["a"].data.tags[C.TAG_PRUNED] == "true"
+    assert by_trial["b"].data.tags[C.TAG_PRUNED] == "true"
+    assert by_trial["c"].info.status == "FAILED"
+    assert by_trial["c"].data.tags[C.TAG_ERROR].startswith("ConfigError: prompt_length")
+    assert tracker.counts()["pruned"] == 2 and tracker.counts()["failed"] == 1
+    best = tracker.best_trial()
+    assert best is not None and best.trial_id == "b" and best.best_value == 0.4
+    parent = by_trial[None]
+    assert parent.data.tags[C.TAG_BEST_TRIAL] == tracker.trials["b"].run_id
+    assert parent.data.metrics["trials_failed"] == 1
+
+
+def test_best_checkpoint_falls_back_when_deleted(store: dict[str, Any], tmp_path: Path) -> None:
+    tracker = make_tracker(store)
+    tracker.start_trial("t", params={}, max_epochs=2)
+    best = checkpoint(tmp_path, "best", 1)
+    tracker.log_result("t", {C.EPOCH: 1, "val_accuracy": 0.9}, checkpoint=best)
+    tracker.log_result("t", {C.EPOCH: 2, "val_accuracy": 0.5},
+                       checkpoint=checkpoint(tmp_path, "latest", 2))
+    for file in Path(best).iterdir():
+        file.unlink()
+    Path(best).rmdir()
+    tracker.end_trial("t")
+    assert tracker.trials["t"].uploaded_checkpoint.endswith("latest")
+
+
+def test_interrupted_search_leaves_nothing_running(store: dict[str, Any]) -> None:
+    tracker = make_tracker(store)
+    tracker.start_trial("done", params={}, max_epochs=1)
+    tracker.log_result("done", {C.EPOCH: 1, "val_accuracy": 0.5})
+    tracker.end_trial("done")
+    tracker.start_trial("open", params={}, max_epochs=3)
+    tracker.log_result("open", {C.EPOCH: 1, "val_accuracy": 0.7})
+    tracker.finish_search(interrupted=True)
+    tracker.finish_search(summary={"note": "later calls only add the summary"})
+
+    statuses = {r.data.tags.get(C.TAG_TRIAL_ID): r.info.status for r in runs(store, tracker)}
+    assert statuses == {None: "KILLED", "done": "FINISHED", "open": "KILLED"}
+    assert SUMMARY_ARTIFACT in artifact_names(store, tracker.parent_run_id)
+
+
+def test_open_trials_mark_the_search_killed(store: dict[str, Any]) -> None:
+    tracker = make_tracker(store)
+    tracker.start_trial("open", params={}, max_epochs=3)
+    tracker.finish_search()
+    assert store["client"].get_run(tracker.parent_run_id).info.status == "KILLED"
+
+
+def test_restarted_trial_keeps_its_run(store: dict[str, Any]) -> None:
+    tracker = make_tracker(store)
+    first = tracker.start_trial("t", params={"lr": 0.1}, max_epochs=2).run_id
+    tracker.log_result("t", {C.EPOCH: 1, "val_accuracy": 0.5})
+    again = tracker.start_trial("t", params={"lr": 0.1}, max_epochs=2).run_id
+    tracker.log_result("t", {C.EPOCH: 2, "val_accuracy": 0.6})
+    tracker.end_trial("t")
+    assert first == again
+    assert len([r for r in runs(store, tracker) if r.data.tags.get(C.TAG_TRIAL_ID)]) == 1
+    assert history(store, first, "val_accuracy") == [(1, 0.5), (2, 0.6)]
+
+
+class FailingClient:
+    """An MlflowClient whose logging calls fail after the parent run exists."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+        self.fail = False
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.fail:
+                raise ConnectionError(f"{name}: server went away")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_mlflow_failures_are_warnings(store: dict[str, Any], tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    client = FailingClient(store["client"])
+    tracker = make_tracker(store, client=client)
+    client.fail = True
+    with caplog.at_level(logging.WARNING, logger="ipt_ray.tracking"):
+        tracker.start_trial("t", params={"lr": 0.1}, max_epochs=2)
+        tracker.log_result("t", {C.EPOCH: 1, "val_accuracy": 0.5},
+                           checkpoint=checkpoint(tmp_path, "t", 1))
+        tracker.end_trial("t")
+        tracker.finish_search()
+    assert tracker.failed_calls >= 2
+    assert "server went away" in caplog.text
+    # The tracker's own records survive (the summary comes from them).
+    assert tracker.trials["t"].status == "pruned"
+    assert tracker.best_trial() is not None
+
+
+def test_unreachable_server_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    tracker = SearchTracker("http://127.0.0.1:9", "x", metric="val_accuracy", mode="max")
+    with pytest.raises(TrackingError, match=r"cannot use the MLflow tracking URI"):
+        tracker.start_search(run_name="x")
+
+
+def test_deleted_experiment_is_refused(store: dict[str, Any]) -> None:
+    experiment_id = store["client"].create_experiment("demo search")
+    store["client"].delete_experiment(experiment_id)
+    tracker = SearchTracker(store["uri"], "demo search", metric="val_accuracy", mode="max")
+    with pytest.raises(TrackingError, match="deleted"):
+        tracker.start_search(run_name="x")
+
+
+def test_tune_callback_maps_trial_events(store: dict[str, Any], tmp_path: Path) -> None:
+    """The Ray callback turns Tune's trial objects into tracker calls (no Ray session)."""
+    tracker = make_tracker(store)
+    space_fixed = {"epochs": 2, "task": "mr"}
+
+    def to_train_config(config: dict[str, Any]) -> TrainConfig:
+        return TrainConfig(generator=config["generator"], lr=config["lr"],
+                           generator_options={"reparam": config["prefix.reparam"]}, epochs=2)
+
+    callback = MlflowSearchTracker(tracker, to_train_config=to_train_config, fixed=space_fixed,
+                                   num_samples=2)
+    ok = SimpleNamespace(trial_id="ok", config={"lr": 0.01, "generator": "prefix",
+                                                "prefix.reparam": True, **space_fixed})
+    error = RuntimeError("ignored wrapper")
+    error.cause = ValueError("bad knob\ntraceback ...")  # type: ignore[attr-defined]
+    bad = SimpleNamespace(trial_id="bad", config={"lr": 0.01, "generator": "nope"},
+                          get_pickled_error=lambda: error)
+    callback.on_trial_start(0, [], ok)
+    callback.on_trial_start(0, [], bad)
+    callback.on_trial_result(0, [], ok, {**epoch_result(1, 0.5),
+                                         "checkpoint_path": checkpoint(tmp_path, "ok", 1)})
+    callback.on_trial_result(0, [], ok, epoch_result(2, 0.6))
+    callback.on_trial_complete(0, [], ok)
+    callback.on_trial_error(0, [], bad)
+    callback.on_experiment_end([ok, bad])
+
+    by_trial = {r.data.tags.get(C.TAG_TRIAL_ID): r for r in runs(store, tracker)}
+    assert by_trial["ok"].info.status == "FINISHED"
+    assert by_trial["ok"].data.params["prefix.reparam"] == "True"
+    assert by_trial["ok"].data.params["task"] == "mr"  # from the TrainConfig, not sampled
+    assert by_trial["bad"].info.status == "FAILED"
+    assert by_trial["bad"].data.tags[C.TAG_ERROR] == "ValueError: bad knob"
+    assert by_trial[None].info.status == "FINISHED"
+    assert "checkpoint" in {f.path for f in store["client"].list_artifacts(
+        by_trial["ok"].info.run_id)}
+
+
+def test_helpers() -> None:
+    assert local_tracking_uri("/tmp/x") == "sqlite:////tmp/x/mlflow.db"
+    assert ui_command("sqlite:////tmp/x/mlflow.db") == (
+        "mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db")
+    assert ui_command("http://127.0.0.1:5000").endswith("http://127.0.0.1:5000")
+    assert experiment_artifact_location("/tmp/a", "my search/1") == "file:///tmp/a/my_search_1"
