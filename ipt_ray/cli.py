@@ -244,6 +244,139 @@ def write_checkpoint(run: Any, out_dir: Path) -> None:
         raise
 
 
+def format_summary_table(summary: Any, limit: int = 10) -> list[str]:
+    """The top trials as aligned text rows (rank, run, status, generator, P, lr, knobs, metric)."""
+    rows = [["#", "trial run", "status", "generator", "P", "lr", "knobs", summary.metric,
+             "test_acc", "params"]]
+    for rank, trial in enumerate(summary.top[:limit], start=1):
+        params = trial.params
+        generator = str(params.get("generator", ""))
+        knobs = ", ".join(
+            f"{k.split('.', 1)[1]}={v}" for k, v in sorted(params.items())
+            if k.startswith(generator + ".")
+        )
+        lr = params.get("lr", params.get(f"{generator}.lr"))
+        length = params.get("prompt_length", params.get(f"{generator}.prompt_length", ""))
+        test = trial.metrics.get("test_accuracy")
+        count = trial.metrics.get("trainable_params")
+        rows.append([
+            str(rank), (trial.run_id or trial.trial_id)[:12], trial.status, generator,
+            str(length), f"{lr:.2g}" if isinstance(lr, float) else str(lr or ""), knobs,
+            "" if trial.value is None else f"{trial.value:.4f}",
+            "" if test is None else f"{test:.4f}",
+            "" if count is None else f"{int(count):,}",
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+@app.command()
+@user_errors
+def search(
+    space: Annotated[str, typer.Argument(help="a space file, or a shipped space name (demo)")],
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray: none = a local Ray; auto, HOST:PORT or ray://... = run the "
+                     "driver here against that cluster; http://HEAD:8265 = submit as a Ray Job"),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow: http://HOST:PORT or sqlite:///PATH "
+                                 "(default: ./ipt-ray-runs/mlflow.db)")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Ray results and checkpoints: a path shared by all "
+                                 "nodes or an s3:// / gs:// URI (default: ./ipt-ray-runs/ray)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="search name = MLflow experiment")] = None,
+    num_samples: Annotated[int | None, typer.Option(help="trials (default: the space's)")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="trials at once (default: what the cluster fits)")
+    ] = None,
+    workers_per_trial: Annotated[int, typer.Option(help="DDP workers per trial")] = 1,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker")] = 1.0,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0.5 = 2 per GPU)")] = 0.0,
+    max_failures: Annotated[
+        int, typer.Option(help="re-run a failed trial this often, from its last checkpoint")
+    ] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a fixed setting of the space, KEY=VALUE (repeat)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+) -> None:
+    """Search a space with Ray Tune + Optuna TPE (+ ASHA); every trial a Ray Train job;
+    everything tracked in MLflow."""
+    quiet_libraries()
+    from ipt_ray import preflight
+    from ipt_ray.space import load_space
+
+    overrides: dict[str, Any] = {f"fixed.{k}": v for k, v in parse_assignments(set_ or []).items()}
+    if num_samples is not None:
+        overrides["num_samples"] = num_samples
+    if max_concurrent is not None:
+        overrides["max_concurrent"] = max_concurrent
+    loaded = load_space(space, overrides or None)
+    for key, value in (("num_samples", num_samples), ("max_concurrent", max_concurrent),
+                       ("workers_per_trial", workers_per_trial)):
+        if value is not None and value < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+    if "task" in loaded.fixed:
+        preflight.check_task(str(loaded.fixed["task"]))
+    if tracking_uri is not None:
+        preflight.check_tracking_uri(tracking_uri)
+    if storage is not None:
+        preflight.check_storage(storage)
+    if preflight.is_dashboard_address(address):
+        from ipt_ray.submit import submit_search
+
+        raise SystemExit(submit_search(loaded, address=str(address), argv=sys.argv[1:],
+                                       as_json=as_json))
+
+    from ipt_ray.tuning import LineProgress, run_search
+
+    summary = run_search(
+        loaded, name=name, address=address, tracking_uri=tracking_uri, storage=storage,
+        workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker, max_failures=max_failures,
+        progress=LineProgress(sys.stderr if as_json else sys.stdout),
+    )
+    print()
+    for line in format_summary_table(summary):
+        print(line)
+    if summary.best is not None:
+        best = summary.best
+        print(f"best: {summary.metric} {best.value:.4f}, test_accuracy "
+              f"{best.metrics.get('test_accuracy', float('nan')):.4f} (trial run {best.run_id})")
+    print(f"browse: {summary.ui_command}")
+    if as_json:
+        print(json.dumps(search_json(summary)))
+    if summary.interrupted:
+        print("search interrupted; running trials were marked KILLED in MLflow", file=sys.stderr)
+        raise SystemExit(130)
+
+
+def search_json(summary: Any) -> dict[str, Any]:
+    """The `--json` line: experiment, parent run, best trial and counts."""
+    best = summary.best
+    return {
+        "experiment": summary.name,
+        "experiment_id": summary.experiment_id,
+        "parent_run_id": summary.parent_run_id,
+        "tracking_uri": summary.tracking_uri,
+        "metric": summary.metric,
+        "mode": summary.mode,
+        "best": None if best is None else {
+            "run_id": best.run_id, "trial_id": best.trial_id, "value": best.value,
+            "params": best.params, "metrics": best.metrics,
+        },
+        "counts": {"trials": summary.num_trials, "finished": summary.finished,
+                   "pruned": summary.pruned, "failed": summary.failed,
+                   "killed": summary.counts.get("killed", 0)},
+        "seconds": summary.seconds,
+    }
+
+
 BundleArg = Annotated[Path, typer.Argument(help="an exported bundle folder (ipt-ray export)")]
 InputOpt = Annotated[
     Path | None, typer.Option("--input", help="texts: .txt (one per line), .csv or .jsonl")

@@ -16,6 +16,8 @@ from typing import Any
 from ipt_ray.errors import ConfigError, did_you_mean, unknown_choice
 
 POOLINGS = ("first", "mean", "last")
+#: Validation metrics that can pick a run's best epoch (higher is better for each).
+SELECTABLE_METRICS = ("val_accuracy", "val_f1_macro", "val_mcc", "val_f1")
 DEFAULT_HEAD_LR = 1e-2
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -61,6 +63,9 @@ class TrainConfig:
     device: str = _help("auto", "auto, cpu or cuda")
     precision: str = _help("auto", "auto (bf16 autocast on CUDA if supported, else fp32), "
                            "fp32, bf16 or fp16")
+    select_metric: str | None = _help(None, "validation metric that picks the best epoch: "
+                                      "val_accuracy, val_f1_macro, val_mcc or val_f1; default: "
+                                      "the task's standard metric")
     cache_features: bool = _help(True, "compute frozen features a generator reads (IDPG's "
                                  "sentence vector) once and reuse them across epochs and trials")
     eval_test_every_epoch: bool = _help(False, "also evaluate the test split every epoch")
@@ -94,6 +99,8 @@ class TrainConfig:
         _float_range("head_dropout", self.head_dropout, 0.0, 0.99)
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise unknown_choice("pooling", self.pooling, POOLINGS)
+        if self.select_metric is not None and self.select_metric not in SELECTABLE_METRICS:
+            raise unknown_choice("select_metric", self.select_metric, SELECTABLE_METRICS)
         if self.device not in DEVICES:
             raise unknown_choice("device", self.device, DEVICES)
         if self.precision not in PRECISIONS:

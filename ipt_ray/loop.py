@@ -195,6 +195,13 @@ class TrainingRun:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epoch_seconds: list[float] = []
         self.metric_name = self.task.metric
+        if config.select_metric is not None:
+            self.metric_name = config.select_metric.removeprefix(C.VAL_PREFIX)
+            if self.metric_name == C.F1 and self.task.num_labels != 2:
+                raise ConfigError(
+                    f"select_metric val_f1 needs a 2-class task; {self.task.name!r} has "
+                    f"{self.task.num_labels} labels (use val_f1_macro)"
+                )
 
     # -- sizes and counts ----------------------------------------------------------------
     def _shard_size(self) -> int:

@@ -97,7 +97,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from ipt_ray import constants
-from ipt_ray.config import TrainConfig
+from ipt_ray.config import SELECTABLE_METRICS, TrainConfig
 from ipt_ray.errors import ConfigError, did_you_mean
 from ipt_ray.generators import generator_names, get_config_class, make_config
 
@@ -395,6 +395,10 @@ class SearchSpace:
                 raise ConfigError(
                     f"trial config: unknown knob {key!r}{did_you_mean(rest, knob_names)}"
                 )
+        if self.settings.metric in SELECTABLE_METRICS and "select_metric" not in settings:
+            # The trial's best epoch (its checkpoint and test_* numbers) is the best by the
+            # metric the search ranks trials on.
+            settings["select_metric"] = self.settings.metric
         config = TrainConfig.from_dict({**settings, GENERATOR: name, "generator_options": knobs})
         return config.validate()
 

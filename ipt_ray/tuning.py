@@ -280,7 +280,10 @@ def _ray_session(address: str | None, init_kwargs: Mapping[str, Any]) -> Iterato
         # The dashboard stays on: without it (and ray[default]) ASHA-stopped trials leak
         # their workers' resources in Ray 2.60.
         temp_dir = tempfile.mkdtemp(prefix="ipt-ray-")
-        kwargs.update(num_cpus=_local_cpus(), _temp_dir=temp_dir, include_dashboard=True)
+        # address="local": start a new Ray even when RAY_ADDRESS is exported (e.g. after
+        # `ipt-ray cluster up`); connecting is what --address is for.
+        kwargs.update(address="local", num_cpus=_local_cpus(), _temp_dir=temp_dir,
+                      include_dashboard=True)
         where = f"local Ray ({kwargs['num_cpus']} CPUs)"
     kwargs.update(init_kwargs)
     try:
