@@ -303,6 +303,13 @@ def search(
         list[str] | None,
         typer.Option("--set", help="override a fixed setting of the space, KEY=VALUE (repeat)"),
     ] = None,
+    code: Annotated[
+        str, typer.Option(help="with an http:// address: ship this ipt-ray to the cluster "
+                          "(ship) or use the nodes' own (installed)")
+    ] = "ship",
+    wait: Annotated[
+        bool, typer.Option(help="with an http:// address: follow the job until it ends")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
 ) -> None:
     """Search a space with Ray Tune + Optuna TPE (+ ASHA); every trial a Ray Train job;
@@ -330,8 +337,17 @@ def search(
     if preflight.is_dashboard_address(address):
         from ipt_ray.submit import submit_search
 
-        raise SystemExit(submit_search(loaded, address=str(address), argv=sys.argv[1:],
-                                       as_json=as_json))
+        job_args = [f"--{k.replace('_', '-')}={v}" for k, v in (
+            ("tracking_uri", tracking_uri), ("storage", storage), ("name", name),
+            ("num_samples", num_samples), ("max_concurrent", max_concurrent),
+            ("workers_per_trial", workers_per_trial), ("cpus_per_worker", cpus_per_worker),
+            ("gpus_per_worker", gpus_per_worker), ("max_failures", max_failures),
+        ) if v is not None]
+        job_args += [f"--set={item}" for item in set_ or []] + (["--json"] if as_json else [])
+        raise SystemExit(submit_search(
+            loaded, address=str(address), search_args=job_args, tracking_uri=tracking_uri,
+            storage=storage, as_json=as_json, code=code, wait=wait,
+        ))
 
     from ipt_ray.tuning import LineProgress, run_search
 
@@ -354,6 +370,90 @@ def search(
     if summary.interrupted:
         print("search interrupted; running trials were marked KILLED in MLflow", file=sys.stderr)
         raise SystemExit(130)
+
+
+jobs_app = typer.Typer(help="Ray Jobs on a cluster: list, status, logs, stop.",
+                       no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+JobAddressOpt = Annotated[
+    str | None, typer.Option("--address", help="the cluster's dashboard, http://HEAD:8265 "
+                             "(default: $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)")
+]
+
+
+def _client(address: str | None) -> tuple[Any, str]:
+    from ipt_ray.submit import default_address, job_client
+
+    where = address or default_address()
+    return job_client(where), where
+
+
+@jobs_app.command("list")
+@user_errors
+def jobs_list(address: JobAddressOpt = None) -> None:
+    """Jobs on the cluster, newest last: id, status, entrypoint."""
+    from ipt_ray.submit import explain_job_error
+
+    client, where = _client(address)
+    try:
+        jobs = client.list_jobs()
+    except Exception as exc:
+        raise UserError(explain_job_error(where, exc)) from None
+    for job in sorted(jobs, key=lambda j: j.start_time or 0):
+        status = str(job.status).rsplit(".", 1)[-1]
+        print(f"{job.submission_id or job.job_id}  {status:9s}  {job.entrypoint[:100]}")
+
+
+@jobs_app.command("status")
+@user_errors
+def jobs_status(job_id: str, address: JobAddressOpt = None) -> None:
+    """A job's status (exit status 0 if it succeeded or runs, 1 if it failed or stopped)."""
+    from ipt_ray.submit import explain_job_error
+
+    client, where = _client(address)
+    try:
+        info = client.get_job_info(job_id)
+    except Exception as exc:
+        raise UserError(explain_job_error(where, exc)) from None
+    status = str(info.status).rsplit(".", 1)[-1]
+    print(f"{job_id}: {status}" + (f" ({info.message})" if info.message else ""))
+    raise SystemExit(0 if status in ("SUCCEEDED", "RUNNING", "PENDING") else 1)
+
+
+@jobs_app.command("logs")
+@user_errors
+def jobs_logs(
+    job_id: str,
+    address: JobAddressOpt = None,
+    follow: Annotated[bool, typer.Option(help="keep printing until the job ends")] = False,
+) -> None:
+    """A job's output."""
+    from ipt_ray.submit import explain_job_error, follow_logs
+
+    client, where = _client(address)
+    try:
+        if follow:
+            follow_logs(client, job_id)
+        else:
+            print(client.get_job_logs(job_id), end="")
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(explain_job_error(where, exc)) from None
+
+
+@jobs_app.command("stop")
+@user_errors
+def jobs_stop(job_id: str, address: JobAddressOpt = None) -> None:
+    """Stop a running job (its search marks running trials KILLED in MLflow)."""
+    from ipt_ray.submit import explain_job_error
+
+    client, where = _client(address)
+    try:
+        stopped = client.stop_job(job_id)
+    except Exception as exc:
+        raise UserError(explain_job_error(where, exc)) from None
+    print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
 
 
 def search_json(summary: Any) -> dict[str, Any]:

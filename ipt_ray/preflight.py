@@ -6,7 +6,6 @@ input never leaves a stray experiment, run or results folder behind.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import urllib.error
@@ -40,7 +39,7 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
     if parsed.scheme in ("http", "https"):
         url = uri.rstrip("/") + "/health"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 response.read(64)
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
