@@ -63,6 +63,7 @@ def user_errors(func: F) -> F:
 def quiet_libraries() -> None:
     """Silence progress bars and info logs of transformers/datasets (our output is the report)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -475,6 +476,162 @@ def search_json(summary: Any) -> dict[str, Any]:
                    "killed": summary.counts.get("killed", 0)},
         "seconds": summary.seconds,
     }
+
+
+TrackingOpt = Annotated[
+    str | None, typer.Option(help="MLflow store: http://HOST:PORT or sqlite:///PATH "
+                             "(default: ./ipt-ray-runs/mlflow.db)")
+]
+ExperimentOpt = Annotated[str | None, typer.Option(help="search name = MLflow experiment")]
+
+
+def format_rows(rows: list[Any], metric: str) -> list[str]:
+    """Trial rows of ``ipt-ray best`` as aligned text."""
+    table = [["#", "trial run", "status", "generator", "P", "lr", "knobs", metric, "test_acc",
+              "trainable", "share"]]
+    for row in rows:
+        test = row.metrics.get("test_accuracy")
+        count = row.metrics.get("trainable_params")
+        share = row.metrics.get("trainable_share")
+        table.append([
+            str(row.rank), row.run_id[:12], row.status, row.generator,
+            "" if row.prompt_length is None else str(row.prompt_length),
+            "" if row.lr is None else f"{row.lr:.2g}",
+            ", ".join(f"{k}={v}" for k, v in sorted(row.knobs.items())),
+            "" if row.value is None else f"{row.value:.4f}",
+            "" if test is None else f"{test:.4f}",
+            "" if count is None else f"{int(count):,}",
+            "" if share is None else f"{100 * share:.2f}%",
+        ])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+@app.command()
+@user_errors
+def best(
+    experiment: ExperimentOpt = None,
+    search: Annotated[str | None, typer.Option(help="the search's parent run id")] = None,
+    top: Annotated[int, typer.Option(help="how many trials")] = 10,
+    metric: Annotated[str | None, typer.Option(help="rank by this metric (default: the "
+                                               "search's)")] = None,
+    tracking_uri: TrackingOpt = None,
+    plot: Annotated[Path | None, typer.Option(help="also write the search's plots here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """The top trials of a search from MLflow (the newest search unless named); with two
+    objectives, the Pareto front."""
+    from ipt_ray.best import client_for, find_search, pareto_front, trial_rows
+
+    quiet_libraries()
+    if top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
+    if experiment is not None and search is not None:
+        raise UserError("give --experiment or --search, not both")
+    client, uri = client_for(tracking_uri)
+    found = find_search(client, experiment=experiment, search=search)
+    rows = trial_rows(client, found, metric=metric)
+    front = pareto_front(rows, found.objectives) if len(found.objectives) > 1 else None
+    if plot is not None:
+        from ipt_ray.plots import write_search_plots
+
+        written = write_search_plots(rows, found, plot)
+    if as_json:
+        print(json.dumps({
+            "experiment": found.experiment_name, "parent_run_id": found.run_id,
+            "metric": metric or found.metric, "objectives": found.objectives,
+            "trials": [r.to_dict() for r in rows[:top]],
+            "pareto_front": None if front is None else [r.run_id for r in front],
+        }))
+        return
+    print(f"search {found.experiment_name!r} (parent run {found.run_id}), {len(rows)} trials, "
+          f"ranked by {metric or found.metric}:")
+    for line in format_rows(rows[:top], metric or found.metric):
+        print(line)
+    if front is not None:
+        names = " and ".join(f"{m} ({d})" for m, d in found.objectives)
+        print(f"\nPareto front on {names}:")
+        for line in format_rows(front, metric or found.metric):
+            print(line)
+    if plot is not None:
+        print(f"\nplots: {', '.join(str(p) for p in written)}")
+
+
+@app.command()
+@user_errors
+def export(
+    run_id: Annotated[
+        str | None, typer.Argument(help="a trial run id, a search's parent run id (its best "
+                                   "trial), or a checkpoint folder")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="the bundle folder to write (new)")] = None,
+    experiment: ExperimentOpt = None,
+    format_: Annotated[str, typer.Option("--format", help="ipt (a bundle) or peft (an "
+                                         "adapter for task and prefix winners)")] = "ipt",
+    register: Annotated[
+        str | None, typer.Option(help="also register the bundle as a version of this MLflow "
+                                 "model")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Export a search's best trial (or the named one) as a portable bundle or PEFT adapter."""
+    quiet_libraries()
+    if out is None:
+        raise UserError("--out DIR is required: the folder to write the bundle to")
+    if run_id is not None and experiment is not None:
+        raise UserError("give a RUN_ID or --experiment, not both")
+    if format_ not in ("ipt", "peft"):
+        raise UserError(f"--format must be ipt or peft, got {format_!r}")
+    target = prepare_out_dir(out)
+    if run_id is not None and Path(run_id).is_dir():
+        if register is not None:
+            raise UserError("--register needs a run in MLflow, not a checkpoint folder")
+        if format_ == "peft":
+            from ipt_ray.peft_export import write_peft_adapter
+
+            written = write_peft_adapter(Path(run_id), target)
+        else:
+            from ipt_ray.bundle import write_bundle
+
+            written = write_bundle(Path(run_id), target)
+        print(f"exported {run_id} to {written}")
+        return
+    from ipt_ray.best import client_for
+    from ipt_ray.export import export as export_run
+
+    client, uri = client_for(tracking_uri)
+    written, winner, version = export_run(client, uri, target, run_id=run_id,
+                                          experiment=experiment, fmt=format_,
+                                          register=register)
+    value = "" if winner.value is None or winner.search is None else (
+        f" ({winner.search.metric} {winner.value:.4f})")
+    print(f"exported trial run {winner.run.info.run_id}{value} to {written}")
+    if version is not None:
+        print(f"registered as model {register!r} version {version}")
+
+
+@app.command()
+@user_errors
+def ui(
+    tracking_uri: TrackingOpt = None,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+) -> None:
+    """Open the MLflow UI on the local store (bound to 127.0.0.1)."""
+    from ipt_ray.store import default_tracking_uri, sqlite_path
+
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        print(f"the runs are on a tracking server: open {uri}")
+        return
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        raise UserError(f"no MLflow store at {path}: run a search here first, or pass "
+                        "--tracking-uri")
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(port)]
+    print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
+    os.execvp(command[0], command)
 
 
 BundleArg = Annotated[Path, typer.Argument(help="an exported bundle folder (ipt-ray export)")]

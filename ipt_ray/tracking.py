@@ -40,6 +40,12 @@ from ray.tune import Callback
 
 from ipt_ray import constants as C
 from ipt_ray.errors import UserError
+from ipt_ray.store import (
+    experiment_artifact_location,
+    is_local_uri,
+    local_tracking_uri,
+    ui_command,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -84,29 +90,6 @@ _BATCH_METRICS = 1000
 
 class TrackingError(UserError):
     """The tracking server or store cannot be used (raised before any trial starts)."""
-
-
-def local_tracking_uri(root: str | Path) -> str:
-    """``sqlite:///<abs root>/mlflow.db``: the default tracking store under ``root``."""
-    return f"sqlite:///{(Path(root).resolve() / 'mlflow.db').as_posix()}"
-
-
-def is_local_uri(uri: str) -> bool:
-    """Whether ``uri`` is a store on this machine (sqlite or another database file)."""
-    return uri.startswith("sqlite:") or "://" not in uri
-
-
-def ui_command(tracking_uri: str) -> str:
-    """How to look at the runs: ``mlflow ui --backend-store-uri ...`` or the server's URL."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
-
-
-def experiment_artifact_location(root: str | Path, experiment_name: str) -> str:
-    """``file://<abs root>/<experiment name, made path-safe>``."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment_name).strip("._") or "search"
-    return (Path(root).resolve() / safe).as_uri()
 
 
 @dataclass

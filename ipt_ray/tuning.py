@@ -43,6 +43,7 @@ from ipt_ray.driver import CHECKPOINT_PATH_KEY, TrialSetup, trainable
 from ipt_ray.driver import run_name as train_run_name
 from ipt_ray.errors import UserError
 from ipt_ray.space import SearchSpace
+from ipt_ray.store import RUNS_DIR
 from ipt_ray.tracking import (
     STATUS_FAILED,
     STATUS_FINISHED,
@@ -61,8 +62,6 @@ from ipt_ray.worker import BEST_PREFIX, CHECKPOINT_SCORE_KEY, remove_scratch_dir
 
 logger = logging.getLogger(__name__)
 
-RUNS_DIR = "ipt-ray-runs"
-"""Folder of the current directory that holds the default MLflow store and Ray results."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,251 @@
+"""Browse a search in MLflow: its trials ranked, the Pareto front of several objectives.
+
+Works against the embedded store and a tracking server alike (plain ``MlflowClient`` calls),
+without Ray. A search is its parent run (tag ``ipt_ray.kind=search``); its trials are the
+child runs (tag ``mlflow.parentRunId``). A trial's value is its best value of the metric over
+its epochs: the ``best_<metric>`` it reported at the end when it finished, otherwise read from
+the metric's history (a pruned or failed trial).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ipt_ray import constants as C
+from ipt_ray.errors import UserError, did_you_mean
+from ipt_ray.store import default_tracking_uri, sqlite_path
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+#: Child-run metrics that make up a row beside the ranked value.
+ROW_METRICS = ("test_accuracy", "test_f1_macro", C.TRAINABLE_PARAMS, C.TRAINABLE_SHARE,
+               C.SECONDS_PER_EPOCH, "best_epoch")
+
+
+@dataclass
+class TrialRow:
+    """One trial of a search as ``ipt-ray best`` shows it."""
+
+    rank: int
+    run_id: str
+    trial_id: str
+    status: str  # finished, pruned, failed, killed, running
+    generator: str
+    prompt_length: int | None
+    lr: float | None
+    knobs: dict[str, Any]
+    value: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    values: dict[str, float | None] = field(default_factory=dict)  # per objective
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class Search:
+    """A search's parent run and its settings."""
+
+    experiment_name: str
+    experiment_id: str
+    run: Run
+    metric: str
+    mode: str
+    objectives: list[tuple[str, str]]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run.info.run_id)
+
+
+def client_for(tracking_uri: str | None) -> tuple[MlflowClient, str]:
+    """An MlflowClient for ``tracking_uri`` (default: ``./ipt-ray-runs/mlflow.db``).
+
+    Raises:
+        UserError: a local store that does not exist (nothing was searched here), or a
+            server that cannot be reached.
+    """
+    from ipt_ray.preflight import check_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        raise UserError(f"no MLflow store at {path}: run a search here first, or pass "
+                        "--tracking-uri")
+    if path is None:
+        check_tracking_uri(uri)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri), uri
+
+
+def _objectives(run: Run) -> tuple[str, str, list[tuple[str, str]]]:
+    params = run.data.params
+    metric, mode = params.get("metric", "val_accuracy"), params.get("mode", "max")
+    pairs = [tuple(p.split(":", 1)) for p in params.get("objectives", "").split(",") if ":" in p]
+    return metric, mode, [(m, d) for m, d in pairs] or [(metric, mode)]
+
+
+def find_search(
+    client: MlflowClient, *, experiment: str | None = None, search: str | None = None
+) -> Search:
+    """The search named by its parent run id, else the newest search of an experiment, else
+    the newest search in the store.
+
+    Raises:
+        UserError: unknown experiment or run, a run that is not a search, or no search.
+    """
+    if search is not None:
+        run = get_run(client, search)
+        kind = run.data.tags.get(C.TAG_KIND)
+        if kind != C.KIND_SEARCH:
+            parent = run.data.tags.get(C.TAG_PARENT_RUN)
+            hint = f"; it is a trial of search {parent}" if parent else ""
+            raise UserError(f"run {search} is not a search (parent) run{hint}")
+        exp = client.get_experiment(run.info.experiment_id)
+        metric, mode, objectives = _objectives(run)
+        return Search(exp.name, exp.experiment_id, run, metric, mode, objectives)
+    experiment_ids: list[str]
+    if experiment is not None:
+        named = client.get_experiment_by_name(experiment)
+        if named is None:
+            names = [e.name for e in client.search_experiments()]
+            raise UserError(
+                f"unknown experiment {experiment!r}{did_you_mean(experiment, names)}; "
+                f"experiments in this store: {', '.join(sorted(names)) or 'none'}"
+            )
+        experiment_ids = [named.experiment_id]
+    else:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiment_ids, filter_string=f"tags.`{C.TAG_KIND}` = '{C.KIND_SEARCH}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    ) if experiment_ids else []
+    if not runs:
+        where = f"experiment {experiment!r}" if experiment else "this store"
+        raise UserError(f"no ipt-ray search in {where}")
+    run = runs[0]
+    exp = client.get_experiment(run.info.experiment_id)
+    metric, mode, objectives = _objectives(run)
+    return Search(exp.name, exp.experiment_id, run, metric, mode, objectives)
+
+
+def get_run(client: MlflowClient, run_id: str) -> Run:
+    """The run ``run_id``; raises UserError if the store has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"no run {run_id!r} in this MLflow store") from None
+
+
+def trial_status(run: Run) -> str:
+    status = run.info.status
+    if status == "FINISHED":
+        return "pruned" if run.data.tags.get(C.TAG_PRUNED) == "true" else "finished"
+    return {"FAILED": "failed", "KILLED": "killed"}.get(status, "running")
+
+
+def best_value(client: MlflowClient, run: Run, metric: str, mode: str) -> float | None:
+    """The best value of ``metric`` over the run's epochs (None if never logged)."""
+    summary = run.data.metrics.get(f"best_{metric}")
+    if summary is not None:
+        return float(summary)
+    if metric not in run.data.metrics:
+        return None
+    history = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
+    history = [v for v in history if not math.isnan(v)]
+    if not history:
+        return None
+    return max(history) if mode == "max" else min(history)
+
+
+def trial_rows(
+    client: MlflowClient, search: Search, *, metric: str | None = None
+) -> list[TrialRow]:
+    """Every trial of ``search``, best first by ``metric`` (default: the search's)."""
+    metric = metric or search.metric
+    mode = dict(search.objectives).get(metric, search.mode if metric == search.metric else "max")
+    runs = client.search_runs(
+        [search.experiment_id],
+        filter_string=f"tags.`{C.TAG_PARENT_RUN}` = '{search.run_id}'",
+        max_results=10_000,
+    )
+    rows = []
+    for run in runs:
+        params = run.data.params
+        generator = params.get("generator", "")
+        knobs = {k.split(".", 1)[1]: v for k, v in params.items()
+                 if k.startswith(generator + ".")}
+        values = {m: best_value(client, run, m, d) for m, d in search.objectives}
+        rows.append(TrialRow(
+            rank=0,
+            run_id=run.info.run_id,
+            trial_id=run.data.tags.get(C.TAG_TRIAL_ID, ""),
+            status=trial_status(run),
+            generator=generator,
+            prompt_length=_int(params.get("prompt_length")),
+            lr=_float(params.get("lr")),
+            knobs=knobs,
+            value=values.get(metric) if metric in values else best_value(client, run, metric,
+                                                                         mode),
+            metrics={k: float(run.data.metrics[k]) for k in ROW_METRICS
+                     if k in run.data.metrics},
+            values=values,
+        ))
+    sign = -1.0 if mode == "max" else 1.0
+    rows.sort(key=lambda r: (r.value is None, sign * (r.value or 0.0)))
+    for rank, row in enumerate(rows, start=1):
+        row.rank = rank
+    return rows
+
+
+def pareto_front(rows: Sequence[TrialRow], objectives: Sequence[tuple[str, str]]) -> list[TrialRow]:
+    """Rows no other row dominates on every objective (rows missing a value are left out).
+
+    A row dominates another when it is at least as good on every objective and better on one.
+    """
+
+    def oriented(row: TrialRow) -> list[float] | None:
+        out = []
+        for metric, mode in objectives:
+            value = row.values.get(metric)
+            if value is None and metric in row.metrics:
+                value = row.metrics[metric]
+            if value is None:
+                return None
+            out.append(value if mode == "max" else -value)
+        return out
+
+    scored = [(row, oriented(row)) for row in rows]
+    points = [(row, p) for row, p in scored if p is not None]
+    front = []
+    for row, p in points:
+        dominated = any(
+            all(a >= b for a, b in zip(q, p, strict=True)) and any(a > b for a, b in
+                                                                  zip(q, p, strict=True))
+            for _, q in points
+        )
+        if not dominated:
+            front.append(row)
+    return front
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
