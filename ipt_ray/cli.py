@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -290,6 +291,13 @@ def search(
                                  "nodes or an s3:// / gs:// URI (default: ./ipt-ray-runs/ray)")
     ] = None,
     name: Annotated[str | None, typer.Option(help="search name = MLflow experiment")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="continue the interrupted search NAME (running the same "
+                                 "command again does too)")
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option(help="start a new search even if one of this name was interrupted")
+    ] = False,
     num_samples: Annotated[int | None, typer.Option(help="trials (default: the space's)")] = None,
     max_concurrent: Annotated[
         int | None, typer.Option(help="trials at once (default: what the cluster fits)")
@@ -319,6 +327,11 @@ def search(
     from ipt_ray import preflight
     from ipt_ray.space import load_space
 
+    if resume is not None and fresh:
+        raise UserError("--resume and --fresh contradict each other")
+    if resume is not None and name is not None and resume != name:
+        raise UserError(f"--resume {resume} and --name {name} name different searches")
+
     overrides: dict[str, Any] = {f"fixed.{k}": v for k, v in parse_assignments(set_ or []).items()}
     if num_samples is not None:
         overrides["num_samples"] = num_samples
@@ -340,11 +353,13 @@ def search(
 
         job_args = [f"--{k.replace('_', '-')}={v}" for k, v in (
             ("tracking_uri", tracking_uri), ("storage", storage), ("name", name),
+            ("resume", resume),
             ("num_samples", num_samples), ("max_concurrent", max_concurrent),
             ("workers_per_trial", workers_per_trial), ("cpus_per_worker", cpus_per_worker),
             ("gpus_per_worker", gpus_per_worker), ("max_failures", max_failures),
         ) if v is not None]
         job_args += [f"--set={item}" for item in set_ or []] + (["--json"] if as_json else [])
+        job_args += ["--fresh"] if fresh else []
         raise SystemExit(submit_search(
             loaded, address=str(address), search_args=job_args, tracking_uri=tracking_uri,
             storage=storage, as_json=as_json, code=code, wait=wait,
@@ -353,7 +368,8 @@ def search(
     from ipt_ray.tuning import LineProgress, run_search
 
     summary = run_search(
-        loaded, name=name, address=address, tracking_uri=tracking_uri, storage=storage,
+        loaded, name=resume or name, resume=True if resume else (False if fresh else None),
+        address=address, tracking_uri=tracking_uri, storage=storage,
         workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
         gpus_per_worker=gpus_per_worker, max_failures=max_failures,
         progress=LineProgress(sys.stderr if as_json else sys.stdout),
@@ -369,7 +385,9 @@ def search(
     if as_json:
         print(json.dumps(search_json(summary)))
     if summary.interrupted:
-        print("search interrupted; running trials were marked KILLED in MLflow", file=sys.stderr)
+        again = " ".join(shlex.quote(a) for a in ["ipt-ray", *sys.argv[1:]])
+        print(f"search interrupted; running trials were marked KILLED in MLflow. Resume it "
+              f"with the same command ({again}) or --resume {summary.name}", file=sys.stderr)
         raise SystemExit(130)
 
 

@@ -437,6 +437,11 @@ def _node_env(token_file: Path | None) -> dict[str, str]:
     # cluster has nothing to drain, and the drain RPC hangs once the head is gone.
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Jobs run `python` from the nodes' PATH: make it this interpreter (and its ipt-ray), as a
+    # cluster whose image has ipt-ray installed would.
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep)
+                                              if p and p != bin_dir]])
     return env
 
 

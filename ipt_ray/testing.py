@@ -6,7 +6,9 @@ tests build the same fixtures. Nothing here touches the network.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -127,3 +129,62 @@ def write_toy_csv(path: str | Path, n: int = 120, seed: int = 0, pair: bool = Fa
             name = "positive" if label else "negative"
             writer.writerow([text, pairs[i], name] if pair else [text, name])
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mlflow_server(root: str | Path, *, timeout: float = 120.0) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 serving artifacts from ``root``; yields its URL.
+
+    Job execution is off (it would start extra processes); the server is stopped, and
+    killed if it does not stop, when the block ends, also on failure.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    mlflow = Path(sys.executable).with_name("mlflow")
+    log_path = root / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+             "--artifacts-destination", str(root / "server-artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("mlflow server did not start: "
+                                       + log_path.read_text()[-2000:])
+                time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

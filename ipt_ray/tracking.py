@@ -32,7 +32,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +151,22 @@ def _local_dir(path: str) -> Iterator[Path | None]:
 
 
 CheckpointResolver = Callable[[str], contextlib.AbstractContextManager[Path | None]]
+
+
+#: Live trackers of this process by search key (the search's experiment dir). Tune pickles its
+#: callbacks into the experiment (``tuner.pkl``); a restored callback finds the tracker of the
+#: process that restores the search here instead of a stale copy.
+_LIVE: dict[str, Any] = {}
+
+
+def register_live(key: str, tracker: SearchTracker, extra: Any = None) -> None:
+    """Make ``tracker`` (and ``extra``, e.g. a progress printer) the live one for ``key``."""
+    _LIVE[key] = (tracker, extra)
+
+
+def live(key: str) -> tuple[SearchTracker, Any]:
+    """The live (tracker, extra) for ``key``; raises KeyError if none was registered."""
+    return _LIVE[key]
 
 
 class SearchTracker:
@@ -279,6 +295,35 @@ class SearchTracker:
                        self.parent_run_id, space_text, SPACE_ARTIFACT)
         return self.parent_run_id
 
+    def resume_search(self, parent_run_id: str) -> str:
+        """Continue an interrupted search: reopen its parent run (no new run is created).
+
+        Raises:
+            TrackingError: the parent run cannot be found in the tracking store.
+        """
+        try:
+            run = self.client.get_run(parent_run_id)
+            self.experiment_id = run.info.experiment_id
+            self.client.update_run(parent_run_id, status="RUNNING")
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot resume: parent run {parent_run_id} is not in {self.tracking_uri} "
+                f"({type(exc).__name__})"
+            ) from exc
+        self.parent_run_id = parent_run_id
+        self.parent_status = STATUS_RUNNING
+        return parent_run_id
+
+    def state(self) -> dict[str, Any]:
+        """What a restored search needs to go on logging into the same runs."""
+        return {"trials": {tid: asdict(rec) for tid, rec in self.trials.items()}}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Take back :meth:`state`: trials keep their child runs (no duplicates)."""
+        for trial_id, values in state.get("trials", {}).items():
+            if trial_id not in self.trials:
+                self.trials[trial_id] = TrialRecord(**values)
+
     # -- trials ----------------------------------------------------------------------------
     def start_trial(
         self,
@@ -294,8 +339,11 @@ class SearchTracker:
         logged together; a sampled name that is also a flat param is logged once.
         """
         record = self.trials.get(trial_id)
-        if record is not None:
-            record.status = STATUS_RUNNING
+        if record is not None:  # restarted (failure retry) or resumed (interrupted search)
+            if record.status != STATUS_RUNNING and record.run_id is not None:
+                self._call("reopen a resumed trial's run", self.client.update_run,
+                           record.run_id, status="RUNNING")
+            record.status, record.ended, record.error = STATUS_RUNNING, None, None
             return record
         record = TrialRecord(trial_id, params=dict(params), sampled=dict(sampled or {}),
                              max_epochs=max_epochs)
@@ -564,12 +612,32 @@ class MlflowSearchTracker(Callback):
         fixed: Mapping[str, Any] | None = None,
         num_samples: int | None = None,
         checkpoint_key: str = "checkpoint_path",
+        key: str | None = None,
     ) -> None:
         self.tracker = tracker
+        self.key = key
         self.to_train_config = to_train_config
         self.fixed = dict(fixed or {})
         self.num_samples = num_samples
         self.checkpoint_key = checkpoint_key
+
+    # Pickled into the experiment by key: a restored search logs through the live tracker.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self.key is not None:
+            state["tracker"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.key is not None:
+            self.tracker = live(self.key)[0]
+
+    def get_state(self) -> dict[str, Any] | None:
+        return self.tracker.state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.tracker.load_state(state)
 
     def on_trial_start(self, iteration: int, trials: Sequence[Any], trial: Any,
                        **info: Any) -> None:
@@ -616,6 +684,8 @@ __all__ = [
     "TrialRecord",
     "experiment_artifact_location",
     "is_local_uri",
+    "live",
     "local_tracking_uri",
+    "register_live",
     "ui_command",
 ]

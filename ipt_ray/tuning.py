@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,6 +42,14 @@ from ipt_ray import constants as C
 from ipt_ray.driver import CHECKPOINT_PATH_KEY, TrialSetup, trainable
 from ipt_ray.driver import run_name as train_run_name
 from ipt_ray.errors import UserError
+from ipt_ray.search_record import (
+    FINISHED,
+    INTERRUPTED,
+    SearchRecord,
+    read_record,
+    write_record,
+)
+from ipt_ray.shared_storage import check_shared_storage
 from ipt_ray.space import SearchSpace
 from ipt_ray.store import RUNS_DIR
 from ipt_ray.tracking import (
@@ -55,7 +63,9 @@ from ipt_ray.tracking import (
     TrialRecord,
     experiment_artifact_location,
     is_local_uri,
+    live,
     local_tracking_uri,
+    register_live,
     ui_command,
 )
 from ipt_ray.worker import BEST_PREFIX, CHECKPOINT_SCORE_KEY, remove_scratch_dirs
@@ -111,8 +121,21 @@ class _ProgressCallback(Callback):
     """Turns Tune events into :class:`ProgressEvent` lines (registered after the tracker's
     callback, so that trial records are up to date)."""
 
-    def __init__(self, progress: ProgressFn, tracker: SearchTracker, epochs: int) -> None:
-        self.progress, self.tracker, self.epochs = progress, tracker, epochs
+    def __init__(self, progress: ProgressFn, tracker: SearchTracker, epochs: int,
+                 key: str | None = None) -> None:
+        self.progress, self.tracker, self.epochs, self.key = progress, tracker, epochs, key
+
+    # Pickled into the experiment by key (see ipt_ray.tracking.register_live).
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self.key is not None:
+            state["tracker"] = state["progress"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.key is not None:
+            self.tracker, self.progress = live(self.key)
 
     def _emit(self, event: ProgressEvent) -> None:
         try:
@@ -436,6 +459,7 @@ def run_search(
     top_k: int = 10,
     ray_init_kwargs: Mapping[str, Any] | None = None,
     train_fn: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool | None = None,
 ) -> SearchSummary:
     """Search ``space`` with Ray Tune + Optuna TPE (+ ASHA), tracked in MLflow.
 
@@ -459,6 +483,11 @@ def run_search(
         ray_init_kwargs: extra ``ray.init`` arguments (local Ray or connection).
         train_fn: the per-worker function (tests); default
             :func:`ipt_ray.worker.train_fn_per_worker`.
+        resume: True continues the interrupted search of this name (error if there is none);
+            None (default) continues it when there is one and starts a new search otherwise;
+            False always starts a new one. Continuing reuses the MLflow parent and child
+            runs, skips finished trials, resumes interrupted ones from their last checkpoint
+            and keeps the Optuna searcher's history.
 
     Raises:
         UserError: bad resources, an unreachable cluster or tracking store.
@@ -473,6 +502,11 @@ def run_search(
         raise UserError("CPUs and GPUs per worker cannot be negative")
     where = SearchLocations.resolve(search_name, tracking_uri=tracking_uri,
                                     artifact_root=artifact_root, storage=storage)
+    record = _record_to_resume(search_name, where, resume)
+    resumed = record is not None
+    if record is not None:
+        where = replace(where, experiment_dir=record.experiment_dir,
+                        experiment_path=f"{where.storage_path}/{record.experiment_dir}")
     emit: ProgressFn = progress or (lambda event: None)
     tracker = SearchTracker(
         where.tracking_uri, search_name, metric=settings.metric, mode=settings.mode,
@@ -481,6 +515,7 @@ def run_search(
         checkpoint_score_key=CHECKPOINT_SCORE_KEY,
     )
     with _ray_session(address, ray_init_kwargs or {}) as cluster:
+        check_shared_storage(where.storage_path)
         concurrency = max_concurrent or settings.max_concurrent or default_max_concurrent(
             workers_per_trial, cpus_per_worker, gpus_per_worker
         )
@@ -494,16 +529,25 @@ def run_search(
             worker_failures=worker_failures,
             **({"train_fn": train_fn} if train_fn is not None else {}),
         )
-        parent = tracker.start_search(
-            run_name=where.experiment_dir,
-            params=_search_params(space, num_samples=num_samples, max_concurrent=concurrency,
-                                  setup=setup, address=address,
-                                  experiment_path=where.experiment_path),
-            space_text=space.source,
-        )
+        key = where.experiment_dir
+        register_live(key, tracker, emit)
+        if record is not None:
+            parent = tracker.resume_search(record.parent_run_id)
+        else:
+            parent = tracker.start_search(
+                run_name=where.experiment_dir,
+                params=_search_params(space, num_samples=num_samples,
+                                      max_concurrent=concurrency, setup=setup,
+                                      address=address, experiment_path=where.experiment_path),
+                space_text=space.source,
+            )
+        record = SearchRecord(_safe_name(search_name), where.experiment_dir, parent,
+                              where.tracking_uri)
+        write_record(where.storage_path, record)
         try:
             emit(ProgressEvent("start", "\n".join([
-                f"search {search_name!r}: {num_samples} trials, {concurrency} at a time, "
+                ("resuming interrupted search" if resumed else "search")
+                + f" {search_name!r}: {num_samples} trials, {concurrency} at a time, "
                 f"{workers_per_trial} worker(s) per trial, on {cluster}",
                 f"  MLflow: {where.tracking_uri} (experiment {search_name!r}, "
                 f"parent run {parent})",
@@ -511,12 +555,22 @@ def run_search(
                 f"  Ray results: {where.experiment_path}",
             ])))
             with _quiet_tune():
-                tuner = _build_tuner(space, setup, tracker, emit, where,
-                                     num_samples=num_samples, concurrency=concurrency,
-                                     max_failures=max_failures)
+                if resumed:
+                    import ray.tune
+
+                    tuner = ray.tune.Tuner.restore(
+                        where.experiment_path, trainable=trainable(setup),
+                        resume_unfinished=True, resume_errored=False,
+                    )
+                else:
+                    tuner = _build_tuner(space, setup, tracker, emit, where, key=key,
+                                         num_samples=num_samples, concurrency=concurrency,
+                                         max_failures=max_failures)
                 tuner.fit()
         except BaseException:
             tracker.finish_search(interrupted=True)
+            record.status = INTERRUPTED
+            write_record(where.storage_path, record)
             raise
         finally:
             tracker.finish_search()  # a no-op when the Tune callback closed everything
@@ -524,6 +578,8 @@ def run_search(
                 remove_scratch_dirs(train_run_name(trial_id))
     summary = _summarize(tracker, where, top_k, time.time() - started)
     tracker.finish_search(summary=summary.to_dict())
+    record.status = INTERRUPTED if summary.interrupted else FINISHED
+    write_record(where.storage_path, record)
     emit(ProgressEvent("end", _end_line(summary)))
     return summary
 
@@ -561,9 +617,39 @@ class SearchLocations:
                    f"{storage_path}/{experiment_dir}")
 
 
+def _record_to_resume(
+    search_name: str, where: SearchLocations, resume: bool | None
+) -> SearchRecord | None:
+    """The interrupted search to continue, or None to start a new one (see ``resume``)."""
+    if resume is False:
+        return None
+    record = read_record(where.storage_path, _safe_name(search_name))
+    if record is None or not record.unfinished:
+        if resume:
+            state = "finished" if record is not None else "no search"
+            raise UserError(
+                f"nothing to resume: {state} named {search_name!r} under {where.storage_path}"
+                + ("; start a new one without --resume" if record is not None else "")
+            )
+        return None
+    if record.tracking_uri != where.tracking_uri:
+        raise UserError(
+            f"search {search_name!r} was tracked in {record.tracking_uri}; resume it with "
+            f"--tracking-uri {record.tracking_uri}"
+        )
+    import ray.tune
+
+    if not ray.tune.Tuner.can_restore(f"{where.storage_path}/{record.experiment_dir}"):
+        if resume:
+            raise UserError(f"search {search_name!r} stopped before Ray saved any state; "
+                            "start it again (with a new --name to keep the old runs apart)")
+        return None
+    return record
+
+
 def _build_tuner(
     space: SearchSpace, setup: TrialSetup, tracker: SearchTracker, emit: ProgressFn,
-    where: SearchLocations, *, num_samples: int, concurrency: int, max_failures: int,
+    where: SearchLocations, *, key: str, num_samples: int, concurrency: int, max_failures: int,
 ) -> Any:
     """The Tuner: OptunaSearch (TPE, define-by-run) behind a ConcurrencyLimiter, ASHA on the
     reported ``epoch``, the MLflow and progress callbacks."""
@@ -590,8 +676,9 @@ def _build_tuner(
         )
     callbacks = [  # the tracker first: the progress lines read its records
         MlflowSearchTracker(tracker, to_train_config=space.to_train_config, fixed=space.fixed,
-                            num_samples=num_samples, checkpoint_key=CHECKPOINT_PATH_KEY),
-        _ProgressCallback(emit, tracker, settings.scheduler.max_t),
+                            num_samples=num_samples, checkpoint_key=CHECKPOINT_PATH_KEY,
+                            key=key),
+        _ProgressCallback(emit, tracker, settings.scheduler.max_t, key=key),
     ]
     return ray.tune.Tuner(
         trainable(setup),

@@ -62,12 +62,17 @@ BEST_EPOCH_KEY = "best_epoch"
 
 
 def node_name() -> str:
-    """``hostname (ip)`` of this process's Ray node."""
+    """``hostname (ip, node 1a2b3c4d)`` of this process's Ray node.
+
+    The short Ray node id tells apart nodes that share a host and an address (a local
+    multi-node cluster on one machine).
+    """
     try:
         ip = ray.util.get_node_ip_address()
+        node_id = ray.get_runtime_context().get_node_id()[:8]
     except Exception:  # outside a Ray worker
-        ip = "?"
-    return f"{socket.gethostname()} ({ip})"
+        ip, node_id = "?", "?"
+    return f"{socket.gethostname()} ({ip}, node {node_id})"
 
 
 def weights_hash(state: dict[str, torch.Tensor]) -> str:
