@@ -30,8 +30,13 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/out/feature_cache.json")
     args = parser.parse_args()
     backbone, tokenizer = load_backbone(args.model)
-    base = TrainConfig(task="mr", model=args.model, generator="idpg", epochs=args.epochs,
-                       max_samples=args.max_samples)
+    base = TrainConfig(
+        task="mr",
+        model=args.model,
+        generator="idpg",
+        epochs=args.epochs,
+        max_samples=args.max_samples,
+    )
     task = load_task("mr", **base.task_kwargs())
     # Warm the cache once (this is the once-per-dataset cost, reported separately).
     import time
@@ -45,8 +50,12 @@ def main() -> None:
             config = TrainConfig(**{**base.to_dict(), "cache_features": cache})
             run = TrainingRun(config, task=task, backbone=backbone, tokenizer=tokenizer)
             result = run.fit()
-            results[name].append({"epoch_seconds": statistics.median(run.epoch_seconds),
-                                  "test_accuracy": result.metrics["test_accuracy"]})
+            results[name].append(
+                {
+                    "epoch_seconds": statistics.median(run.epoch_seconds),
+                    "test_accuracy": result.metrics["test_accuracy"],
+                }
+            )
             print(name, results[name][-1], flush=True)
     cached = statistics.median(r["epoch_seconds"] for r in results["cached"])
     live = statistics.median(r["epoch_seconds"] for r in results["live"])

@@ -43,17 +43,34 @@ def main() -> None:
     for name in args.generators.split(","):
         runs = []
         for seed in [int(s) for s in args.seeds.split(",")]:
-            config = TrainConfig(task=args.task, model=args.model, generator=name,
-                                 epochs=args.epochs, max_length=args.max_length, seed=seed,
-                                 max_samples=args.max_samples, lr=None)
+            config = TrainConfig(
+                task=args.task,
+                model=args.model,
+                generator=name,
+                epochs=args.epochs,
+                max_length=args.max_length,
+                seed=seed,
+                max_samples=args.max_samples,
+                lr=None,
+            )
             task = load_task(args.task, **config.task_kwargs())
             start = time.perf_counter()
             run = TrainingRun(config, task=task, backbone=backbone, tokenizer=tokenizer)
-            result = run.fit(on_epoch_end=lambda r, _: print(
-                f"  {name} seed {seed} epoch {r.epoch}: val_acc {r.metrics['val_accuracy']:.4f} "
-                f"{r.metrics['epoch_seconds']:.0f}s", flush=True))
-            runs.append({"seed": seed, "lr": run.config.lr, **result.metrics,
-                         "wall_seconds": time.perf_counter() - start})
+            result = run.fit(
+                on_epoch_end=lambda r, _, name=name, seed=seed: print(
+                    f"  {name} seed {seed} epoch {r.epoch}: "
+                    f"val_acc {r.metrics['val_accuracy']:.4f} {r.metrics['epoch_seconds']:.0f}s",
+                    flush=True,
+                )
+            )
+            runs.append(
+                {
+                    "seed": seed,
+                    "lr": run.config.lr,
+                    **result.metrics,
+                    "wall_seconds": time.perf_counter() - start,
+                }
+            )
         acc = [r["test_accuracy"] for r in runs]
         row = {
             "generator": name,
@@ -66,19 +83,24 @@ def main() -> None:
             "runs": runs,
         }
         rows.append(row)
-        print(f"{name:12s} test_acc {row['test_accuracy_mean']:.4f}  params "
-              f"{row['trainable_params']:>10,}  {row['seconds_per_epoch_median']:.0f} s/epoch",
-              flush=True)
+        print(
+            f"{name:12s} test_acc {row['test_accuracy_mean']:.4f}  params "
+            f"{row['trainable_params']:>10,}  {row['seconds_per_epoch_median']:.0f} s/epoch",
+            flush=True,
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "threads": torch.get_num_threads(),
-                                          "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps({"args": vars(args), "threads": torch.get_num_threads(), "rows": rows}, indent=2)
+    )
     print("\n| generator | lr | trainable params | share of backbone | test accuracy | s/epoch |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         std = f" ± {r['test_accuracy_std']:.3f}" if len(r["runs"]) > 1 else ""
-        print(f"| {r['generator']} | {r['lr']:g} | {r['trainable_params']:,} | "
-              f"{100 * r['trainable_share']:.2f}% | {r['test_accuracy_mean']:.3f}{std} | "
-              f"{r['seconds_per_epoch_median']:.0f} |")
+        print(
+            f"| {r['generator']} | {r['lr']:g} | {r['trainable_params']:,} | "
+            f"{100 * r['trainable_share']:.2f}% | {r['test_accuracy_mean']:.3f}{std} | "
+            f"{r['seconds_per_epoch_median']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -53,8 +53,12 @@ def main() -> None:
         # As the loop does by default: frozen sentence vectors come from the feature cache.
         features = None
         if model.generator.needs_sentence_embedding:
-            features = [model.sentence_embedding(b["input_ids"], b["attention_mask"],
-                                                 b.get("token_type_ids")) for b in batch_list]
+            features = [
+                model.sentence_embedding(
+                    b["input_ids"], b["attention_mask"], b.get("token_type_ids")
+                )
+                for b in batch_list
+            ]
         steps[name] = make_step(model, make_optimizer(model, config), batch_list, features)
 
     # Lower bound of a frozen step: forward plus backward to P prompt input vectors (no
@@ -65,8 +69,10 @@ def main() -> None:
         for b in batch_list:
             emb = backbone.get_input_embeddings()(b["input_ids"])
             prompt = torch.zeros(emb.shape[0], prompt_length, emb.shape[2], requires_grad=True)
-            mask = torch.cat([torch.ones(emb.shape[0], prompt_length, dtype=torch.long),
-                              b["attention_mask"]], dim=1)
+            mask = torch.cat(
+                [torch.ones(emb.shape[0], prompt_length, dtype=torch.long), b["attention_mask"]],
+                dim=1,
+            )
             out = backbone(inputs_embeds=torch.cat([prompt, emb], 1), attention_mask=mask)
             out.last_hidden_state[:, prompt_length:].mean().backward()
 
@@ -96,12 +102,19 @@ def main() -> None:
     print(f"{'variant':42s} {'median s/step':>14s} {'x full FT':>10s} {'x lower bound':>14s}")
     for name, values in times.items():
         median = statistics.median(values)
-        rows.append({"variant": name, "median_s_per_step": median,
-                     "ratio_to_full": median / full_median, "ratio_to_lower_bound": median / lower})
+        rows.append(
+            {
+                "variant": name,
+                "median_s_per_step": median,
+                "ratio_to_full": median / full_median,
+                "ratio_to_lower_bound": median / lower,
+            }
+        )
         print(f"{name:42s} {median:14.3f} {median / full_median:10.2f} {median / lower:14.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "threads": torch.get_num_threads(),
-                                          "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps({"args": vars(args), "threads": torch.get_num_threads(), "rows": rows}, indent=2)
+    )
 
 
 def make_step(model, optimizer, batch_list, features=None) -> Callable[[], None]:

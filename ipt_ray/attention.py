@@ -63,7 +63,11 @@ def layer_prefix(kv: torch.Tensor | None) -> Iterator[None]:
 
 
 def _extend_mask(
-    mask: torch.Tensor | None, prefix: int, q_len: int, kv_len: int, causal: bool,
+    mask: torch.Tensor | None,
+    prefix: int,
+    q_len: int,
+    kv_len: int,
+    causal: bool,
     device: torch.device,
 ) -> torch.Tensor | None:
     """Add ``prefix`` visible key columns in front of an SDPA mask (bool or additive)."""

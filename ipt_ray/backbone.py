@@ -74,7 +74,9 @@ def load_backbone(
         net = AutoModel.from_pretrained(source, **kwargs, **config_overrides)
     except (OSError, ValueError, KeyError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
-        hint = "offline: use a local directory or the alias 'minilm'" if (offline or not local) else ""
+        hint = (
+            "offline: use a local directory or the alias 'minilm'" if (offline or not local) else ""
+        )
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"could not load model {model!r}: {first[:200]}" + (f" ({hint})" if hint else "")

@@ -23,8 +23,14 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 #: Child-run metrics that make up a row beside the ranked value.
-ROW_METRICS = ("test_accuracy", "test_f1_macro", C.TRAINABLE_PARAMS, C.TRAINABLE_SHARE,
-               C.SECONDS_PER_EPOCH, "best_epoch")
+ROW_METRICS = (
+    "test_accuracy",
+    "test_f1_macro",
+    C.TRAINABLE_PARAMS,
+    C.TRAINABLE_SHARE,
+    C.SECONDS_PER_EPOCH,
+    "best_epoch",
+)
 
 
 @dataclass
@@ -75,8 +81,9 @@ def client_for(tracking_uri: str | None) -> tuple[MlflowClient, str]:
     uri = tracking_uri or default_tracking_uri()
     path = sqlite_path(uri)
     if path is not None and not path.exists():
-        raise UserError(f"no MLflow store at {path}: run a search here first, or pass "
-                        "--tracking-uri")
+        raise UserError(
+            f"no MLflow store at {path}: run a search here first, or pass --tracking-uri"
+        )
     if path is None:
         check_tracking_uri(uri)
     from mlflow import MlflowClient
@@ -122,10 +129,16 @@ def find_search(
         experiment_ids = [named.experiment_id]
     else:
         experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(
-        experiment_ids, filter_string=f"tags.`{C.TAG_KIND}` = '{C.KIND_SEARCH}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    ) if experiment_ids else []
+    runs = (
+        client.search_runs(
+            experiment_ids,
+            filter_string=f"tags.`{C.TAG_KIND}` = '{C.KIND_SEARCH}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if experiment_ids
+        else []
+    )
     if not runs:
         where = f"experiment {experiment!r}" if experiment else "this store"
         raise UserError(f"no ipt-ray search in {where}")
@@ -181,24 +194,27 @@ def trial_rows(
     for run in runs:
         params = run.data.params
         generator = params.get("generator", "")
-        knobs = {k.split(".", 1)[1]: v for k, v in params.items()
-                 if k.startswith(generator + ".")}
+        knobs = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(generator + ".")}
         values = {m: best_value(client, run, m, d) for m, d in search.objectives}
-        rows.append(TrialRow(
-            rank=0,
-            run_id=run.info.run_id,
-            trial_id=run.data.tags.get(C.TAG_TRIAL_ID, ""),
-            status=trial_status(run),
-            generator=generator,
-            prompt_length=_int(params.get("prompt_length")),
-            lr=_float(params.get("lr")),
-            knobs=knobs,
-            value=values.get(metric) if metric in values else best_value(client, run, metric,
-                                                                         mode),
-            metrics={k: float(run.data.metrics[k]) for k in ROW_METRICS
-                     if k in run.data.metrics},
-            values=values,
-        ))
+        rows.append(
+            TrialRow(
+                rank=0,
+                run_id=run.info.run_id,
+                trial_id=run.data.tags.get(C.TAG_TRIAL_ID, ""),
+                status=trial_status(run),
+                generator=generator,
+                prompt_length=_int(params.get("prompt_length")),
+                lr=_float(params.get("lr")),
+                knobs=knobs,
+                value=values.get(metric)
+                if metric in values
+                else best_value(client, run, metric, mode),
+                metrics={
+                    k: float(run.data.metrics[k]) for k in ROW_METRICS if k in run.data.metrics
+                },
+                values=values,
+            )
+        )
     sign = -1.0 if mode == "max" else 1.0
     rows.sort(key=lambda r: (r.value is None, sign * (r.value or 0.0)))
     for rank, row in enumerate(rows, start=1):
@@ -228,8 +244,8 @@ def pareto_front(rows: Sequence[TrialRow], objectives: Sequence[tuple[str, str]]
     front = []
     for row, p in points:
         dominated = any(
-            all(a >= b for a, b in zip(q, p, strict=True)) and any(a > b for a, b in
-                                                                  zip(q, p, strict=True))
+            all(a >= b for a, b in zip(q, p, strict=True))
+            and any(a > b for a, b in zip(q, p, strict=True))
             for _, q in points
         )
         if not dominated:

@@ -95,7 +95,12 @@ CHECKSUMS_NAME = "checksums.json"
 
 #: Provenance slots the model card shows first (others are shown after them).
 PROVENANCE_KEYS = (
-    "search", "experiment", "experiment_id", "parent_run_id", "trial_run_id", "space_file",
+    "search",
+    "experiment",
+    "experiment_id",
+    "parent_run_id",
+    "trial_run_id",
+    "space_file",
 )
 _POOLINGS = ("first", "mean", "last")
 
@@ -126,11 +131,15 @@ def staged_dir(out_dir: Path, what: str) -> Iterator[Path]:
     """
     out_dir = Path(out_dir)
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise UserError(f"cannot write the {what} to {str(out_dir)!r}: it exists and is not a "
-                        "folder; allowed: a new or empty folder")
+        raise UserError(
+            f"cannot write the {what} to {str(out_dir)!r}: it exists and is not a "
+            "folder; allowed: a new or empty folder"
+        )
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise UserError(f"cannot write the {what} to {str(out_dir)!r}: the folder is not empty; "
-                        "allowed: a new or empty folder")
+        raise UserError(
+            f"cannot write the {what} to {str(out_dir)!r}: the folder is not empty; "
+            "allowed: a new or empty folder"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
@@ -151,8 +160,15 @@ def staged_dir(out_dir: Path, what: str) -> Iterator[Path]:
 
 # -- from a checkpoint to a bundle config ----------------------------------------------------
 _CHECKPOINT_KEYS = (
-    "train_config", "generator", "generator_config", "label_names", "num_labels", "metric",
-    "pooling", "task", "is_pair",
+    "train_config",
+    "generator",
+    "generator_config",
+    "label_names",
+    "num_labels",
+    "metric",
+    "pooling",
+    "task",
+    "is_pair",
 )
 
 
@@ -168,8 +184,10 @@ def _check_provenance(provenance: Mapping[str, Any] | None) -> dict[str, Any]:
     if provenance is None:
         return {}
     if not isinstance(provenance, Mapping) or not all(isinstance(k, str) for k in provenance):
-        raise UserError("provenance must be a mapping with string keys, e.g. "
-                        "{'parent_run_id': '...', 'trial_run_id': '...'}")
+        raise UserError(
+            "provenance must be a mapping with string keys, e.g. "
+            "{'parent_run_id': '...', 'trial_run_id': '...'}"
+        )
     try:
         json.dumps(dict(provenance), allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -199,12 +217,15 @@ def bundle_config_from_checkpoint(
     try:
         meta = read_config(checkpoint_dir)
     except (ValueError, OSError) as exc:
-        raise UserError(f"cannot read {CONFIG_FILE} of checkpoint {str(checkpoint_dir)!r}: "
-                        f"{exc}") from None
+        raise UserError(
+            f"cannot read {CONFIG_FILE} of checkpoint {str(checkpoint_dir)!r}: {exc}"
+        ) from None
     missing = [k for k in _CHECKPOINT_KEYS if k not in meta]
     if missing:
-        raise UserError(f"checkpoint {CONFIG_FILE} in {str(checkpoint_dir)!r} lacks "
-                        f"{', '.join(missing)}; re-save it with this ipt-ray version")
+        raise UserError(
+            f"checkpoint {CONFIG_FILE} in {str(checkpoint_dir)!r} lacks "
+            f"{', '.join(missing)}; re-save it with this ipt-ray version"
+        )
     train = dict(meta["train_config"])
     if score is None and (checkpoint_dir / TRAIN_STATE_JSON).is_file():
         with contextlib.suppress(ValueError, OSError, AttributeError):
@@ -277,13 +298,17 @@ def model_card(config: Mapping[str, Any]) -> str:
         ("generator", f"{generator['name']} ({knobs})"),
         ("prompt length", config["prompt_length"]),
         ("backbone (frozen)", model),
-        ("trainable parameters", f"{params['trainable']:,} ({share:.3g}% of the backbone's "
-                                 f"{params['backbone']:,})"),
+        (
+            "trainable parameters",
+            f"{params['trainable']:,} ({share:.3g}% of the backbone's {params['backbone']:,})",
+        ),
         ("max length", f"{config['max_length']} tokens (prompt excluded)"),
         ("pooling", f"{config['pooling']} over text positions, then a linear head"),
         ("best epoch", f"{training['best_epoch']} of {training['epochs']}"),
-        ("written by", f"ipt-ray {config['ipt_ray_version']}, bundle format "
-                       f"{config['format_version']}"),
+        (
+            "written by",
+            f"ipt-ray {config['ipt_ray_version']}, bundle format {config['format_version']}",
+        ),
     ]
     lines = [
         f"# Prompt bundle: {generator['name']} on {config['task']}",
@@ -307,11 +332,17 @@ def model_card(config: Mapping[str, Any]) -> str:
         "gives the generated prompts.",
     ]
     if backbone["local_dir"]:
-        lines += ["", f"The backbone is the local folder `{backbone['model']}`: loading needs it, "
-                  "or pass `backbone=` to `load_bundle`."]
+        lines += [
+            "",
+            f"The backbone is the local folder `{backbone['model']}`: loading needs it, "
+            "or pass `backbone=` to `load_bundle`.",
+        ]
     if backbone["trust_remote_code"]:
-        lines += ["", "The backbone runs its own code from the hub: pass "
-                  "`trust_remote_code=True` to `load_bundle` if you trust it."]
+        lines += [
+            "",
+            "The backbone runs its own code from the hub: pass "
+            "`trust_remote_code=True` to `load_bundle` if you trust it.",
+        ]
     provenance = config.get("provenance") or {}
     if provenance:
         keys = [k for k in PROVENANCE_KEYS if k in provenance]
@@ -364,14 +395,19 @@ def write_bundle(
     weights = load_weights(checkpoint_dir, best=True)
     unknown = sorted(k for k in weights if k.split(".", 1)[0] not in ("generator", "head"))
     if unknown or "head.weight" not in weights:
-        raise UserError(f"checkpoint weights in {str(checkpoint_dir)!r} are not ipt-ray trainable "
-                        f"weights (unexpected keys {unknown[:3]})")
+        raise UserError(
+            f"checkpoint weights in {str(checkpoint_dir)!r} are not ipt-ray trainable "
+            f"weights (unexpected keys {unknown[:3]})"
+        )
     with staged_dir(out_dir, "bundle") as tmp:
         save_file(
             {k: v.detach().to("cpu").contiguous() for k, v in sorted(weights.items())},
             str(tmp / WEIGHTS_NAME),
-            metadata={"format": "pt", "ipt_ray_format": FORMAT_NAME,
-                      "ipt_ray_format_version": str(FORMAT_VERSION)},
+            metadata={
+                "format": "pt",
+                "ipt_ray_format": FORMAT_NAME,
+                "ipt_ray_format_version": str(FORMAT_VERSION),
+            },
         )
         write_json(tmp / CONFIG_NAME, config)
         (tmp / README_NAME).write_text(model_card(config), encoding="utf-8")
@@ -425,13 +461,26 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 _SCHEMA: dict[str, Any] = {
-    "format": str, "format_version": int, "ipt_ray_version": str,
+    "format": str,
+    "format_version": int,
+    "ipt_ray_version": str,
     "files": {"weights": str, "model_card": str},
-    "backbone": {"model": str, "revision": (str, None), "trust_remote_code": bool,
-                 "tokenizer": str, "tokenizer_revision": (str, None), "local_dir": bool},
+    "backbone": {
+        "model": str,
+        "revision": (str, None),
+        "trust_remote_code": bool,
+        "tokenizer": str,
+        "tokenizer_revision": (str, None),
+        "local_dir": bool,
+    },
     "generator": {"name": str, "options": dict},
-    "prompt_length": int, "max_length": int, "pooling": str, "label_names": list,
-    "num_labels": int, "is_pair": bool, "task": str,
+    "prompt_length": int,
+    "max_length": int,
+    "pooling": str,
+    "label_names": list,
+    "num_labels": int,
+    "is_pair": bool,
+    "task": str,
     "metric": {"name": str, "split": str, "score": (float, int, None)},
     "params": {"trainable": int, "backbone": int, "trainable_share": (float, int)},
     "training": {"best_epoch": int, "epochs": int, "train_config": dict},
@@ -464,8 +513,7 @@ def _check_schema(value: Any, schema: Mapping[str, Any], where: str = "") -> Non
         elif not _type_ok(value[key], spec):
             kinds = spec if isinstance(spec, tuple) else (spec,)
             allowed = " or ".join("null" if k is None else k.__name__ for k in kinds)
-            raise UserError(f"{CONFIG_NAME}: field {name!r} must be {allowed}, "
-                            f"got {value[key]!r}")
+            raise UserError(f"{CONFIG_NAME}: field {name!r} must be {allowed}, got {value[key]!r}")
 
 
 def _check_config_values(config: dict[str, Any]) -> None:
@@ -473,15 +521,18 @@ def _check_config_values(config: dict[str, Any]) -> None:
     if not labels or not all(isinstance(n, str) for n in labels):
         raise UserError(f"{CONFIG_NAME}: label_names must be a non-empty list of strings")
     if len(set(labels)) != len(labels) or len(labels) != config["num_labels"]:
-        raise UserError(f"{CONFIG_NAME}: label_names must be {config['num_labels']} distinct "
-                        f"names, got {labels!r}")
+        raise UserError(
+            f"{CONFIG_NAME}: label_names must be {config['num_labels']} distinct "
+            f"names, got {labels!r}"
+        )
     if config["pooling"] not in _POOLINGS:
-        raise UserError(f"{CONFIG_NAME}: pooling {config['pooling']!r} is unknown; allowed: "
-                        + ", ".join(_POOLINGS))
+        raise UserError(
+            f"{CONFIG_NAME}: pooling {config['pooling']!r} is unknown; allowed: "
+            + ", ".join(_POOLINGS)
+        )
     for key in ("prompt_length", "max_length"):
         if config[key] < 1:
-            raise UserError(f"{CONFIG_NAME}: {key} must be a positive integer, "
-                            f"got {config[key]!r}")
+            raise UserError(f"{CONFIG_NAME}: {key} must be a positive integer, got {config[key]!r}")
 
 
 def _check_weights(path: Path, num_labels: int) -> None:
@@ -490,16 +541,22 @@ def _check_weights(path: Path, num_labels: int) -> None:
             keys = list(f.keys())
             head = f.get_slice("head.weight").get_shape() if "head.weight" in keys else None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"bundle file {path.name!r} is not a safetensors file "
-                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                        "bundles hold safetensors weights only") from None
+        raise UserError(
+            f"bundle file {path.name!r} is not a safetensors file "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "bundles hold safetensors weights only"
+        ) from None
     unknown = [k for k in keys if k.split(".", 1)[0] not in ("generator", "head")]
     if unknown:
-        raise UserError(f"bundle file {path.name!r} holds unexpected tensors {unknown[:3]}; "
-                        "allowed: generator.*, head.*")
+        raise UserError(
+            f"bundle file {path.name!r} holds unexpected tensors {unknown[:3]}; "
+            "allowed: generator.*, head.*"
+        )
     if head is None or len(head) != 2 or head[0] != num_labels:
-        raise UserError(f"bundle file {path.name!r}: head.weight must have shape "
-                        f"({num_labels}, hidden), got {head}")
+        raise UserError(
+            f"bundle file {path.name!r}: head.weight must have shape "
+            f"({num_labels}, hidden), got {head}"
+        )
 
 
 def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
@@ -523,45 +580,56 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
     config_path = _bundle_file(bundle_dir, CONFIG_NAME, "file")
     config = _read_json(config_path, CONFIG_NAME)
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-        raise UserError(f"{CONFIG_NAME} in {str(bundle_dir)!r} is not an ipt-ray bundle config "
-                        f"(format must be {FORMAT_NAME!r})")
+        raise UserError(
+            f"{CONFIG_NAME} in {str(bundle_dir)!r} is not an ipt-ray bundle config "
+            f"(format must be {FORMAT_NAME!r})"
+        )
     version = config.get("format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS or isinstance(version, bool):
-        raise UserError(f"bundle format version {version!r} is not supported by ipt-ray "
-                        f"{__version__}; supported: "
-                        + ", ".join(map(str, SUPPORTED_FORMAT_VERSIONS)))
+        raise UserError(
+            f"bundle format version {version!r} is not supported by ipt-ray "
+            f"{__version__}; supported: " + ", ".join(map(str, SUPPORTED_FORMAT_VERSIONS))
+        )
 
     for entry in sorted(bundle_dir.iterdir()):
         if entry.is_symlink():
-            raise UserError(f"bundle file {entry.name!r} is a symbolic link; bundles hold "
-                            "plain files only")
+            raise UserError(
+                f"bundle file {entry.name!r} is a symbolic link; bundles hold plain files only"
+            )
         if not entry.is_file():
-            raise UserError(f"bundle holds {entry.name!r}, which is not a plain file; bundles "
-                            "hold plain files only")
+            raise UserError(
+                f"bundle holds {entry.name!r}, which is not a plain file; bundles "
+                "hold plain files only"
+            )
     checksums = _read_json(_bundle_file(bundle_dir, CHECKSUMS_NAME, "file"), CHECKSUMS_NAME)
     listed = checksums.get("files") if isinstance(checksums, dict) else None
     if not isinstance(listed, dict) or checksums.get("algorithm") != "sha256":
-        raise UserError(f"{CHECKSUMS_NAME} must be {{'algorithm': 'sha256', 'files': "
-                        "{name: digest}}")
+        raise UserError(
+            f"{CHECKSUMS_NAME} must be {{'algorithm': 'sha256', 'files': {{name: digest}}}}"
+        )
     present = {p.name for p in bundle_dir.iterdir()} - {CHECKSUMS_NAME}
     for name in sorted(present - set(listed)):
-        raise UserError(f"bundle file {name!r} is not listed in {CHECKSUMS_NAME}; "
-                        "the bundle was modified")
+        raise UserError(
+            f"bundle file {name!r} is not listed in {CHECKSUMS_NAME}; the bundle was modified"
+        )
     for name, digest in sorted(listed.items()):
         path = _bundle_file(bundle_dir, name, f"{CHECKSUMS_NAME} entry")
         if not path.is_file():
             raise UserError(f"bundle {str(bundle_dir)!r} is incomplete: {name} is missing")
         if not isinstance(digest, str) or sha256_file(path) != digest.lower():
-            raise UserError(f"checksum mismatch for bundle file {name!r}: it was modified or "
-                            "damaged after export")
+            raise UserError(
+                f"checksum mismatch for bundle file {name!r}: it was modified or "
+                "damaged after export"
+            )
 
     _check_schema(config, _SCHEMA)
     _check_config_values(config)
     for field, name in sorted(config["files"].items()):
         path = _bundle_file(bundle_dir, name, f"config files.{field}")
         if not path.is_file():
-            raise UserError(f"bundle {str(bundle_dir)!r} is incomplete: {name} "
-                            f"(files.{field}) is missing")
+            raise UserError(
+                f"bundle {str(bundle_dir)!r} is incomplete: {name} (files.{field}) is missing"
+            )
     _check_weights(bundle_dir / config["files"]["weights"], config["num_labels"])
     return config
 
@@ -604,12 +672,17 @@ class LoadedBundle:
                 padding_side="right",  # pooling of the last token assumes right padding
                 return_tensors="pt",
             )
-            batch = {k: encoded[k].to(torch.int64) for k in
-                     ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
+            batch = {
+                k: encoded[k].to(torch.int64)
+                for k in ("input_ids", "attention_mask", "token_type_ids")
+                if k in encoded
+            }
             if batch["input_ids"].shape[1] == 0:  # only empty texts, and no special tokens
                 pad = int(self.tokenizer.pad_token_id or 0)
-                batch = {k: torch.full((len(v), 1), pad if k == "input_ids" else 0)
-                         for k, v in batch.items()}
+                batch = {
+                    k: torch.full((len(v), 1), pad if k == "input_ids" else 0)
+                    for k, v in batch.items()
+                }
             yield {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.no_grad()
@@ -639,8 +712,10 @@ class LoadedBundle:
         probs = torch.softmax(logits.double(), dim=-1).tolist()
         names = self.label_names
         return [
-            {"label": names[int(np.argmax(row))],
-             "probabilities": {name: float(p) for name, p in zip(names, row, strict=True)}}
+            {
+                "label": names[int(np.argmax(row))],
+                "probabilities": {name: float(p) for name, p in zip(names, row, strict=True)},
+            }
             for row in probs
         ]
 
@@ -658,8 +733,9 @@ class LoadedBundle:
         self.model.eval()
         parts: dict[str, list[torch.Tensor]] = {}
         for b in self._batches(texts, text_pairs, batch_size):
-            prompts = self.model.prompts(b["input_ids"], b["attention_mask"],
-                                         b.get("token_type_ids"))
+            prompts = self.model.prompts(
+                b["input_ids"], b["attention_mask"], b.get("token_type_ids")
+            )
             if prompts.input is not None:
                 parts.setdefault("input", []).append(prompts.input.float().cpu())
             if prompts.layer_kv is not None:  # (L, 2, B, KV, P, D) -> (B, L, 2, KV, P, D)
@@ -678,13 +754,16 @@ def _check_texts(
         if isinstance(text_pairs, str) or not all(isinstance(t, str) for t in text_pairs):
             raise UserError("text_pairs must be a list of strings")
         if len(text_pairs) != len(texts):
-            raise UserError(f"got {len(texts)} texts but {len(text_pairs)} text_pairs; "
-                            "allowed: one pair per text")
+            raise UserError(
+                f"got {len(texts)} texts but {len(text_pairs)} text_pairs; "
+                "allowed: one pair per text"
+            )
         if not is_pair:
             raise UserError("this bundle was trained on single texts; pass no text_pairs")
     elif is_pair and len(texts) > 0:
-        raise UserError("this bundle was trained on text pairs; pass text_pairs "
-                        "(one second text per text)")
+        raise UserError(
+            "this bundle was trained on text pairs; pass text_pairs (one second text per text)"
+        )
     return texts, text_pairs
 
 
@@ -714,8 +793,10 @@ def load_bundle(
     config = verify_bundle(bundle_dir)
     recorded = config["backbone"]
     if recorded["trust_remote_code"] and not trust_remote_code:
-        raise UserError(f"the bundle's backbone {recorded['model']!r} runs its own code from the "
-                        "hub; pass trust_remote_code=True if you trust it")
+        raise UserError(
+            f"the bundle's backbone {recorded['model']!r} runs its own code from the "
+            "hub; pass trust_remote_code=True if you trust it"
+        )
     remote = bool(recorded["trust_remote_code"] and trust_remote_code)
     model_ref = str(backbone) if backbone is not None else recorded["model"]
     revision = None if backbone is not None else recorded["revision"]
@@ -727,27 +808,37 @@ def load_bundle(
                 source, revision=recorded["tokenizer_revision"], trust_remote_code=remote
             )
         except (OSError, ValueError) as exc:
-            raise UserError(f"could not load tokenizer {recorded['tokenizer']!r}: "
-                            f"{str(exc).splitlines()[0][:200]}") from None
+            raise UserError(
+                f"could not load tokenizer {recorded['tokenizer']!r}: "
+                f"{str(exc).splitlines()[0][:200]}"
+            ) from None
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     generator = config["generator"]
     options = {k: v for k, v in generator["options"].items() if k != "prompt_length"}
     train = TrainConfig(
-        model=model_ref, revision=revision, trust_remote_code=remote,
-        generator=generator["name"], prompt_length=int(config["prompt_length"]),
-        generator_options=options, max_length=int(config["max_length"]),
-        pooling=config["pooling"], head_dropout=0.0,
+        model=model_ref,
+        revision=revision,
+        trust_remote_code=remote,
+        generator=generator["name"],
+        prompt_length=int(config["prompt_length"]),
+        generator_options=options,
+        max_length=int(config["max_length"]),
+        pooling=config["pooling"],
+        head_dropout=0.0,
     )
-    model, tokenizer = build_model(train, int(config["num_labels"]), backbone=net,
-                                   tokenizer=tokenizer)
+    model, tokenizer = build_model(
+        train, int(config["num_labels"]), backbone=net, tokenizer=tokenizer
+    )
     weights = load_file(str(bundle_dir / config["files"]["weights"]))
     try:
         model.load_trainable_state_dict(weights)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
-        raise UserError(f"bundle weights do not fit generator {generator['name']!r} on backbone "
-                        f"{model_ref!r}: {first}") from None
+        raise UserError(
+            f"bundle weights do not fit generator {generator['name']!r} on backbone "
+            f"{model_ref!r}: {first}"
+        ) from None
     try:
         model = model.to(torch.device(device)).eval()
     except (RuntimeError, AssertionError) as exc:

@@ -31,8 +31,9 @@ BEST_WEIGHTS_FILE = "best_weights.safetensors"
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
-                                     encoding="utf-8") as f:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8"
+    ) as f:
         f.write(text)
     os.replace(f.name, path)
 

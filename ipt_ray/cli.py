@@ -95,7 +95,9 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def split_settings(generator: str, assignments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_settings(
+    generator: str, assignments: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Route ``--set`` keys to generator knobs or TrainConfig fields.
 
     Raises:
@@ -150,9 +152,15 @@ def format_epoch(epoch: int, epochs: int, metrics: dict[str, float], metric: str
 @app.command()
 @user_errors
 def train(
-    task: Annotated[str, typer.Option(help="task name (mr, bbc-news, glue/sst2, ...) or data file")] = "mr",
-    model: Annotated[str, typer.Option(help="backbone: hub id, local folder or alias 'minilm'")] = "minilm",
-    generator: Annotated[str, typer.Option(help="task, prefix, ipt-lookup, ipt-encoder or idpg")] = "task",
+    task: Annotated[
+        str, typer.Option(help="task name (mr, bbc-news, glue/sst2, ...) or data file")
+    ] = "mr",
+    model: Annotated[
+        str, typer.Option(help="backbone: hub id, local folder or alias 'minilm'")
+    ] = "minilm",
+    generator: Annotated[
+        str, typer.Option(help="task, prefix, ipt-lookup, ipt-encoder or idpg")
+    ] = "task",
     prompt_length: Annotated[int, typer.Option(help="prompt vectors P")] = 16,
     lr: Annotated[
         float | None, typer.Option(help="generator learning rate (default: the generator's)")
@@ -166,7 +174,9 @@ def train(
     pooling: Annotated[str | None, typer.Option(help="first, mean or last")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     text_column: Annotated[str, typer.Option(help="data files: text column")] = "text",
-    text_pair_column: Annotated[str, typer.Option(help="data files: 2nd text column")] = "text_pair",
+    text_pair_column: Annotated[
+        str, typer.Option(help="data files: 2nd text column")
+    ] = "text_pair",
     label_column: Annotated[str, typer.Option(help="data files: label column")] = "label",
     labels: Annotated[
         str | None, typer.Option(help="data files: comma-separated label set, in id order")
@@ -175,8 +185,12 @@ def train(
         list[str] | None,
         typer.Option("--set", help="KEY=VALUE for a generator knob or training setting (repeat)"),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="write the best checkpoint to this folder")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="write the best checkpoint to this folder")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print a JSON summary as the last line")
+    ] = False,
 ) -> None:
     """Train one generator on one task with a frozen backbone (one process, no Ray)."""
     quiet_libraries()
@@ -185,10 +199,23 @@ def train(
 
     options, settings = split_settings(generator, parse_assignments(set_ or []))
     config = TrainConfig(
-        task=task, model=model, generator=generator, prompt_length=prompt_length, lr=lr,
-        head_lr=head_lr, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed,
-        max_samples=max_samples, pooling=pooling, device=device, generator_options=options,
-        text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+        task=task,
+        model=model,
+        generator=generator,
+        prompt_length=prompt_length,
+        lr=lr,
+        head_lr=head_lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+        max_samples=max_samples,
+        pooling=pooling,
+        device=device,
+        generator_options=options,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
         label_names=[x.strip() for x in labels.split(",")] if labels else None,
     )
     config = TrainConfig.from_dict({**config.to_dict(), **settings}).validate()
@@ -205,7 +232,9 @@ def train(
     )
 
     def report(result: EpochResult, _: TrainingRun) -> None:
-        print(format_epoch(result.epoch, config.epochs, result.metrics, run.metric_name), flush=True)
+        print(
+            format_epoch(result.epoch, config.epochs, result.metrics, run.metric_name), flush=True
+        )
 
     result = run.fit(on_epoch_end=report)
     metrics = result.metrics
@@ -223,8 +252,10 @@ def train(
             "model": config.model,
             "generator": config.generator,
             "config": config.to_dict(),
-            **{k: (int(v) if k.endswith("_params") or k == "best_epoch" else v)
-               for k, v in metrics.items()},
+            **{
+                k: (int(v) if k.endswith("_params") or k == "best_epoch" else v)
+                for k, v in metrics.items()
+            },
             "history": [r.metrics for r in result.history],
             "checkpoint": str(out_dir) if out_dir else None,
         }
@@ -248,29 +279,51 @@ def write_checkpoint(run: Any, out_dir: Path) -> None:
 
 def format_summary_table(summary: Any, limit: int = 10) -> list[str]:
     """The top trials as aligned text rows (rank, run, status, generator, P, lr, knobs, metric)."""
-    rows = [["#", "trial run", "status", "generator", "P", "lr", "knobs", summary.metric,
-             "test_acc", "params"]]
+    rows = [
+        [
+            "#",
+            "trial run",
+            "status",
+            "generator",
+            "P",
+            "lr",
+            "knobs",
+            summary.metric,
+            "test_acc",
+            "params",
+        ]
+    ]
     for rank, trial in enumerate(summary.top[:limit], start=1):
         params = trial.params
         generator = str(params.get("generator", ""))
         knobs = ", ".join(
-            f"{k.split('.', 1)[1]}={v}" for k, v in sorted(params.items())
+            f"{k.split('.', 1)[1]}={v}"
+            for k, v in sorted(params.items())
             if k.startswith(generator + ".")
         )
         lr = params.get("lr", params.get(f"{generator}.lr"))
         length = params.get("prompt_length", params.get(f"{generator}.prompt_length", ""))
         test = trial.metrics.get("test_accuracy")
         count = trial.metrics.get("trainable_params")
-        rows.append([
-            str(rank), (trial.run_id or trial.trial_id)[:12], trial.status, generator,
-            str(length), f"{lr:.2g}" if isinstance(lr, float) else str(lr or ""), knobs,
-            "" if trial.value is None else f"{trial.value:.4f}",
-            "" if test is None else f"{test:.4f}",
-            "" if count is None else f"{int(count):,}",
-        ])
+        rows.append(
+            [
+                str(rank),
+                (trial.run_id or trial.trial_id)[:12],
+                trial.status,
+                generator,
+                str(length),
+                f"{lr:.2g}" if isinstance(lr, float) else str(lr or ""),
+                knobs,
+                "" if trial.value is None else f"{trial.value:.4f}",
+                "" if test is None else f"{test:.4f}",
+                "" if count is None else f"{int(count):,}",
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 @app.command()
@@ -279,21 +332,30 @@ def search(
     space: Annotated[str, typer.Argument(help="a space file, or a shipped space name (demo)")],
     address: Annotated[
         str | None,
-        typer.Option(help="Ray: none = a local Ray; auto, HOST:PORT or ray://... = run the "
-                     "driver here against that cluster; http://HEAD:8265 = submit as a Ray Job"),
+        typer.Option(
+            help="Ray: none = a local Ray; auto, HOST:PORT or ray://... = run the "
+            "driver here against that cluster; http://HEAD:8265 = submit as a Ray Job"
+        ),
     ] = None,
     tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow: http://HOST:PORT or sqlite:///PATH "
-                                 "(default: ./ipt-ray-runs/mlflow.db)")
+        str | None,
+        typer.Option(
+            help="MLflow: http://HOST:PORT or sqlite:///PATH (default: ./ipt-ray-runs/mlflow.db)"
+        ),
     ] = None,
     storage: Annotated[
-        str | None, typer.Option(help="Ray results and checkpoints: a path shared by all "
-                                 "nodes or an s3:// / gs:// URI (default: ./ipt-ray-runs/ray)")
+        str | None,
+        typer.Option(
+            help="Ray results and checkpoints: a path shared by all "
+            "nodes or an s3:// / gs:// URI (default: ./ipt-ray-runs/ray)"
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="search name = MLflow experiment")] = None,
     resume: Annotated[
-        str | None, typer.Option(help="continue the interrupted search NAME (running the same "
-                                 "command again does too)")
+        str | None,
+        typer.Option(
+            help="continue the interrupted search NAME (running the same command again does too)"
+        ),
     ] = None,
     fresh: Annotated[
         bool, typer.Option(help="start a new search even if one of this name was interrupted")
@@ -313,13 +375,18 @@ def search(
         typer.Option("--set", help="override a fixed setting of the space, KEY=VALUE (repeat)"),
     ] = None,
     code: Annotated[
-        str, typer.Option(help="with an http:// address: ship this ipt-ray to the cluster "
-                          "(ship) or use the nodes' own (installed)")
+        str,
+        typer.Option(
+            help="with an http:// address: ship this ipt-ray to the cluster "
+            "(ship) or use the nodes' own (installed)"
+        ),
     ] = "ship",
     wait: Annotated[
         bool, typer.Option(help="with an http:// address: follow the job until it ends")
     ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print a JSON summary as the last line")
+    ] = False,
 ) -> None:
     """Search a space with Ray Tune + Optuna TPE (+ ASHA); every trial a Ray Train job;
     everything tracked in MLflow."""
@@ -338,8 +405,11 @@ def search(
     if max_concurrent is not None:
         overrides["max_concurrent"] = max_concurrent
     loaded = load_space(space, overrides or None)
-    for key, value in (("num_samples", num_samples), ("max_concurrent", max_concurrent),
-                       ("workers_per_trial", workers_per_trial)):
+    for key, value in (
+        ("num_samples", num_samples),
+        ("max_concurrent", max_concurrent),
+        ("workers_per_trial", workers_per_trial),
+    ):
         if value is not None and value < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
     if "task" in loaded.fixed:
@@ -351,27 +421,50 @@ def search(
     if preflight.is_dashboard_address(address):
         from ipt_ray.submit import submit_search
 
-        job_args = [f"--{k.replace('_', '-')}={v}" for k, v in (
-            ("tracking_uri", tracking_uri), ("storage", storage), ("name", name),
-            ("resume", resume),
-            ("num_samples", num_samples), ("max_concurrent", max_concurrent),
-            ("workers_per_trial", workers_per_trial), ("cpus_per_worker", cpus_per_worker),
-            ("gpus_per_worker", gpus_per_worker), ("max_failures", max_failures),
-        ) if v is not None]
+        job_args = [
+            f"--{k.replace('_', '-')}={v}"
+            for k, v in (
+                ("tracking_uri", tracking_uri),
+                ("storage", storage),
+                ("name", name),
+                ("resume", resume),
+                ("num_samples", num_samples),
+                ("max_concurrent", max_concurrent),
+                ("workers_per_trial", workers_per_trial),
+                ("cpus_per_worker", cpus_per_worker),
+                ("gpus_per_worker", gpus_per_worker),
+                ("max_failures", max_failures),
+            )
+            if v is not None
+        ]
         job_args += [f"--set={item}" for item in set_ or []] + (["--json"] if as_json else [])
         job_args += ["--fresh"] if fresh else []
-        raise SystemExit(submit_search(
-            loaded, address=str(address), search_args=job_args, tracking_uri=tracking_uri,
-            storage=storage, as_json=as_json, code=code, wait=wait,
-        ))
+        raise SystemExit(
+            submit_search(
+                loaded,
+                address=str(address),
+                search_args=job_args,
+                tracking_uri=tracking_uri,
+                storage=storage,
+                as_json=as_json,
+                code=code,
+                wait=wait,
+            )
+        )
 
     from ipt_ray.tuning import LineProgress, run_search
 
     summary = run_search(
-        loaded, name=resume or name, resume=True if resume else (False if fresh else None),
-        address=address, tracking_uri=tracking_uri, storage=storage,
-        workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=gpus_per_worker, max_failures=max_failures,
+        loaded,
+        name=resume or name,
+        resume=True if resume else (False if fresh else None),
+        address=address,
+        tracking_uri=tracking_uri,
+        storage=storage,
+        workers_per_trial=workers_per_trial,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
+        max_failures=max_failures,
         progress=LineProgress(sys.stderr if as_json else sys.stdout),
     )
     print()
@@ -379,24 +472,34 @@ def search(
         print(line)
     if summary.best is not None:
         best = summary.best
-        print(f"best: {summary.metric} {best.value:.4f}, test_accuracy "
-              f"{best.metrics.get('test_accuracy', float('nan')):.4f} (trial run {best.run_id})")
+        print(
+            f"best: {summary.metric} {best.value:.4f}, test_accuracy "
+            f"{best.metrics.get('test_accuracy', float('nan')):.4f} (trial run {best.run_id})"
+        )
     print(f"browse: {summary.ui_command}")
     if as_json:
         print(json.dumps(search_json(summary)))
     if summary.interrupted:
         again = " ".join(shlex.quote(a) for a in ["ipt-ray", *sys.argv[1:]])
-        print(f"search interrupted; running trials were marked KILLED in MLflow. Resume it "
-              f"with the same command ({again}) or --resume {summary.name}", file=sys.stderr)
+        print(
+            f"search interrupted; running trials were marked KILLED in MLflow. Resume it "
+            f"with the same command ({again}) or --resume {summary.name}",
+            file=sys.stderr,
+        )
         raise SystemExit(130)
 
 
-jobs_app = typer.Typer(help="Ray Jobs on a cluster: list, status, logs, stop.",
-                       no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="Ray Jobs on a cluster: list, status, logs, stop.", no_args_is_help=True
+)
 app.add_typer(jobs_app, name="jobs")
 JobAddressOpt = Annotated[
-    str | None, typer.Option("--address", help="the cluster's dashboard, http://HEAD:8265 "
-                             "(default: $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)")
+    str | None,
+    typer.Option(
+        "--address",
+        help="the cluster's dashboard, http://HEAD:8265 "
+        "(default: $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)",
+    ),
 ]
 
 
@@ -485,42 +588,71 @@ def search_json(summary: Any) -> dict[str, Any]:
         "tracking_uri": summary.tracking_uri,
         "metric": summary.metric,
         "mode": summary.mode,
-        "best": None if best is None else {
-            "run_id": best.run_id, "trial_id": best.trial_id, "value": best.value,
-            "params": best.params, "metrics": best.metrics,
+        "best": None
+        if best is None
+        else {
+            "run_id": best.run_id,
+            "trial_id": best.trial_id,
+            "value": best.value,
+            "params": best.params,
+            "metrics": best.metrics,
         },
-        "counts": {"trials": summary.num_trials, "finished": summary.finished,
-                   "pruned": summary.pruned, "failed": summary.failed,
-                   "killed": summary.counts.get("killed", 0)},
+        "counts": {
+            "trials": summary.num_trials,
+            "finished": summary.finished,
+            "pruned": summary.pruned,
+            "failed": summary.failed,
+            "killed": summary.counts.get("killed", 0),
+        },
         "seconds": summary.seconds,
     }
 
 
 TrackingOpt = Annotated[
-    str | None, typer.Option(help="MLflow store: http://HOST:PORT or sqlite:///PATH "
-                             "(default: ./ipt-ray-runs/mlflow.db)")
+    str | None,
+    typer.Option(
+        help="MLflow store: http://HOST:PORT or sqlite:///PATH (default: ./ipt-ray-runs/mlflow.db)"
+    ),
 ]
 ExperimentOpt = Annotated[str | None, typer.Option(help="search name = MLflow experiment")]
 
 
 def format_rows(rows: list[Any], metric: str) -> list[str]:
     """Trial rows of ``ipt-ray best`` as aligned text."""
-    table = [["#", "trial run", "status", "generator", "P", "lr", "knobs", metric, "test_acc",
-              "trainable", "share"]]
+    table = [
+        [
+            "#",
+            "trial run",
+            "status",
+            "generator",
+            "P",
+            "lr",
+            "knobs",
+            metric,
+            "test_acc",
+            "trainable",
+            "share",
+        ]
+    ]
     for row in rows:
         test = row.metrics.get("test_accuracy")
         count = row.metrics.get("trainable_params")
         share = row.metrics.get("trainable_share")
-        table.append([
-            str(row.rank), row.run_id[:12], row.status, row.generator,
-            "" if row.prompt_length is None else str(row.prompt_length),
-            "" if row.lr is None else f"{row.lr:.2g}",
-            ", ".join(f"{k}={v}" for k, v in sorted(row.knobs.items())),
-            "" if row.value is None else f"{row.value:.4f}",
-            "" if test is None else f"{test:.4f}",
-            "" if count is None else f"{int(count):,}",
-            "" if share is None else f"{100 * share:.2f}%",
-        ])
+        table.append(
+            [
+                str(row.rank),
+                row.run_id[:12],
+                row.status,
+                row.generator,
+                "" if row.prompt_length is None else str(row.prompt_length),
+                "" if row.lr is None else f"{row.lr:.2g}",
+                ", ".join(f"{k}={v}" for k, v in sorted(row.knobs.items())),
+                "" if row.value is None else f"{row.value:.4f}",
+                "" if test is None else f"{test:.4f}",
+                "" if count is None else f"{int(count):,}",
+                "" if share is None else f"{100 * share:.2f}%",
+            ]
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
 
@@ -531,8 +663,9 @@ def best(
     experiment: ExperimentOpt = None,
     search: Annotated[str | None, typer.Option(help="the search's parent run id")] = None,
     top: Annotated[int, typer.Option(help="how many trials")] = 10,
-    metric: Annotated[str | None, typer.Option(help="rank by this metric (default: the "
-                                               "search's)")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="rank by this metric (default: the search's)")
+    ] = None,
     tracking_uri: TrackingOpt = None,
     plot: Annotated[Path | None, typer.Option(help="also write the search's plots here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
@@ -546,7 +679,7 @@ def best(
         raise UserError(f"--top must be at least 1, got {top}")
     if experiment is not None and search is not None:
         raise UserError("give --experiment or --search, not both")
-    client, uri = client_for(tracking_uri)
+    client, _ = client_for(tracking_uri)
     found = find_search(client, experiment=experiment, search=search)
     rows = trial_rows(client, found, metric=metric)
     front = pareto_front(rows, found.objectives) if len(found.objectives) > 1 else None
@@ -555,15 +688,23 @@ def best(
 
         written = write_search_plots(rows, found, plot)
     if as_json:
-        print(json.dumps({
-            "experiment": found.experiment_name, "parent_run_id": found.run_id,
-            "metric": metric or found.metric, "objectives": found.objectives,
-            "trials": [r.to_dict() for r in rows[:top]],
-            "pareto_front": None if front is None else [r.run_id for r in front],
-        }))
+        print(
+            json.dumps(
+                {
+                    "experiment": found.experiment_name,
+                    "parent_run_id": found.run_id,
+                    "metric": metric or found.metric,
+                    "objectives": found.objectives,
+                    "trials": [r.to_dict() for r in rows[:top]],
+                    "pareto_front": None if front is None else [r.run_id for r in front],
+                }
+            )
+        )
         return
-    print(f"search {found.experiment_name!r} (parent run {found.run_id}), {len(rows)} trials, "
-          f"ranked by {metric or found.metric}:")
+    print(
+        f"search {found.experiment_name!r} (parent run {found.run_id}), {len(rows)} trials, "
+        f"ranked by {metric or found.metric}:"
+    )
     for line in format_rows(rows[:top], metric or found.metric):
         print(line)
     if front is not None:
@@ -579,16 +720,21 @@ def best(
 @user_errors
 def export(
     run_id: Annotated[
-        str | None, typer.Argument(help="a trial run id, a search's parent run id (its best "
-                                   "trial), or a checkpoint folder")
+        str | None,
+        typer.Argument(
+            help="a trial run id, a search's parent run id (its best trial), or a checkpoint folder"
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="the bundle folder to write (new)")] = None,
     experiment: ExperimentOpt = None,
-    format_: Annotated[str, typer.Option("--format", help="ipt (a bundle) or peft (an "
-                                         "adapter for task and prefix winners)")] = "ipt",
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format", help="ipt (a bundle) or peft (an adapter for task and prefix winners)"
+        ),
+    ] = "ipt",
     register: Annotated[
-        str | None, typer.Option(help="also register the bundle as a version of this MLflow "
-                                 "model")
+        str | None, typer.Option(help="also register the bundle as a version of this MLflow model")
     ] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
@@ -618,11 +764,14 @@ def export(
     from ipt_ray.export import export as export_run
 
     client, uri = client_for(tracking_uri)
-    written, winner, version = export_run(client, uri, target, run_id=run_id,
-                                          experiment=experiment, fmt=format_,
-                                          register=register)
-    value = "" if winner.value is None or winner.search is None else (
-        f" ({winner.search.metric} {winner.value:.4f})")
+    written, winner, version = export_run(
+        client, uri, target, run_id=run_id, experiment=experiment, fmt=format_, register=register
+    )
+    value = (
+        ""
+        if winner.value is None or winner.search is None
+        else (f" ({winner.search.metric} {winner.value:.4f})")
+    )
     print(f"exported trial run {winner.run.info.run_id}{value} to {written}")
     if version is not None:
         print(f"registered as model {register!r} version {version}")
@@ -643,11 +792,20 @@ def ui(
         return
     path = sqlite_path(uri)
     if path is not None and not path.exists():
-        raise UserError(f"no MLflow store at {path}: run a search here first, or pass "
-                        "--tracking-uri")
+        raise UserError(
+            f"no MLflow store at {path}: run a search here first, or pass --tracking-uri"
+        )
     mlflow = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(mlflow) if mlflow.exists() else "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
     os.execvp(command[0], command)
 
@@ -667,8 +825,9 @@ BackboneOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda")]
 
 
-def _texts(input_: Path | None, text: list[str] | None, text_column: str,
-           text_pair_column: str | None) -> tuple[list[str], list[str] | None]:
+def _texts(
+    input_: Path | None, text: list[str] | None, text_column: str, text_pair_column: str | None
+) -> tuple[list[str], list[str] | None]:
     from ipt_ray.predict import read_texts
 
     if (input_ is None) == (not text):
@@ -752,7 +911,9 @@ RootOpt = Annotated[Path, typer.Option(help="folder for the cluster's state, tok
 def cluster_up(
     nodes: Annotated[int, typer.Option(help="nodes: a head and NODES-1 workers")] = 2,
     cpus_per_node: Annotated[int, typer.Option(help="CPUs each node offers")] = 1,
-    memory_per_node: Annotated[str, typer.Option(help="memory each node offers (4GB, 2GiB)")] = "4GB",
+    memory_per_node: Annotated[
+        str, typer.Option(help="memory each node offers (4GB, 2GiB)")
+    ] = "4GB",
     object_store_memory: Annotated[
         str | None, typer.Option(help="object store per node (default: Ray's share)")
     ] = None,
@@ -765,11 +926,16 @@ def cluster_up(
     if nodes < 1:
         raise UserError(f"--nodes must be at least 1, got {nodes}")
     cluster = start_local_cluster(
-        nodes, root=root.resolve(), cpus_per_node=cpus_per_node,
-        memory_per_node=memory_per_node, object_store_memory=object_store_memory,
+        nodes,
+        root=root.resolve(),
+        cpus_per_node=cpus_per_node,
+        memory_per_node=memory_per_node,
+        object_store_memory=object_store_memory,
         timeout=timeout,
     )
-    print(f"{cluster.nodes} nodes up; GCS {cluster.head_address}; dashboard {cluster.dashboard_url}")
+    print(
+        f"{cluster.nodes} nodes up; GCS {cluster.head_address}; dashboard {cluster.dashboard_url}"
+    )
     print(f"token file: {cluster.token_file} (the dashboard asks for it once)")
     print("to submit to it from this shell:")
     print(cluster.shell_exports())
@@ -797,8 +963,10 @@ def cluster_status(root: RootOpt = Path("ipt-ray-runs/cluster")) -> None:
         print(f"no local cluster under {root}")
         raise SystemExit(1)
     state = "running" if status.running else "degraded"
-    print(f"{state}: {len(status.alive_pids)}/{len(status.cluster.pids)} node processes, "
-          f"{status.nodes_alive} nodes registered; dashboard {status.cluster.dashboard_url}")
+    print(
+        f"{state}: {len(status.alive_pids)}/{len(status.cluster.pids)} node processes, "
+        f"{status.nodes_alive} nodes registered; dashboard {status.cluster.dashboard_url}"
+    )
     if status.ray_status:
         print(status.ray_status)
 

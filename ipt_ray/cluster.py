@@ -285,9 +285,24 @@ class _Proc:
 def _ps_table() -> dict[int, _Proc]:
     """pid -> parent, process group, state and command line of every process, from ``ps``."""
     out = subprocess.run(
-        ["ps", "-ww", "-A", "-o", "pid=", "-o", "ppid=", "-o", "pgid=", "-o", "stat=",
-         "-o", "args="],
-        capture_output=True, text=True, check=False,
+        [
+            "ps",
+            "-ww",
+            "-A",
+            "-o",
+            "pid=",
+            "-o",
+            "ppid=",
+            "-o",
+            "pgid=",
+            "-o",
+            "stat=",
+            "-o",
+            "args=",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     table: dict[int, _Proc] = {}
     for line in out.splitlines():
@@ -328,7 +343,8 @@ def _owned_leaders(cluster: LocalCluster, table: Mapping[int, _Proc]) -> list[in
     """The leaders that are still *our* ``ray start`` (a recycled pid is left alone)."""
     marker = str(cluster.temp_dir)
     return [
-        pid for pid in cluster.pids
+        pid
+        for pid in cluster.pids
         if pid in table and "ray" in table[pid].args and marker in table[pid].args
     ]
 
@@ -440,8 +456,9 @@ def _node_env(token_file: Path | None) -> dict[str, str]:
     # Jobs run `python` from the nodes' PATH: make it this interpreter (and its ipt-ray), as a
     # cluster whose image has ipt-ray installed would.
     bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep)
-                                              if p and p != bin_dir]])
+    env["PATH"] = os.pathsep.join(
+        [bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir]]
+    )
     return env
 
 
@@ -464,14 +481,16 @@ def _make_temp_base(root: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="iptr-", dir=short_parent))
 
 
-def _ray_start(
-    args: list[str], *, env: Mapping[str, str], log: Path
-) -> subprocess.Popen[bytes]:
+def _ray_start(args: list[str], *, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", *args]
     with open(log, "ab") as handle:
         proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-            env=dict(env), start_new_session=True,  # own session => own process group
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,  # own session => own process group
         )
     _CHILDREN[proc.pid] = proc
     return proc
@@ -514,12 +533,22 @@ def _active_nodes(status_text: str) -> int:
 
 def _ray_status(cluster: LocalCluster, timeout: float = 30.0) -> tuple[int | None, str]:
     """(active nodes or None, text) from ``ray status`` run with the cluster's token."""
-    command = [sys.executable, "-m", "ray.scripts.scripts", "status",
-               "--address", cluster.head_address]
+    command = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "status",
+        "--address",
+        cluster.head_address,
+    ]
     try:
         done = subprocess.run(
-            command, env=cluster.client_env(), capture_output=True, text=True,
-            timeout=timeout, check=False,
+            command,
+            env=cluster.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return None, f"`ray status` did not answer within {timeout:.0f} s"
@@ -622,13 +651,21 @@ def start_local_cluster(
     )
     env = _node_env(token_file)
     common = [
-        "--node-ip-address", node_ip,
-        "--num-cpus", str(cpus_per_node),
-        "--num-gpus", str(gpus_per_node),
-        "--memory", str(memory),
-        "--object-store-memory", str(store),
+        "--node-ip-address",
+        node_ip,
+        "--num-cpus",
+        str(cpus_per_node),
+        "--num-gpus",
+        str(gpus_per_node),
+        "--memory",
+        str(memory),
+        "--object-store-memory",
+        str(store),
         # Several raylets on one machine must not hand out the same worker ports.
-        "--min-worker-port", "0", "--max-worker-port", "0",
+        "--min-worker-port",
+        "0",
+        "--max-worker-port",
+        "0",
         "--disable-usage-stats",
     ]
     node_logs = [logs / f"node-{i}.log" for i in range(nodes)]
@@ -638,29 +675,47 @@ def start_local_cluster(
     try:
         head = _ray_start(
             [
-                "--head", "--port", str(gcs_port),
-                "--dashboard-host", DASHBOARD_HOST, "--dashboard-port", str(dash_port),
-                "--ray-client-server-port", str(client_port),
-                "--dashboard-agent-listen-port", str(agent_ports[0]),
-                "--temp-dir", str(temp_base / "n0"),
+                "--head",
+                "--port",
+                str(gcs_port),
+                "--dashboard-host",
+                DASHBOARD_HOST,
+                "--dashboard-port",
+                str(dash_port),
+                "--ray-client-server-port",
+                str(client_port),
+                "--dashboard-agent-listen-port",
+                str(agent_ports[0]),
+                "--temp-dir",
+                str(temp_base / "n0"),
                 *common,
             ],
-            env=env, log=node_logs[0],
+            env=env,
+            log=node_logs[0],
         )
         cluster.pids.append(head.pid)
         write_state(cluster)  # from here on `ipt-ray cluster down` can clean up
         procs = [head]
-        _wait_until(lambda: _tcp_open(node_ip, gcs_port), deadline, procs, node_logs,
-                    what=f"the head's GCS on {cluster.head_address}")
+        _wait_until(
+            lambda: _tcp_open(node_ip, gcs_port),
+            deadline,
+            procs,
+            node_logs,
+            what=f"the head's GCS on {cluster.head_address}",
+        )
         for i in range(1, nodes):
             proc = _ray_start(
                 [
-                    "--address", cluster.head_address,
-                    "--dashboard-agent-listen-port", str(agent_ports[i]),
-                    "--temp-dir", str(temp_base / f"n{i}"),
+                    "--address",
+                    cluster.head_address,
+                    "--dashboard-agent-listen-port",
+                    str(agent_ports[i]),
+                    "--temp-dir",
+                    str(temp_base / f"n{i}"),
                     *common,
                 ],
-                env=env, log=node_logs[i],
+                env=env,
+                log=node_logs[i],
             )
             cluster.pids.append(proc.pid)
             procs.append(proc)
@@ -670,10 +725,20 @@ def start_local_cluster(
             count, _ = _ray_status(cluster, timeout=max(5.0, deadline - time.monotonic()))
             return count == nodes
 
-        _wait_until(all_registered, deadline, procs, node_logs,
-                    what=f"{nodes} nodes to register with the head")
-        _wait_until(lambda: _http_answers(cluster.dashboard_url + "/api/version"), deadline,
-                    procs, node_logs, what=f"the dashboard at {cluster.dashboard_url}")
+        _wait_until(
+            all_registered,
+            deadline,
+            procs,
+            node_logs,
+            what=f"{nodes} nodes to register with the head",
+        )
+        _wait_until(
+            lambda: _http_answers(cluster.dashboard_url + "/api/version"),
+            deadline,
+            procs,
+            node_logs,
+            what=f"the dashboard at {cluster.dashboard_url}",
+        )
     except BaseException:
         # Keep Ray's session logs when they sit under root; don't litter /tmp otherwise.
         stop_local_cluster(cluster, remove_temp_dir=not temp_base.is_relative_to(root))
@@ -682,8 +747,12 @@ def start_local_cluster(
 
 
 def _wait_until(
-    check: Callable[[], bool], deadline: float, procs: list[subprocess.Popen[bytes]],
-    logs: list[Path], *, what: str,
+    check: Callable[[], bool],
+    deadline: float,
+    procs: list[subprocess.Popen[bytes]],
+    logs: list[Path],
+    *,
+    what: str,
 ) -> None:
     """Poll ``check()`` until true; fail early if a node process exits, or at ``deadline``."""
     while True:
@@ -783,4 +852,3 @@ def local_cluster_status(
         return LocalClusterStatus(cluster, alive, None if alive else 0, "")
     count, text = _ray_status(cluster, timeout=timeout)
     return LocalClusterStatus(cluster, alive, count, text)
-

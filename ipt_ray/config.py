@@ -37,20 +37,24 @@ class TrainConfig:
     text_column: str = _help("text", "local files: the text column")
     text_pair_column: str = _help("text_pair", "local files: the optional second-text column")
     label_column: str = _help("label", "local files: the label column")
-    label_names: list[str] | None = _help(None, "local files: the label set in id order "
-                                          "(default: the sorted distinct labels)")
+    label_names: list[str] | None = _help(
+        None, "local files: the label set in id order (default: the sorted distinct labels)"
+    )
     model: str = _help("minilm", "backbone: a hub id, a local directory, or the alias 'minilm'")
     revision: str | None = _help(None, "hub revision (branch, tag or commit) of the backbone")
     trust_remote_code: bool = _help(False, "allow the backbone's own code from the hub")
     generator: str = _help("task", "generator name: task, prefix, ipt-lookup, ipt-encoder, idpg")
     prompt_length: int = _help(16, "number of prompt vectors P")
     generator_options: dict[str, Any] = _help({}, "the generator's own knobs")
-    pooling: str | None = _help(None, "first, mean or last; default: mean for encoders, "
-                                "last for decoders")
-    lr: float | None = _help(None, "learning rate of the generator (default: the generator's "
-                             "own, e.g. 3e-2 for task, 1e-3 for idpg)")
-    head_lr: float | None = _help(None, "learning rate of the classification head "
-                                  "(default: 1e-2)")
+    pooling: str | None = _help(
+        None, "first, mean or last; default: mean for encoders, last for decoders"
+    )
+    lr: float | None = _help(
+        None,
+        "learning rate of the generator (default: the generator's "
+        "own, e.g. 3e-2 for task, 1e-3 for idpg)",
+    )
+    head_lr: float | None = _help(None, "learning rate of the classification head (default: 1e-2)")
     weight_decay: float = _help(0.0, "AdamW weight decay")
     warmup_ratio: float = _help(0.06, "share of steps with linear warmup, then linear decay")
     max_grad_norm: float = _help(1.0, "gradient clipping norm (0 disables)")
@@ -61,13 +65,20 @@ class TrainConfig:
     head_dropout: float = _help(0.1, "dropout before the classification head")
     max_samples: int | None = _help(None, "cap every split at this many examples (smoke runs)")
     device: str = _help("auto", "auto, cpu or cuda")
-    precision: str = _help("auto", "auto (bf16 autocast on CUDA if supported, else fp32), "
-                           "fp32, bf16 or fp16")
-    select_metric: str | None = _help(None, "validation metric that picks the best epoch: "
-                                      "val_accuracy, val_f1_macro, val_mcc or val_f1; default: "
-                                      "the task's standard metric")
-    cache_features: bool = _help(True, "compute frozen features a generator reads (IDPG's "
-                                 "sentence vector) once and reuse them across epochs and trials")
+    precision: str = _help(
+        "auto", "auto (bf16 autocast on CUDA if supported, else fp32), fp32, bf16 or fp16"
+    )
+    select_metric: str | None = _help(
+        None,
+        "validation metric that picks the best epoch: "
+        "val_accuracy, val_f1_macro, val_mcc or val_f1; default: "
+        "the task's standard metric",
+    )
+    cache_features: bool = _help(
+        True,
+        "compute frozen features a generator reads (IDPG's "
+        "sentence vector) once and reuse them across epochs and trials",
+    )
     eval_test_every_epoch: bool = _help(False, "also evaluate the test split every epoch")
 
     def validate(self) -> TrainConfig:

@@ -59,8 +59,10 @@ def choose_trial(
         if status not in EXPORTABLE:
             error = run.data.tags.get(C.TAG_ERROR)
             why = f" ({error.splitlines()[0][:120]})" if error else ""
-            raise UserError(f"trial run {run_id} is {run.info.status}{why}; only finished "
-                            "trials can be exported")
+            raise UserError(
+                f"trial run {run_id} is {run.info.status}{why}; only finished "
+                "trials can be exported"
+            )
         parent = run.data.tags.get(C.TAG_PARENT_RUN)
         search = find_search(client, search=parent) if parent else None
         value = None
@@ -79,8 +81,10 @@ def best_of(client: MlflowClient, search: Search) -> Winner:
             run = client.get_run(row.run_id)
             if has_checkpoint(client, row.run_id):
                 return Winner(run, search, row.value)
-    raise UserError(f"search {search.run_id} ({search.experiment_name!r}) has no finished "
-                    "trial with a checkpoint to export")
+    raise UserError(
+        f"search {search.run_id} ({search.experiment_name!r}) has no finished "
+        "trial with a checkpoint to export"
+    )
 
 
 def has_checkpoint(client: MlflowClient, run_id: str) -> bool:
@@ -96,8 +100,10 @@ def downloaded_checkpoint(client: MlflowClient, run_id: str) -> Iterator[Path]:
         UserError: the run has no checkpoint artifacts.
     """
     if not has_checkpoint(client, run_id):
-        raise UserError(f"run {run_id} has no checkpoint artifacts ({C.WEIGHTS_FILE} and "
-                        f"{C.CONFIG_FILE} under {CHECKPOINT_ARTIFACTS}/)")
+        raise UserError(
+            f"run {run_id} has no checkpoint artifacts ({C.WEIGHTS_FILE} and "
+            f"{C.CONFIG_FILE} under {CHECKPOINT_ARTIFACTS}/)"
+        )
     tmp = Path(tempfile.mkdtemp(prefix="ipt-ray-export-"))
     try:
         local = client.download_artifacts(run_id, CHECKPOINT_ARTIFACTS, str(tmp))
@@ -150,8 +156,9 @@ def export(
             return write_peft_adapter(checkpoint, out), winner, None
         from ipt_ray.bundle import write_bundle
 
-        bundle = write_bundle(checkpoint, out, provenance=provenance(winner, tracking_uri),
-                              score=winner.value)
+        bundle = write_bundle(
+            checkpoint, out, provenance=provenance(winner, tracking_uri), score=winner.value
+        )
     version = register_bundle(client, bundle, winner, register) if register else None
     return bundle, winner, version
 
@@ -168,8 +175,10 @@ def register_bundle(client: MlflowClient, bundle: Path, winner: Winner, name: st
         client.create_registered_model(
             name, description="ipt-ray prompt bundles (generator + head on a frozen backbone)"
         )
-    tags = {"generator": winner.run.data.params.get("generator", ""),
-            "ipt_ray.format": "ipt-ray-bundle"}
+    tags = {
+        "generator": winner.run.data.params.get("generator", ""),
+        "ipt_ray.format": "ipt-ray-bundle",
+    }
     if winner.search is not None and winner.value is not None:
         tags[winner.search.metric] = f"{winner.value:.6g}"
     params = winner.run.data.metrics.get(C.TRAINABLE_PARAMS)

@@ -110,7 +110,9 @@ def _compute(
                     batch["input_ids"].to(device),
                     batch["attention_mask"].to(device),
                     None if types is None else types.to(device),
-                ).float().cpu()
+                )
+                .float()
+                .cpu()
             )
         width = int(model.backbone.config.hidden_size)
         out[name] = torch.cat(parts) if parts else torch.empty(0, width)

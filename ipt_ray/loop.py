@@ -116,8 +116,7 @@ def make_optimizer(model: IPTModel, config: TrainConfig) -> torch.optim.Optimize
     The fused implementation (one kernel over all tensors) when this torch has it for the
     device: on CPU it updates a 30k x 384 lookup table 17x faster than the per-tensor loop.
     """
-    groups = model.param_groups(config.generator_lr, config.effective_head_lr,
-                                config.weight_decay)
+    groups = model.param_groups(config.generator_lr, config.effective_head_lr, config.weight_decay)
     try:
         return torch.optim.AdamW(groups, fused=True)
     except (RuntimeError, TypeError, ValueError):
@@ -240,7 +239,9 @@ class TrainingRun:
 
     def _forward(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return net(
-            batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("token_type_ids"),
             batch.get("sentence_embedding"),
         )
 
@@ -319,7 +320,8 @@ class TrainingRun:
             if is_best:
                 self.best_score, self.best_epoch = score, self.epoch
                 self.best_state = {
-                    k: v.detach().clone().cpu() for k, v in self.model.trainable_state_dict().items()
+                    k: v.detach().clone().cpu()
+                    for k, v in self.model.trainable_state_dict().items()
                 }
             metrics.update(counts)
             metrics[C.EPOCH] = float(self.epoch)

@@ -38,7 +38,7 @@ from ipt_ray.generators import GeneratorInputs, PromptGenerator, Prompts, build_
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """Pool text states (B, T, H) with mask (B, T) into (B, H) by ``first``, ``mean`` or ``last``."""
+    """Pool text states (B, T, H) with mask (B, T) into (B, H): ``first``, ``mean`` or ``last``."""
     if how == "first":
         return hidden[:, 0]
     if how == "last":
@@ -107,8 +107,9 @@ class IPTModel(nn.Module):
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         if prompts is not None and prompts.layer_kv is not None:
-            kwargs["position_ids"] = self.shifted_positions(embeds.shape[0], embeds.shape[1],
-                                                            prompts.prefix_length, embeds.device)
+            kwargs["position_ids"] = self.shifted_positions(
+                embeds.shape[0], embeds.shape[1], prompts.prefix_length, embeds.device
+            )
         with layer_prefix(None if prompts is None else prompts.layer_kv):
             hidden = self.backbone(**kwargs, use_cache=False).last_hidden_state  # (B, P+T, H)
         return hidden[:, P:]

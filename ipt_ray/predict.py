@@ -43,8 +43,10 @@ PROB_PREFIX = "prob_"
 def _suffix(path: Path, allowed: Sequence[str], what: str) -> str:
     suffix = path.suffix.lower()
     if suffix not in allowed:
-        raise UserError(f"unsupported {what} file type {suffix or '(none)'!r} for "
-                        f"{str(path)!r}; allowed: {', '.join(allowed)}")
+        raise UserError(
+            f"unsupported {what} file type {suffix or '(none)'!r} for "
+            f"{str(path)!r}; allowed: {', '.join(allowed)}"
+        )
     return suffix
 
 
@@ -76,12 +78,15 @@ def read_texts(
     try:
         raw = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UserError(f"input file {str(path)!r} is not UTF-8 text ({exc.reason} at byte "
-                        f"{exc.start})") from None
+        raise UserError(
+            f"input file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     if suffix == ".txt":
         if text_pair_column is not None:
-            raise UserError(f"a .txt input holds single texts; text pairs need a .csv or .jsonl "
-                            f"file with a {text_pair_column!r} column")
+            raise UserError(
+                f"a .txt input holds single texts; text pairs need a .csv or .jsonl "
+                f"file with a {text_pair_column!r} column"
+            )
         texts = [line for line in raw.splitlines() if line.strip()]
         pairs = None
     else:
@@ -113,8 +118,9 @@ def _jsonl_rows(raw: str, path: Path) -> tuple[list[str], list[tuple[int, dict[s
         except ValueError as exc:
             raise UserError(f"{str(path)!r} line {number} is not valid JSON: {exc}") from None
         if not isinstance(value, dict):
-            raise UserError(f"{str(path)!r} line {number} must be a JSON object, e.g. "
-                            '{"text": "..."}')
+            raise UserError(
+                f'{str(path)!r} line {number} must be a JSON object, e.g. {{"text": "..."}}'
+            )
         keys.update(dict.fromkeys(value))
         rows.append((number, value))
     return list(keys), rows
@@ -128,21 +134,27 @@ def _columns(
 ) -> tuple[list[str], list[str] | None]:
     header, rows = table
     if rows and text_column not in header:
-        raise UserError(f"input file {str(path)!r} has no column {text_column!r}; columns: "
-                        f"{', '.join(map(str, header)) or '(none)'}")
+        raise UserError(
+            f"input file {str(path)!r} has no column {text_column!r}; columns: "
+            f"{', '.join(map(str, header)) or '(none)'}"
+        )
     pair_column = text_pair_column
     if pair_column is None:
         pair_column = "text_pair" if "text_pair" in header else None
     elif rows and pair_column not in header:
-        raise UserError(f"input file {str(path)!r} has no column {pair_column!r}; columns: "
-                        f"{', '.join(map(str, header))}")
+        raise UserError(
+            f"input file {str(path)!r} has no column {pair_column!r}; columns: "
+            f"{', '.join(map(str, header))}"
+        )
     texts: list[str] = []
     pairs: list[str] | None = [] if pair_column is not None else None
     for number, row in rows:
         for column in (text_column, pair_column):
             if column is not None and not isinstance(row.get(column), str):
-                raise UserError(f"{str(path)!r} row at line {number}: {column!r} must be a "
-                                f"string, got {row.get(column)!r}")
+                raise UserError(
+                    f"{str(path)!r} row at line {number}: {column!r} must be a "
+                    f"string, got {row.get(column)!r}"
+                )
         texts.append(row[text_column])
         if pairs is not None and pair_column is not None:
             pairs.append(row[pair_column])
@@ -185,8 +197,12 @@ def prediction_table(
             if name not in labels:
                 labels.append(str(name))
     has_pairs = text_pairs is not None or any("text_pair" in r for r in rows)
-    columns = ["text", *(["text_pair"] if has_pairs else []), "label",
-               *(f"{PROB_PREFIX}{name}" for name in labels)]
+    columns = [
+        "text",
+        *(["text_pair"] if has_pairs else []),
+        "label",
+        *(f"{PROB_PREFIX}{name}" for name in labels),
+    ]
     records = []
     for i, row in enumerate(rows):
         record: dict[str, Any] = {"text": texts[i] if texts is not None else row.get("text", "")}
@@ -251,9 +267,11 @@ def write_prompts(vectors: Mapping[str, np.ndarray], path: str | os.PathLike[str
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in vectors.items()}
     if suffix == ".npy":
         if "layer_kv" in arrays:
-            raise UserError("this generator makes per-layer key/value prefixes (layer_kv), which "
-                            f"a .npy file cannot hold with their layout; write {path.stem}"
-                            ".safetensors instead")
+            raise UserError(
+                "this generator makes per-layer key/value prefixes (layer_kv), which "
+                f"a .npy file cannot hold with their layout; write {path.stem}"
+                ".safetensors instead"
+            )
         with _atomic_open(path, "wb") as f:
             np.save(f, arrays["input"], allow_pickle=False)
         return path
@@ -279,8 +297,9 @@ def predict_file(
     batch_size: int = 64,
 ) -> int:
     """``ipt-ray predict``: read texts, predict with a loaded bundle, write; returns the count."""
-    texts, pairs = read_texts(input_path, text_column=text_column,
-                              text_pair_column=text_pair_column)
+    texts, pairs = read_texts(
+        input_path, text_column=text_column, text_pair_column=text_pair_column
+    )
     rows = bundle.predict(texts, pairs, batch_size=batch_size)
     write_predictions(rows, output_path, texts=texts, text_pairs=pairs)
     return len(rows)
@@ -297,8 +316,9 @@ def prompts_file(
 ) -> dict[str, tuple[int, ...]]:
     """``ipt-ray prompts``: read texts, write their prompt vectors; returns name -> shape."""
     _suffix(Path(output_path), PROMPT_SUFFIXES, "prompt vectors")  # fail before the work
-    texts, pairs = read_texts(input_path, text_column=text_column,
-                              text_pair_column=text_pair_column)
+    texts, pairs = read_texts(
+        input_path, text_column=text_column, text_pair_column=text_pair_column
+    )
     vectors = bundle.prompt_vectors(texts, pairs, batch_size=batch_size)
     write_prompts(vectors, output_path)
     return {k: tuple(v.shape) for k, v in vectors.items()}

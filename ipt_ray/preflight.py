@@ -44,7 +44,9 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 return  # a server with auth on: reachable; credentials come from MLFLOW_*
-            raise UserError(f"MLflow tracking server {uri} answered {exc.code} on /health") from None
+            raise UserError(
+                f"MLflow tracking server {uri} answered {exc.code} on /health"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UserError(f"cannot reach the MLflow tracking server {uri}: {reason}") from None

@@ -41,8 +41,9 @@ def check_shared_storage(storage: str, *, timeout: float = 60.0) -> None:
     try:
         probe = ray.remote(num_cpus=0)(_sees)
         refs = [
-            probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-                node_id=n["NodeID"], soft=False)).remote(str(marker))
+            probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False)
+            ).remote(str(marker))
             for n in nodes
         ]
         results = ray.get(refs, timeout=timeout)

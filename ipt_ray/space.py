@@ -112,7 +112,13 @@ KNOB_SEPARATOR = "."  # not "/": Ray's OptunaSearch unflattens keys on "/"
 
 _TOP_KEYS = ("name", "fixed", "search", "params")
 _SEARCH_KEYS = (
-    "metric", "mode", "num_samples", "seed", "max_concurrent", "scheduler", "searcher",
+    "metric",
+    "mode",
+    "num_samples",
+    "seed",
+    "max_concurrent",
+    "scheduler",
+    "searcher",
     "objectives",
 )
 _SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor", "max_t")
@@ -445,7 +451,9 @@ class SearchSpace:
         s = self.settings
         sched = (
             f"ASHA (grace {s.scheduler.grace_period}, factor {s.scheduler.reduction_factor:g}, "
-            f"max_t {s.scheduler.max_t})" if s.scheduler.type == "asha" else "no early stopping"
+            f"max_t {s.scheduler.max_t})"
+            if s.scheduler.type == "asha"
+            else "no early stopping"
         )
         goal = ", ".join(f"{m} ({mode})" for m, mode in zip(s.metrics, s.modes, strict=True))
         lines = [
@@ -604,8 +612,7 @@ def _load_yaml(text: str, ctx: _Ctx) -> dict[str, Any]:
         raise ctx.error("", "the file is empty; expected a mapping with params (and fixed, search)")
     if not isinstance(raw, dict):
         raise ctx.error(
-            "", f"the top level must be a mapping with params (and fixed, search), "
-            f"got {_kind(raw)}"
+            "", f"the top level must be a mapping with params (and fixed, search), got {_kind(raw)}"
         )
     return raw
 
@@ -681,8 +688,11 @@ def _mapping(ctx: _Ctx, path: str, value: Any, what: str) -> dict[str, Any]:
 
 
 def _int(ctx: _Ctx, path: str, value: Any, low: int, high: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (
-        high is not None and value > high
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < low
+        or (high is not None and value > high)
     ):
         bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
         raise ctx.error(path, f"expected a whole number {bound}, got {_kind(value)}")
@@ -793,8 +803,9 @@ def _unknown_setting(ctx: _Ctx, path: str, key: str) -> ConfigError:
     knobs = sorted({k for g in generator_names() for k in _knob_slots(g)})
     close = did_you_mean(key, [*settings, GENERATOR, *knobs])
     return ctx.error(
-        path, f"unknown setting{close}; settings: {', '.join(settings)}; generator knobs go "
-        "under params.generator.choices.<generator>"
+        path,
+        f"unknown setting{close}; settings: {', '.join(settings)}; generator knobs go "
+        "under params.generator.choices.<generator>",
     )
 
 
@@ -809,9 +820,10 @@ def _parse_fixed(ctx: _Ctx, raw: Any) -> dict[str, Any]:
         path = _join("fixed", key)
         if key in _NOT_SETTINGS:
             raise ctx.error(
-                path, "the generator and its knobs are set in params.generator.choices "
+                path,
+                "the generator and its knobs are set in params.generator.choices "
                 "(one choice fixes the generator), e.g. params: {generator: {choices: "
-                "{idpg: {bottleneck: 32}}}}"
+                "{idpg: {bottleneck: 32}}}}",
             )
         if key not in slots:
             if isinstance(key, str) and _knob_owners(key):
@@ -873,13 +885,13 @@ def _parse_params(
             raise _unknown_setting(ctx, path, str(key))
         if key in fixed:
             raise ctx.error(
-                path, f"{key!r} is also fixed (fixed.{key}); a setting is either fixed or "
-                "searched"
+                path, f"{key!r} is also fixed (fixed.{key}); a setting is either fixed or searched"
             )
         if not isinstance(spec, (dict, list)):
             raise ctx.error(
-                path, f"a plain value ({_kind(spec)}) is not searched; put it under fixed, or "
-                "give {type: float|int|categorical, ...} or a list of choices"
+                path,
+                f"a plain value ({_kind(spec)}) is not searched; put it under fixed, or "
+                "give {type: float|int|categorical, ...} or a list of choices",
             )
         dist = _parse_distribution(ctx, path, spec, slots[key], key)
         for label, value in dist._probes():
@@ -887,9 +899,10 @@ def _parse_params(
         params[key] = dist
     if GENERATOR not in raw:
         raise ctx.error(
-            "params.generator", "missing; list the generators to try, e.g. generator: "
+            "params.generator",
+            "missing; list the generators to try, e.g. generator: "
             "{choices: {task: {}, idpg: {bottleneck: {type: int, low: 16, high: 128}}}} "
-            "(one choice fixes the generator)"
+            "(one choice fixes the generator)",
         )
     generators = _parse_generators(ctx, raw[GENERATOR], fixed, params)
     return params, generators
@@ -903,8 +916,9 @@ def _parse_generators(
         spec = {"choices": spec}
     if not isinstance(spec, dict):
         raise ctx.error(
-            path, f"expected {{choices: {{<generator>: <knobs>, ...}}}} or a list of generator "
-            f"names, got {_kind(spec)}; one choice fixes the generator"
+            path,
+            f"expected {{choices: {{<generator>: <knobs>, ...}}}} or a list of generator "
+            f"names, got {_kind(spec)}; one choice fixes the generator",
         )
     _check_keys(ctx, path, spec, ("type", "choices"))
     if spec.get("type", "categorical") != "categorical":
@@ -957,14 +971,16 @@ def _parse_generator(
             where = "fixed" if key in fixed else "params" if key in params else None
             if where:
                 raise ctx.error(
-                    kpath, f"{key!r} is also set at {where}.{key}; set it either for all "
-                    "generators or per generator"
+                    kpath,
+                    f"{key!r} is also set at {where}.{key}; set it either for all "
+                    "generators or per generator",
                 )
         else:
             knobs = list(knob_slots)
             raise ctx.error(
-                kpath, f"unknown knob of {name}{did_you_mean(str(key), knobs)}; knobs: "
-                f"{', '.join(knobs)} (and TrainConfig settings such as lr)"
+                kpath,
+                f"unknown knob of {name}{did_you_mean(str(key), knobs)}; knobs: "
+                f"{', '.join(knobs)} (and TrainConfig settings such as lr)",
             )
         if isinstance(spec, (dict, list)):
             searched[key] = _parse_distribution(ctx, kpath, spec, slot, key)
@@ -998,21 +1014,24 @@ def _parse_distribution(
         spec = {"type": "categorical", "choices": spec}
     if "type" not in spec:
         raise ctx.error(
-            path, "missing 'type'; use {type: float|int, low: .., high: ..}, "
-            "{type: categorical, choices: [..]} or a list of choices"
+            path,
+            "missing 'type'; use {type: float|int, low: .., high: ..}, "
+            "{type: categorical, choices: [..]} or a list of choices",
         )
     typ = spec["type"]
     if typ not in _DIST_TYPES:
         raise ctx.error(
-            _join(path, "type"), f"unknown type {_kind(typ)}{did_you_mean(str(typ), _DIST_TYPES)}"
-            f"; allowed: {', '.join(_DIST_TYPES)}"
+            _join(path, "type"),
+            f"unknown type {_kind(typ)}{did_you_mean(str(typ), _DIST_TYPES)}"
+            f"; allowed: {', '.join(_DIST_TYPES)}",
         )
     allowed = _DIST_KEYS[typ]
     for k in spec:
         if k not in allowed:
             owner = next((t for t, keys in _DIST_KEYS.items() if k in keys), None)
             hint = (
-                f"'{k}' belongs to type: {owner}" if owner
+                f"'{k}' belongs to type: {owner}"
+                if owner
                 else f"unknown key{did_you_mean(str(k), allowed)}"
             )
             raise ctx.error(_join(path, k), f"{hint}; type {typ} takes: {', '.join(allowed)}")
@@ -1046,8 +1065,9 @@ def _parse_range(ctx: _Ctx, path: str, spec: Mapping[str, Any], typ: str) -> Dis
     low, high = bounds["low"], bounds["high"]
     if low >= high:
         raise ctx.error(
-            path, f"low {_yaml_scalar(low)} must be below high {_yaml_scalar(high)} (to hold a "
-            "value constant, put it under fixed)"
+            path,
+            f"low {_yaml_scalar(low)} must be below high {_yaml_scalar(high)} (to hold a "
+            "value constant, put it under fixed)",
         )
     log = _bool(ctx, _join(path, "log"), spec.get("log", False))
     step = spec.get("step")
@@ -1065,14 +1085,16 @@ def _parse_range(ctx: _Ctx, path: str, spec: Mapping[str, Any], typ: str) -> Dis
             raise ctx.error(spath, f"expected a positive number, got {_kind(step)}")
         if step > high - low:
             raise ctx.error(
-                spath, f"step {_yaml_scalar(step)} is larger than the range "
-                f"{_yaml_scalar(low)}..{_yaml_scalar(high)}"
+                spath,
+                f"step {_yaml_scalar(step)} is larger than the range "
+                f"{_yaml_scalar(low)}..{_yaml_scalar(high)}",
             )
         units = (high - low) / step
         if abs(units - round(units)) > 1e-9 * max(1.0, units):
             raise ctx.error(
-                spath, f"high - low ({_yaml_scalar(high - low)}) must be a multiple of step "
-                f"{_yaml_scalar(step)}"
+                spath,
+                f"high - low ({_yaml_scalar(high - low)}) must be a multiple of step "
+                f"{_yaml_scalar(step)}",
             )
     kind: Literal["int", "float"] = "int" if typ == "int" else "float"
     if kind == "float":
@@ -1141,8 +1163,9 @@ def _parse_search(
         for key, value in (("metric", metric), ("mode", mode)):
             if key in raw and raw[key] != value:
                 raise ctx.error(
-                    _join("search", key), f"{raw[key]!r} differs from the first objective's "
-                    f"{value!r}; with objectives, leave out metric and mode"
+                    _join("search", key),
+                    f"{raw[key]!r} differs from the first objective's "
+                    f"{value!r}; with objectives, leave out metric and mode",
                 )
     else:
         metric = _check_metric(ctx, "search.metric", raw.get("metric", "val_accuracy"), test_ok)
@@ -1157,8 +1180,8 @@ def _parse_search(
     )
     if objectives is not None and len(objectives) > 1 and scheduler.type != "none":
         raise ctx.error(
-            "search.scheduler", "ASHA stops trials on one metric alone; with several "
-            "objectives use scheduler: none"
+            "search.scheduler",
+            "ASHA stops trials on one metric alone; with several objectives use scheduler: none",
         )
     searcher = _mapping(ctx, "search.searcher", raw.get("searcher"), "TPE settings")
     _check_keys(ctx, "search.searcher", searcher, _SEARCHER_KEYS)
@@ -1204,14 +1227,15 @@ def _check_metric(ctx: _Ctx, path: str, metric: Any, test_ok: bool) -> str:
         if prefix is None:
             if constants.VAL_PREFIX + metric in known:
                 raise ctx.error(
-                    path, f"{metric!r} is not reported as such (did you mean "
+                    path,
+                    f"{metric!r} is not reported as such (did you mean "
                     f"'{constants.VAL_PREFIX}{metric}'?); validation metrics carry the prefix "
-                    f"{constants.VAL_PREFIX}"
+                    f"{constants.VAL_PREFIX}",
                 )
             raise ctx.error(
-                path, f"{metric!r} is not a metric the trials report{did_you_mean(metric, known)}"
-                "; use val_<metric>, test_<metric> or one of: "
-                + ", ".join(sorted(_OTHER_METRICS))
+                path,
+                f"{metric!r} is not a metric the trials report{did_you_mean(metric, known)}"
+                "; use val_<metric>, test_<metric> or one of: " + ", ".join(sorted(_OTHER_METRICS)),
             )
         # Unknown split metrics may come from a task; refuse only near-misses of known ones.
         close = [m for m in known if m.startswith(prefix)]
@@ -1222,9 +1246,10 @@ def _check_metric(ctx: _Ctx, path: str, metric: Any, test_ok: bool) -> str:
             )
     if metric.startswith(constants.TEST_PREFIX) and not test_ok:
         raise ctx.error(
-            path, f"{metric!r} is reported only with fixed.eval_test_every_epoch: true (and "
+            path,
+            f"{metric!r} is reported only with fixed.eval_test_every_epoch: true (and "
             f"choosing trials on the test split leaks it; prefer {constants.VAL_PREFIX}"
-            f"{metric[len(constants.TEST_PREFIX):]})"
+            f"{metric[len(constants.TEST_PREFIX) :]})",
         )
     return metric
 
@@ -1241,15 +1266,14 @@ def _check_mode(ctx: _Ctx, path: str, metric: str, mode: Any) -> str:
         raise ctx.error(path, f"expected max or min, got {_kind(mode)}")
     if natural is not None and mode != natural:
         raise ctx.error(
-            path, f"{mode} would pick the trial with the {'highest' if mode == 'max' else 'lowest'}"
-            f" {metric}; use mode: {natural}"
+            path,
+            f"{mode} would pick the trial with the {'highest' if mode == 'max' else 'lowest'}"
+            f" {metric}; use mode: {natural}",
         )
     return str(mode)
 
 
-def _parse_objectives(
-    ctx: _Ctx, raw: Any, test_ok: bool
-) -> tuple[tuple[str, str], ...] | None:
+def _parse_objectives(ctx: _Ctx, raw: Any, test_ok: bool) -> tuple[tuple[str, str], ...] | None:
     path = "search.objectives"
     if raw is None:
         return None
@@ -1285,8 +1309,9 @@ def _parse_scheduler(ctx: _Ctx, raw: Any, max_epochs: int) -> SchedulerSpec:
         typ = "none"
     if typ not in _SCHEDULER_TYPES:
         raise ctx.error(
-            _join(path, "type"), f"unknown scheduler {_kind(typ)}"
-            f"{did_you_mean(str(typ), _SCHEDULER_TYPES)}; allowed: {', '.join(_SCHEDULER_TYPES)}"
+            _join(path, "type"),
+            f"unknown scheduler {_kind(typ)}"
+            f"{did_you_mean(str(typ), _SCHEDULER_TYPES)}; allowed: {', '.join(_SCHEDULER_TYPES)}",
         )
     grace = _int(ctx, _join(path, "grace_period"), raw.get("grace_period", 1), 1)
     factor = raw.get("reduction_factor", 2)
@@ -1305,8 +1330,9 @@ def _parse_scheduler(ctx: _Ctx, raw: Any, max_epochs: int) -> SchedulerSpec:
         )
     if typ == "asha" and grace > max_t:
         raise ctx.error(
-            _join(path, "grace_period"), f"{grace} epochs is more than a trial runs (max_t "
-            f"{max_t}, from epochs); ASHA could never stop a trial early"
+            _join(path, "grace_period"),
+            f"{grace} epochs is more than a trial runs (max_t "
+            f"{max_t}, from epochs); ASHA could never stop a trial early",
         )
     return SchedulerSpec(typ, grace_period=grace, reduction_factor=float(factor), max_t=max_t)
 
@@ -1335,7 +1361,8 @@ def _apply_overrides(
         else:
             hint = (
                 f" (settings are overridden as 'fixed.{key}')"
-                if key in _setting_names() else did_you_mean(str(key), plain)
+                if key in _setting_names()
+                else did_you_mean(str(key), plain)
             )
             raise ConfigError(
                 f"{ctx.label}: unknown override {key!r}{hint}; allowed: {', '.join(plain)}, "

@@ -68,17 +68,28 @@ def explain_job_error(address: str, exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     lowered = text.lower()
     if "401" in text or "authentication required" in lowered or "no token" in lowered:
-        return (f"the Ray dashboard at {address} requires a token: set RAY_AUTH_MODE=token and "
-                "RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN); `ipt-ray cluster up` prints them")
+        return (
+            f"the Ray dashboard at {address} requires a token: set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN); `ipt-ray cluster up` prints them"
+        )
     if "403" in text or ("invalid" in lowered and "token" in lowered):
-        return (f"the Ray dashboard at {address} refused the token: check RAY_AUTH_TOKEN_PATH "
-                "/ RAY_AUTH_TOKEN against the cluster's token")
-    if "refused" in lowered or "failed to connect" in lowered or "max retries" in lowered \
-            or "name or service" in lowered or "timed out" in lowered:
+        return (
+            f"the Ray dashboard at {address} refused the token: check RAY_AUTH_TOKEN_PATH "
+            "/ RAY_AUTH_TOKEN against the cluster's token"
+        )
+    if (
+        "refused" in lowered
+        or "failed to connect" in lowered
+        or "max retries" in lowered
+        or "name or service" in lowered
+        or "timed out" in lowered
+    ):
         return f"cannot reach a Ray dashboard at {address} (connection failed)"
     if "404" in text or "version" in lowered or "json" in lowered:
-        return (f"{address} does not look like a Ray dashboard (the job API did not answer); "
-                "give the head node's dashboard address, e.g. http://HEAD:8265")
+        return (
+            f"{address} does not look like a Ray dashboard (the job API did not answer); "
+            "give the head node's dashboard address, e.g. http://HEAD:8265"
+        )
     return f"Ray job API at {address}: {text[:300]}"
 
 
@@ -104,11 +115,15 @@ def submit_search(
             that cannot be reached or refuses the token.
     """
     if tracking_uri is None:
-        raise UserError("a search submitted to a cluster needs --tracking-uri: an MLflow server "
-                        "the cluster reaches (http://HOST:5000) or sqlite:///SHARED/PATH")
+        raise UserError(
+            "a search submitted to a cluster needs --tracking-uri: an MLflow server "
+            "the cluster reaches (http://HOST:5000) or sqlite:///SHARED/PATH"
+        )
     if storage is None:
-        raise UserError("a search submitted to a cluster needs --storage: a folder every node "
-                        "shares, or an s3:// / gs:// URI")
+        raise UserError(
+            "a search submitted to a cluster needs --storage: a folder every node "
+            "shares, or an s3:// / gs:// URI"
+        )
     if code not in ("ship", "installed"):
         raise UserError(f"--code must be ship or installed, got {code!r}")
     if space.path is None:
@@ -122,16 +137,32 @@ def submit_search(
             import ipt_ray
 
             runtime_env["py_modules"] = [str(Path(ipt_ray.__file__).parent)]
-        passthrough = {k: v for k, v in os.environ.items()
-                       if k in ("HF_HUB_OFFLINE", "HF_TOKEN", "IPT_RAY_CACHE")
-                       or k.startswith("MLFLOW_TRACKING_")}
+        passthrough = {
+            k: v
+            for k, v in os.environ.items()
+            if k in ("HF_HUB_OFFLINE", "HF_TOKEN", "IPT_RAY_CACHE")
+            or k.startswith("MLFLOW_TRACKING_")
+        }
         if passthrough:
             runtime_env["env_vars"] = passthrough
-        entrypoint = shlex.join(["python", "-m", "ipt_ray.cli", "search", space.path.name,
-                                 *search_args, "--address", "auto"])
+        entrypoint = shlex.join(
+            [
+                "python",
+                "-m",
+                "ipt_ray.cli",
+                "search",
+                space.path.name,
+                *search_args,
+                "--address",
+                "auto",
+            ]
+        )
         try:
-            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                       metadata={"ipt_ray": "search", "space": space.path.name})
+            job_id = client.submit_job(
+                entrypoint=entrypoint,
+                runtime_env=runtime_env,
+                metadata={"ipt_ray": "search", "space": space.path.name},
+            )
         except Exception as exc:
             raise UserError(explain_job_error(address, exc)) from None
     finally:
@@ -161,5 +192,7 @@ def follow_logs(client: JobSubmissionClient, job_id: str, *, stream: Any = None)
     try:
         asyncio.run(tail())
     except KeyboardInterrupt:
-        print(f"\nstopped following; the job goes on (ipt-ray jobs stop {job_id} ends it)",
-              file=sys.stderr)
+        print(
+            f"\nstopped following; the job goes on (ipt-ray jobs stop {job_id} ends it)",
+            file=sys.stderr,
+        )

@@ -21,9 +21,36 @@ from transformers import (
 
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "gpt2", "llama")
 
-_POSITIVE = ["good", "great", "fine", "superb", "lovely", "moving", "brilliant", "charming", "fun", "warm"]
+_POSITIVE = [
+    "good",
+    "great",
+    "fine",
+    "superb",
+    "lovely",
+    "moving",
+    "brilliant",
+    "charming",
+    "fun",
+    "warm",
+]
 _NEGATIVE = ["bad", "awful", "dull", "boring", "weak", "messy", "tedious", "bland", "poor", "flat"]
-_FILLER = ["the", "a", "movie", "film", "plot", "story", "cast", "it", "is", "was", "and", "but", "very", "quite", "really"]
+_FILLER = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "plot",
+    "story",
+    "cast",
+    "it",
+    "is",
+    "was",
+    "and",
+    "but",
+    "very",
+    "quite",
+    "really",
+]
 TOY_WORDS = sorted(set(_POSITIVE + _NEGATIVE + _FILLER))
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB_SIZE = 99  # as in transformers' model testers: room beyond the toy words
@@ -62,17 +89,44 @@ def tiny_config_kwargs(arch: str) -> dict[str, object]:
     """Config values for a random model with hidden 32, 2 layers, 2 heads, 64 positions."""
     common: dict[str, object] = {"vocab_size": VOCAB_SIZE, "pad_token_id": 0}
     if arch == "distilbert":
-        return {**common, "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
-                "max_position_embeddings": 64}
+        return {
+            **common,
+            "dim": 32,
+            "n_layers": 2,
+            "n_heads": 2,
+            "hidden_dim": 64,
+            "max_position_embeddings": 64,
+        }
     if arch == "gpt2":
-        return {**common, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64,
-                "bos_token_id": 2, "eos_token_id": 3}
+        return {
+            **common,
+            "n_embd": 32,
+            "n_layer": 2,
+            "n_head": 2,
+            "n_positions": 64,
+            "bos_token_id": 2,
+            "eos_token_id": 3,
+        }
     if arch == "llama":
-        return {**common, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                "num_key_value_heads": 2, "intermediate_size": 64,
-                "max_position_embeddings": 64, "bos_token_id": 2, "eos_token_id": 3}
-    base = {**common, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 64, "max_position_embeddings": 64}
+        return {
+            **common,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+            "bos_token_id": 2,
+            "eos_token_id": 3,
+        }
+    base = {
+        **common,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    }
     if arch == "roberta":
         base["max_position_embeddings"] = 65  # RoBERTa reserves padding_idx + 1 = 1 position
     if arch == "electra":
@@ -125,7 +179,7 @@ def write_toy_csv(path: str | Path, n: int = 120, seed: int = 0, pair: bool = Fa
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "text_pair", "label"] if pair else ["text", "label"])
-        for i, (text, label) in enumerate(zip(texts, labels)):
+        for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
             name = "positive" if label else "negative"
             writer.writerow([text, pairs[i], name] if pair else [text, name])
     return path
@@ -161,10 +215,24 @@ def mlflow_server(root: str | Path, *, timeout: float = 120.0) -> Iterator[str]:
     log_path = root / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-             "--artifacts-destination", str(root / "server-artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+            [
+                str(mlflow),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'server.db'}",
+                "--artifacts-destination",
+                str(root / "server-artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -177,8 +245,9 @@ def mlflow_server(root: str | Path, *, timeout: float = 120.0) -> Iterator[str]:
                 except OSError:
                     pass
                 if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("mlflow server did not start: "
-                                       + log_path.read_text()[-2000:])
+                    raise RuntimeError(
+                        "mlflow server did not start: " + log_path.read_text()[-2000:]
+                    )
                 time.sleep(0.5)
             yield url
         finally:

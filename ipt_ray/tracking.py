@@ -63,12 +63,30 @@ CHECKPOINT_SKIP_PREFIXES = ("train_state", "best_weights")
 #: Metrics that do not change during a trial: logged once, at the first epoch.
 STATIC_METRICS = (C.TRAINABLE_PARAMS, C.BACKBONE_PARAMS, C.TRAINABLE_SHARE)
 #: Result keys that are bookkeeping, not metrics (Tune's auto-filled keys among them).
-NON_METRIC_KEYS = frozenset({
-    C.EPOCH, "training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "pid",
-    "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
-    "timesteps_since_restore", "done", "trial_id", "date", "hostname", "node_ip", "config",
-    "checkpoint_dir_name", "experiment_tag", "should_checkpoint",
-})
+NON_METRIC_KEYS = frozenset(
+    {
+        C.EPOCH,
+        "training_iteration",
+        "time_total_s",
+        "time_this_iter_s",
+        "timestamp",
+        "pid",
+        "time_since_restore",
+        "iterations_since_restore",
+        "timesteps_total",
+        "episodes_total",
+        "timesteps_since_restore",
+        "done",
+        "trial_id",
+        "date",
+        "hostname",
+        "node_ip",
+        "config",
+        "checkpoint_dir_name",
+        "experiment_tag",
+        "should_checkpoint",
+    }
+)
 #: Result key with the hosts of the trial's workers (``ipt_ray.worker.NODE_KEY``).
 NODE_RESULT_KEY = "node"
 
@@ -228,8 +246,12 @@ class SearchTracker:
 
         items = [Param(str(k)[:250], _param_value(v)) for k, v in params.items()]
         for start in range(0, len(items), _BATCH_PARAMS):
-            self._call("log params", self.client.log_batch, run_id,
-                       params=items[start : start + _BATCH_PARAMS])
+            self._call(
+                "log params",
+                self.client.log_batch,
+                run_id,
+                params=items[start : start + _BATCH_PARAMS],
+            )
 
     def _log_metrics(self, run_id: str, values: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -237,8 +259,12 @@ class SearchTracker:
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, step) for k, v in values.items()]
         for start in range(0, len(items), _BATCH_METRICS):
-            self._call("log metrics", self.client.log_batch, run_id,
-                       metrics=items[start : start + _BATCH_METRICS])
+            self._call(
+                "log metrics",
+                self.client.log_batch,
+                run_id,
+                metrics=items[start : start + _BATCH_METRICS],
+            )
 
     def _terminate(self, run_id: str, status: str) -> None:
         self._call(f"set run status {status}", self.client.set_terminated, run_id, status)
@@ -247,9 +273,11 @@ class SearchTracker:
     def _experiment(self) -> str:
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is None:
-            return str(self.client.create_experiment(
-                self.experiment_name, artifact_location=self.artifact_location
-            ))
+            return str(
+                self.client.create_experiment(
+                    self.experiment_name, artifact_location=self.artifact_location
+                )
+            )
         if experiment.lifecycle_stage == "deleted":
             raise TrackingError(
                 f"MLflow experiment {self.experiment_name!r} is deleted (but its name is still "
@@ -291,8 +319,13 @@ class SearchTracker:
         if params:
             self._log_params(self.parent_run_id, params)
         if space_text is not None:
-            self._call("log the search space", self.client.log_text,
-                       self.parent_run_id, space_text, SPACE_ARTIFACT)
+            self._call(
+                "log the search space",
+                self.client.log_text,
+                self.parent_run_id,
+                space_text,
+                SPACE_ARTIFACT,
+            )
         return self.parent_run_id
 
     def resume_search(self, parent_run_id: str) -> str:
@@ -341,12 +374,17 @@ class SearchTracker:
         record = self.trials.get(trial_id)
         if record is not None:  # restarted (failure retry) or resumed (interrupted search)
             if record.status != STATUS_RUNNING and record.run_id is not None:
-                self._call("reopen a resumed trial's run", self.client.update_run,
-                           record.run_id, status="RUNNING")
+                self._call(
+                    "reopen a resumed trial's run",
+                    self.client.update_run,
+                    record.run_id,
+                    status="RUNNING",
+                )
             record.status, record.ended, record.error = STATUS_RUNNING, None, None
             return record
-        record = TrialRecord(trial_id, params=dict(params), sampled=dict(sampled or {}),
-                             max_epochs=max_epochs)
+        record = TrialRecord(
+            trial_id, params=dict(params), sampled=dict(sampled or {}), max_epochs=max_epochs
+        )
         self.trials[trial_id] = record
         tags = {
             C.TAG_KIND: C.KIND_TRIAL,
@@ -355,11 +393,18 @@ class SearchTracker:
         if self.parent_run_id is not None:
             tags[C.TAG_PARENT_RUN] = self.parent_run_id
         if self.experiment_id is None:
-            logger.warning("MLflow: no experiment (start_search was not called); "
-                           "trial %s is not tracked", trial_id)
+            logger.warning(
+                "MLflow: no experiment (start_search was not called); trial %s is not tracked",
+                trial_id,
+            )
             return record
-        run = self._call(f"create the run of trial {trial_id}", self.client.create_run,
-                         self.experiment_id, run_name=f"trial-{trial_id}", tags=tags)
+        run = self._call(
+            f"create the run of trial {trial_id}",
+            self.client.create_run,
+            self.experiment_id,
+            run_name=f"trial-{trial_id}",
+            tags=tags,
+        )
         if run is None:
             return record
         record.run_id = run.info.run_id
@@ -432,16 +477,17 @@ class SearchTracker:
                     if directory is None:
                         continue
                     files = [
-                        f for f in sorted(directory.iterdir())
+                        f
+                        for f in sorted(directory.iterdir())
                         if f.is_file() and not f.name.startswith(CHECKPOINT_SKIP_PREFIXES)
                     ]
                     for file in files:
-                        self.client.log_artifact(record.run_id, str(file),
-                                                 CHECKPOINT_ARTIFACT_DIR)
+                        self.client.log_artifact(record.run_id, str(file), CHECKPOINT_ARTIFACT_DIR)
             except Exception as exc:
                 self.failed_calls += 1
-                logger.warning("MLflow: uploading checkpoint %s of trial %s failed: %s",
-                               path, trial_id, exc)
+                logger.warning(
+                    "MLflow: uploading checkpoint %s of trial %s failed: %s", path, trial_id, exc
+                )
                 return None
             record.uploaded_checkpoint = path
             return path
@@ -462,12 +508,18 @@ class SearchTracker:
             return record
         self.upload_best_checkpoint(trial_id)
         if error is not None:
-            self._call("set the error tag", self.client.set_tag, record.run_id, C.TAG_ERROR,
-                       error[:5000] or "error")
+            self._call(
+                "set the error tag",
+                self.client.set_tag,
+                record.run_id,
+                C.TAG_ERROR,
+                error[:5000] or "error",
+            )
         else:
             pruned = "true" if record.status == STATUS_PRUNED else "false"
-            self._call("set the pruned tag", self.client.set_tag, record.run_id, C.TAG_PRUNED,
-                       pruned)
+            self._call(
+                "set the pruned tag", self.client.set_tag, record.run_id, C.TAG_PRUNED, pruned
+            )
         self._terminate(record.run_id, _MLFLOW_STATUS[record.status])
         return record
 
@@ -487,17 +539,23 @@ class SearchTracker:
     # -- results ---------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         """Trials by status: finished, pruned, failed, killed, running."""
-        out = {s: 0 for s in (STATUS_FINISHED, STATUS_PRUNED, STATUS_FAILED, STATUS_KILLED,
-                              STATUS_RUNNING)}
+        out = {
+            s: 0
+            for s in (STATUS_FINISHED, STATUS_PRUNED, STATUS_FAILED, STATUS_KILLED, STATUS_RUNNING)
+        }
         for record in self.trials.values():
             out[record.status] += 1
         return out
 
     def ranked(self) -> list[TrialRecord]:
         """Trials with a metric value (not failed), best first; ties: the earlier start."""
-        scored = [r for r in self.trials.values()
-                  if r.best_value is not None and not math.isnan(r.best_value)
-                  and r.status != STATUS_FAILED]
+        scored = [
+            r
+            for r in self.trials.values()
+            if r.best_value is not None
+            and not math.isnan(r.best_value)
+            and r.status != STATUS_FAILED
+        ]
         sign = -1.0 if self.mode == "max" else 1.0
         return sorted(scored, key=lambda r: (sign * (r.best_value or 0.0), r.started))
 
@@ -518,14 +576,20 @@ class SearchTracker:
         if run_id is None:
             return
         if summary is not None:
-            self._call("log the search summary", self.client.log_dict, run_id, dict(summary),
-                       SUMMARY_ARTIFACT)
+            self._call(
+                "log the search summary",
+                self.client.log_dict,
+                run_id,
+                dict(summary),
+                SUMMARY_ARTIFACT,
+            )
         if self.parent_status != STATUS_RUNNING:
             return
         best = self.best_trial()
         if best is not None and best.run_id is not None:
-            self._call("set the best-trial tag", self.client.set_tag, run_id,
-                       C.TAG_BEST_TRIAL, best.run_id)
+            self._call(
+                "set the best-trial tag", self.client.set_tag, run_id, C.TAG_BEST_TRIAL, best.run_id
+            )
         counts = self.counts()
         values = {f"trials_{k}": float(v) for k, v in counts.items() if k != STATUS_RUNNING}
         if best is not None and best.best_value is not None:
@@ -639,8 +703,9 @@ class MlflowSearchTracker(Callback):
     def set_state(self, state: dict[str, Any]) -> None:
         self.tracker.load_state(state)
 
-    def on_trial_start(self, iteration: int, trials: Sequence[Any], trial: Any,
-                       **info: Any) -> None:
+    def on_trial_start(
+        self, iteration: int, trials: Sequence[Any], trial: Any, **info: Any
+    ) -> None:
         config = dict(trial.config)
         params: dict[str, Any] = {}
         max_epochs = None
@@ -651,22 +716,27 @@ class MlflowSearchTracker(Callback):
             except Exception as exc:  # the trial itself will fail with this error
                 logger.warning("trial %s: invalid config: %s", trial.trial_id, exc)
         sampled = {k: v for k, v in config.items() if k not in self.fixed}
-        self.tracker.start_trial(trial.trial_id, params=params, sampled=sampled,
-                                 max_epochs=max_epochs)
+        self.tracker.start_trial(
+            trial.trial_id, params=params, sampled=sampled, max_epochs=max_epochs
+        )
 
-    def on_trial_result(self, iteration: int, trials: Sequence[Any], trial: Any,
-                        result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: Sequence[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         values = dict(result)
         checkpoint = values.pop(self.checkpoint_key, None)
-        self.tracker.log_result(trial.trial_id, values,
-                                checkpoint=checkpoint if isinstance(checkpoint, str) else None)
+        self.tracker.log_result(
+            trial.trial_id, values, checkpoint=checkpoint if isinstance(checkpoint, str) else None
+        )
 
-    def on_trial_complete(self, iteration: int, trials: Sequence[Any], trial: Any,
-                          **info: Any) -> None:
+    def on_trial_complete(
+        self, iteration: int, trials: Sequence[Any], trial: Any, **info: Any
+    ) -> None:
         self.tracker.end_trial(trial.trial_id)
 
-    def on_trial_error(self, iteration: int, trials: Sequence[Any], trial: Any,
-                       **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: Sequence[Any], trial: Any, **info: Any
+    ) -> None:
         self.tracker.end_trial(trial.trial_id, error=_trial_error(trial))
 
     def on_experiment_end(self, trials: Sequence[Any], **info: Any) -> None:

@@ -73,7 +73,6 @@ from ipt_ray.worker import BEST_PREFIX, CHECKPOINT_SCORE_KEY, remove_scratch_dir
 logger = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------------------------------
 # Progress
 
@@ -121,8 +120,9 @@ class _ProgressCallback(Callback):
     """Turns Tune events into :class:`ProgressEvent` lines (registered after the tracker's
     callback, so that trial records are up to date)."""
 
-    def __init__(self, progress: ProgressFn, tracker: SearchTracker, epochs: int,
-                 key: str | None = None) -> None:
+    def __init__(
+        self, progress: ProgressFn, tracker: SearchTracker, epochs: int, key: str | None = None
+    ) -> None:
         self.progress, self.tracker, self.epochs, self.key = progress, tracker, epochs, key
 
     # Pickled into the experiment by key (see ipt_ray.tracking.register_live).
@@ -146,26 +146,35 @@ class _ProgressCallback(Callback):
     def _record(self, trial: Any) -> TrialRecord | None:
         return self.tracker.trials.get(trial.trial_id)
 
-    def on_trial_start(self, iteration: int, trials: Sequence[Any], trial: Any,
-                       **info: Any) -> None:
+    def on_trial_start(
+        self, iteration: int, trials: Sequence[Any], trial: Any, **info: Any
+    ) -> None:
         record = self._record(trial)
         sampled = record.sampled if record else {}
         text = f"[{trial.trial_id}] started {_params_text(sampled)}".rstrip()
-        self._emit(ProgressEvent("trial_start", text, trial_id=trial.trial_id,
-                                 status=STATUS_RUNNING))
+        self._emit(
+            ProgressEvent("trial_start", text, trial_id=trial.trial_id, status=STATUS_RUNNING)
+        )
 
-    def on_trial_result(self, iteration: int, trials: Sequence[Any], trial: Any,
-                        result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: Sequence[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         metric = self.tracker.metric
         epoch, value = result.get(C.EPOCH), result.get(metric)
         epoch_i = int(epoch) if isinstance(epoch, (int, float)) else None
         value_f = float(value) if isinstance(value, (int, float)) else None
         record = self._record(trial)
         total = record.max_epochs if record and record.max_epochs else self.epochs
-        self._emit(ProgressEvent(
-            "result", f"[{trial.trial_id}] epoch {epoch_i}/{total} {metric}={_fmt(value_f)}",
-            trial_id=trial.trial_id, status=STATUS_RUNNING, epoch=epoch_i, value=value_f,
-        ))
+        self._emit(
+            ProgressEvent(
+                "result",
+                f"[{trial.trial_id}] epoch {epoch_i}/{total} {metric}={_fmt(value_f)}",
+                trial_id=trial.trial_id,
+                status=STATUS_RUNNING,
+                epoch=epoch_i,
+                value=value_f,
+            )
+        )
 
     def _end(self, trial: Any) -> None:
         record = self._record(trial)
@@ -175,19 +184,31 @@ class _ProgressCallback(Callback):
         if record.status == STATUS_FAILED:
             text += f": {record.error}"
         else:
-            text += (f" after epoch {record.last_epoch}: best {self.tracker.metric}="
-                     f"{_fmt(record.best_value)} (epoch {record.best_epoch})")
-        self._emit(ProgressEvent("trial_end", text, trial_id=trial.trial_id,
-                                 status=record.status, epoch=record.last_epoch,
-                                 value=record.best_value))
+            text += (
+                f" after epoch {record.last_epoch}: best {self.tracker.metric}="
+                f"{_fmt(record.best_value)} (epoch {record.best_epoch})"
+            )
+        self._emit(
+            ProgressEvent(
+                "trial_end",
+                text,
+                trial_id=trial.trial_id,
+                status=record.status,
+                epoch=record.last_epoch,
+                value=record.best_value,
+            )
+        )
 
-    def on_trial_complete(self, iteration: int, trials: Sequence[Any], trial: Any,
-                          **info: Any) -> None:
+    def on_trial_complete(
+        self, iteration: int, trials: Sequence[Any], trial: Any, **info: Any
+    ) -> None:
         self._end(trial)
 
-    def on_trial_error(self, iteration: int, trials: Sequence[Any], trial: Any,
-                       **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: Sequence[Any], trial: Any, **info: Any
+    ) -> None:
         self._end(trial)
+
 
 # --------------------------------------------------------------------------------------------
 # Summary
@@ -304,8 +325,9 @@ def _ray_session(address: str | None, init_kwargs: Mapping[str, Any]) -> Iterato
         temp_dir = tempfile.mkdtemp(prefix="ipt-ray-")
         # address="local": start a new Ray even when RAY_ADDRESS is exported (e.g. after
         # `ipt-ray cluster up`); connecting is what --address is for.
-        kwargs.update(address="local", num_cpus=_local_cpus(), _temp_dir=temp_dir,
-                      include_dashboard=True)
+        kwargs.update(
+            address="local", num_cpus=_local_cpus(), _temp_dir=temp_dir, include_dashboard=True
+        )
         where = f"local Ray ({kwargs['num_cpus']} CPUs)"
     kwargs.update(init_kwargs)
     try:
@@ -405,8 +427,13 @@ def _abs_storage(storage: str | Path) -> str:
 
 
 def _search_params(
-    space: SearchSpace, *, num_samples: int, max_concurrent: int, setup: TrialSetup,
-    address: str | None, experiment_path: str,
+    space: SearchSpace,
+    *,
+    num_samples: int,
+    max_concurrent: int,
+    setup: TrialSetup,
+    address: str | None,
+    experiment_path: str,
 ) -> dict[str, Any]:
     s = space.settings
     out: dict[str, Any] = {
@@ -430,8 +457,11 @@ def _search_params(
         "ray_storage_path": experiment_path,
     }
     if s.scheduler.type == "asha":
-        out.update(grace_period=s.scheduler.grace_period,
-                   reduction_factor=s.scheduler.reduction_factor, max_t=s.scheduler.max_t)
+        out.update(
+            grace_period=s.scheduler.grace_period,
+            reduction_factor=s.scheduler.reduction_factor,
+            max_t=s.scheduler.max_t,
+        )
     out.update({f"fixed.{k}": v for k, v in space.fixed.items()})
     return out
 
@@ -500,24 +530,33 @@ def run_search(
         raise UserError(f"workers per trial must be at least 1, got {workers_per_trial}")
     if cpus_per_worker < 0 or gpus_per_worker < 0:
         raise UserError("CPUs and GPUs per worker cannot be negative")
-    where = SearchLocations.resolve(search_name, tracking_uri=tracking_uri,
-                                    artifact_root=artifact_root, storage=storage)
+    where = SearchLocations.resolve(
+        search_name, tracking_uri=tracking_uri, artifact_root=artifact_root, storage=storage
+    )
     record = _record_to_resume(search_name, where, resume)
     resumed = record is not None
     if record is not None:
-        where = replace(where, experiment_dir=record.experiment_dir,
-                        experiment_path=f"{where.storage_path}/{record.experiment_dir}")
+        where = replace(
+            where,
+            experiment_dir=record.experiment_dir,
+            experiment_path=f"{where.storage_path}/{record.experiment_dir}",
+        )
     emit: ProgressFn = progress or (lambda event: None)
     tracker = SearchTracker(
-        where.tracking_uri, search_name, metric=settings.metric, mode=settings.mode,
+        where.tracking_uri,
+        search_name,
+        metric=settings.metric,
+        mode=settings.mode,
         artifact_location=where.artifact_location,
         resolve_checkpoint=_checkpoint_resolver(where.storage_path),
         checkpoint_score_key=CHECKPOINT_SCORE_KEY,
     )
     with _ray_session(address, ray_init_kwargs or {}) as cluster:
         check_shared_storage(where.storage_path)
-        concurrency = max_concurrent or settings.max_concurrent or default_max_concurrent(
-            workers_per_trial, cpus_per_worker, gpus_per_worker
+        concurrency = (
+            max_concurrent
+            or settings.max_concurrent
+            or default_max_concurrent(workers_per_trial, cpus_per_worker, gpus_per_worker)
         )
         concurrency = max(1, min(concurrency, num_samples))
         setup = TrialSetup(
@@ -536,36 +575,60 @@ def run_search(
         else:
             parent = tracker.start_search(
                 run_name=where.experiment_dir,
-                params=_search_params(space, num_samples=num_samples,
-                                      max_concurrent=concurrency, setup=setup,
-                                      address=address, experiment_path=where.experiment_path),
+                params=_search_params(
+                    space,
+                    num_samples=num_samples,
+                    max_concurrent=concurrency,
+                    setup=setup,
+                    address=address,
+                    experiment_path=where.experiment_path,
+                ),
                 space_text=space.source,
             )
-        record = SearchRecord(_safe_name(search_name), where.experiment_dir, parent,
-                              where.tracking_uri)
+        record = SearchRecord(
+            _safe_name(search_name), where.experiment_dir, parent, where.tracking_uri
+        )
         write_record(where.storage_path, record)
         try:
-            emit(ProgressEvent("start", "\n".join([
-                ("resuming interrupted search" if resumed else "search")
-                + f" {search_name!r}: {num_samples} trials, {concurrency} at a time, "
-                f"{workers_per_trial} worker(s) per trial, on {cluster}",
-                f"  MLflow: {where.tracking_uri} (experiment {search_name!r}, "
-                f"parent run {parent})",
-                f"  artifacts: {where.artifact_location or 'served by the tracking server'}",
-                f"  Ray results: {where.experiment_path}",
-            ])))
+            emit(
+                ProgressEvent(
+                    "start",
+                    "\n".join(
+                        [
+                            ("resuming interrupted search" if resumed else "search")
+                            + f" {search_name!r}: {num_samples} trials, {concurrency} at a time, "
+                            f"{workers_per_trial} worker(s) per trial, on {cluster}",
+                            f"  MLflow: {where.tracking_uri} (experiment {search_name!r}, "
+                            f"parent run {parent})",
+                            "  artifacts: "
+                            + (where.artifact_location or "served by the tracking server"),
+                            f"  Ray results: {where.experiment_path}",
+                        ]
+                    ),
+                )
+            )
             with _quiet_tune():
                 if resumed:
                     import ray.tune
 
                     tuner = ray.tune.Tuner.restore(
-                        where.experiment_path, trainable=trainable(setup),
-                        resume_unfinished=True, resume_errored=False,
+                        where.experiment_path,
+                        trainable=trainable(setup),
+                        resume_unfinished=True,
+                        resume_errored=False,
                     )
                 else:
-                    tuner = _build_tuner(space, setup, tracker, emit, where, key=key,
-                                         num_samples=num_samples, concurrency=concurrency,
-                                         max_failures=max_failures)
+                    tuner = _build_tuner(
+                        space,
+                        setup,
+                        tracker,
+                        emit,
+                        where,
+                        key=key,
+                        num_samples=num_samples,
+                        concurrency=concurrency,
+                        max_failures=max_failures,
+                    )
                 tuner.fit()
         except BaseException:
             tracker.finish_search(interrupted=True)
@@ -596,14 +659,18 @@ class SearchLocations:
 
     @classmethod
     def resolve(
-        cls, search_name: str, *, tracking_uri: str | None, artifact_root: str | Path | None,
+        cls,
+        search_name: str,
+        *,
+        tracking_uri: str | None,
+        artifact_root: str | Path | None,
         storage: str | Path | None,
     ) -> SearchLocations:
         """Apply the defaults under ``./ipt-ray-runs`` and make every path absolute."""
         runs_dir = Path.cwd().resolve() / RUNS_DIR
         tracking_uri = tracking_uri or local_tracking_uri(runs_dir)
         if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         if artifact_root is None and is_local_uri(tracking_uri):
             artifact_root = runs_dir / "mlartifacts"
         artifact_location = None
@@ -613,8 +680,13 @@ class SearchLocations:
             artifact_location = experiment_artifact_location(artifact_root, search_name)
         storage_path = _abs_storage(storage if storage is not None else runs_dir / "ray")
         experiment_dir = f"{_safe_name(search_name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        return cls(tracking_uri, artifact_location, storage_path, experiment_dir,
-                   f"{storage_path}/{experiment_dir}")
+        return cls(
+            tracking_uri,
+            artifact_location,
+            storage_path,
+            experiment_dir,
+            f"{storage_path}/{experiment_dir}",
+        )
 
 
 def _record_to_resume(
@@ -641,15 +713,25 @@ def _record_to_resume(
 
     if not ray.tune.Tuner.can_restore(f"{where.storage_path}/{record.experiment_dir}"):
         if resume:
-            raise UserError(f"search {search_name!r} stopped before Ray saved any state; "
-                            "start it again (with a new --name to keep the old runs apart)")
+            raise UserError(
+                f"search {search_name!r} stopped before Ray saved any state; "
+                "start it again (with a new --name to keep the old runs apart)"
+            )
         return None
     return record
 
 
 def _build_tuner(
-    space: SearchSpace, setup: TrialSetup, tracker: SearchTracker, emit: ProgressFn,
-    where: SearchLocations, *, key: str, num_samples: int, concurrency: int, max_failures: int,
+    space: SearchSpace,
+    setup: TrialSetup,
+    tracker: SearchTracker,
+    emit: ProgressFn,
+    where: SearchLocations,
+    *,
+    key: str,
+    num_samples: int,
+    concurrency: int,
+    max_failures: int,
 ) -> Any:
     """The Tuner: OptunaSearch (TPE, define-by-run) behind a ConcurrencyLimiter, ASHA on the
     reported ``epoch``, the MLflow and progress callbacks."""
@@ -675,9 +757,14 @@ def _build_tuner(
             reduction_factor=settings.scheduler.reduction_factor,
         )
     callbacks = [  # the tracker first: the progress lines read its records
-        MlflowSearchTracker(tracker, to_train_config=space.to_train_config, fixed=space.fixed,
-                            num_samples=num_samples, checkpoint_key=CHECKPOINT_PATH_KEY,
-                            key=key),
+        MlflowSearchTracker(
+            tracker,
+            to_train_config=space.to_train_config,
+            fixed=space.fixed,
+            num_samples=num_samples,
+            checkpoint_key=CHECKPOINT_PATH_KEY,
+            key=key,
+        ),
         _ProgressCallback(emit, tracker, settings.scheduler.max_t, key=key),
     ]
     return ray.tune.Tuner(
@@ -732,12 +819,16 @@ def _summarize(
 
 def _end_line(summary: SearchSummary) -> str:
     c = summary.counts
-    text = (f"search {summary.name!r} {'interrupted' if summary.interrupted else 'done'} in "
-            f"{summary.seconds:.0f} s: {c.get(STATUS_FINISHED, 0)} finished, "
-            f"{c.get(STATUS_PRUNED, 0)} pruned, {c.get(STATUS_FAILED, 0)} failed")
+    text = (
+        f"search {summary.name!r} {'interrupted' if summary.interrupted else 'done'} in "
+        f"{summary.seconds:.0f} s: {c.get(STATUS_FINISHED, 0)} finished, "
+        f"{c.get(STATUS_PRUNED, 0)} pruned, {c.get(STATUS_FAILED, 0)} failed"
+    )
     if summary.best is not None:
-        text += (f"; best {summary.metric}={_fmt(summary.best.value)} "
-                 f"(trial {summary.best.trial_id}, run {summary.best.run_id})")
+        text += (
+            f"; best {summary.metric}={_fmt(summary.best.value)} "
+            f"(trial {summary.best.trial_id}, run {summary.best.run_id})"
+        )
     return text + f"\n  {summary.ui_command}"
 
 

@@ -121,8 +121,9 @@ def _device(config: TrainConfig) -> str | None:
 class _Reporter:
     """Turns epochs into ``ray.train.report`` calls (see the module docstring)."""
 
-    def __init__(self, *, rank: int, world_size: int, epochs: int, node: str,
-                 scratch: Path) -> None:
+    def __init__(
+        self, *, rank: int, world_size: int, epochs: int, node: str, scratch: Path
+    ) -> None:
         self.rank, self.world_size, self.epochs, self.node = rank, world_size, epochs, node
         self.scratch = scratch
         shutil.rmtree(scratch, ignore_errors=True)  # left by an earlier, killed attempt
@@ -210,7 +211,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     train_config = TrainConfig.from_dict(config[TRAIN_CONFIG_KEY])
     nodes = _all_gather(node_name(), world_size)
     reporter = _Reporter(
-        rank=rank, world_size=world_size, epochs=train_config.epochs,
+        rank=rank,
+        world_size=world_size,
+        epochs=train_config.epochs,
         node=", ".join(sorted(set(nodes))),
         scratch=scratch_dir(context.get_experiment_name(), rank),
     )

@@ -51,12 +51,22 @@ CASES = {
 }
 
 
-def train_checkpoint(directory: Path, model_dir: Path, task: Path, generator: str,
-                     options: dict) -> Path:
-    run = TrainingRun(TrainConfig(
-        task=str(task), model=str(model_dir), generator=generator, generator_options=options,
-        prompt_length=4, max_length=16, batch_size=16, epochs=1, max_samples=40,
-    ))
+def train_checkpoint(
+    directory: Path, model_dir: Path, task: Path, generator: str, options: dict
+) -> Path:
+    run = TrainingRun(
+        TrainConfig(
+            task=str(task),
+            model=str(model_dir),
+            generator=generator,
+            generator_options=options,
+            prompt_length=4,
+            max_length=16,
+            batch_size=16,
+            epochs=1,
+            max_samples=40,
+        )
+    )
     run.fit()
     run.save_checkpoint(directory)
     return directory
@@ -65,11 +75,14 @@ def train_checkpoint(directory: Path, model_dir: Path, task: Path, generator: st
 @pytest.fixture(scope="module")
 def checkpoints(tiny_models, toy_csv, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("checkpoints")
-    out = {key: train_checkpoint(root / key, tiny_models[arch], toy_csv, gen, opts)
-           for key, (arch, gen, opts) in CASES.items()}
+    out = {
+        key: train_checkpoint(root / key, tiny_models[arch], toy_csv, gen, opts)
+        for key, (arch, gen, opts) in CASES.items()
+    }
     pair_csv = write_toy_csv(root / "pairs.csv", n=60, pair=True)
-    out["bert-pair"] = train_checkpoint(root / "bert-pair", tiny_models["bert"], pair_csv,
-                                        "task", {})
+    out["bert-pair"] = train_checkpoint(
+        root / "bert-pair", tiny_models["bert"], pair_csv, "task", {}
+    )
     return out
 
 
@@ -77,10 +90,18 @@ def checkpoints(tiny_models, toy_csv, tmp_path_factory) -> dict[str, Path]:
 def bundle(checkpoints, tmp_path_factory) -> Path:
     """A bert-task bundle with provenance; treat as read-only (copy before tampering)."""
     out = tmp_path_factory.mktemp("bundles") / "bert-task"
-    return write_bundle(checkpoints["bert-task"], out, score=0.875, provenance={
-        "search": "sst2-ipt", "experiment": "ipt", "parent_run_id": "parent123",
-        "trial_run_id": "trial456", "space_file": "ipt_small.yaml",
-    })
+    return write_bundle(
+        checkpoints["bert-task"],
+        out,
+        score=0.875,
+        provenance={
+            "search": "sst2-ipt",
+            "experiment": "ipt",
+            "parent_run_id": "parent123",
+            "trial_run_id": "trial456",
+            "space_file": "ipt_small.yaml",
+        },
+    )
 
 
 def reference_logits(checkpoint: Path, texts, pairs=None) -> torch.Tensor:
@@ -90,8 +111,14 @@ def reference_logits(checkpoint: Path, texts, pairs=None) -> torch.Tensor:
     model, tokenizer = build_model(config, meta["num_labels"])
     model.load_trainable_state_dict(load_weights(checkpoint, best=True))
     model.eval()
-    batch = tokenizer(texts, pairs, truncation=True, max_length=config.max_length, padding=True,
-                      return_tensors="pt")
+    batch = tokenizer(
+        texts,
+        pairs,
+        truncation=True,
+        max_length=config.max_length,
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
@@ -134,8 +161,9 @@ def test_prompt_vectors_have_the_documented_shapes(checkpoints, tmp_path):
 
     idpg = load_bundle(write_bundle(checkpoints["bert-idpg"], tmp_path / "idpg"))
     inputs = idpg.prompt_vectors(TEXTS)["input"]
-    assert inputs.shape == (4, 4, 32) and not np.allclose(inputs[0], inputs[1]), \
+    assert inputs.shape == (4, 4, 32) and not np.allclose(inputs[0], inputs[1]), (
         "instance-wise prompts differ between texts"
+    )
 
 
 def test_bundle_takes_the_best_weights(checkpoints, tmp_path):
@@ -153,20 +181,31 @@ def test_bundle_takes_the_best_weights(checkpoints, tmp_path):
 
 def test_bundle_layout_config_and_model_card(bundle):
     assert sorted(p.name for p in bundle.iterdir()) == sorted(
-        [WEIGHTS_NAME, CONFIG_NAME, README_NAME, CHECKSUMS_NAME])
+        [WEIGHTS_NAME, CONFIG_NAME, README_NAME, CHECKSUMS_NAME]
+    )
     config = verify_bundle(bundle)
     assert config["format_version"] == 1
-    assert config["generator"] == {"name": "task", "options": {
-        "dropout": 0.0, "init": "vocab", "init_std": 0.02, "prompt_length": 4}}
+    assert config["generator"] == {
+        "name": "task",
+        "options": {"dropout": 0.0, "init": "vocab", "init_std": 0.02, "prompt_length": 4},
+    }
     assert config["backbone"]["tokenizer"] == config["backbone"]["model"]
     assert config["backbone"]["local_dir"] is True
     assert config["metric"] == {"name": "accuracy", "split": "validation", "score": 0.875}
     assert config["label_names"] == ["negative", "positive"] and not config["is_pair"]
     assert config["params"]["trainable"] == 4 * 32 + 32 * 2 + 2
     card = (bundle / README_NAME).read_text()
-    for needle in ("validation accuracy | 0.875", "194 (", "task (dropout=0, init=vocab",
-                   config["backbone"]["model"], "parent123", "trial456", "ipt_small.yaml",
-                   "load_bundle(", "loading needs it, or pass `backbone=`"):
+    for needle in (
+        "validation accuracy | 0.875",
+        "194 (",
+        "task (dropout=0, init=vocab",
+        config["backbone"]["model"],
+        "parent123",
+        "trial456",
+        "ipt_small.yaml",
+        "load_bundle(",
+        "loading needs it, or pass `backbone=`",
+    ):
         assert needle in card, needle
     checksums = json.loads((bundle / CHECKSUMS_NAME).read_text())
     assert set(checksums["files"]) == {WEIGHTS_NAME, CONFIG_NAME, README_NAME}
@@ -273,29 +312,44 @@ TAMPERING = {
     "torch-save-renamed": (torch_save_as_safetensors, "is not a safetensors file"),
     "weights-path-escapes": (
         lambda b: _edit_config(b, lambda c: c["files"].update(weights="../../etc/passwd")),
-        "'../../etc/passwd' is not a plain file name"),
+        "'../../etc/passwd' is not a plain file name",
+    ),
     "weights-path-absolute": (
         lambda b: _edit_config(b, lambda c: c["files"].update(weights="/etc/passwd")),
-        "'/etc/passwd' is not a plain file name"),
+        "'/etc/passwd' is not a plain file name",
+    ),
     "card-path-escapes": (
         lambda b: _edit_config(b, lambda c: c["files"].update(model_card="..")),
-        "'..' is not a plain file name"),
+        "'..' is not a plain file name",
+    ),
     "symlink-out": (symlink_readme, f"'{README_NAME}' is a symbolic link"),
     "symlink-inside": (symlink_weights_inside, f"'{WEIGHTS_NAME}' is a symbolic link"),
-    "future-version": (lambda b: _edit_config(b, lambda c: c.update(format_version=2)),
-                       "format version 2 is not supported"),
-    "not-a-bundle": (lambda b: _edit_config(b, lambda c: c.update(format="other")),
-                     "not an ipt-ray bundle config"),
-    "missing-field": (lambda b: _edit_config(b, lambda c: c.pop("pooling")),
-                      "lacks field 'pooling'"),
-    "wrong-type": (lambda b: _edit_config(b, lambda c: c.update(max_length="16")),
-                   "field 'max_length' must be int"),
-    "bad-labels": (lambda b: _edit_config(b, lambda c: c.update(label_names=["a", "b", "c"])),
-                   "label_names must be 2 distinct names"),
+    "future-version": (
+        lambda b: _edit_config(b, lambda c: c.update(format_version=2)),
+        "format version 2 is not supported",
+    ),
+    "not-a-bundle": (
+        lambda b: _edit_config(b, lambda c: c.update(format="other")),
+        "not an ipt-ray bundle config",
+    ),
+    "missing-field": (
+        lambda b: _edit_config(b, lambda c: c.pop("pooling")),
+        "lacks field 'pooling'",
+    ),
+    "wrong-type": (
+        lambda b: _edit_config(b, lambda c: c.update(max_length="16")),
+        "field 'max_length' must be int",
+    ),
+    "bad-labels": (
+        lambda b: _edit_config(b, lambda c: c.update(label_names=["a", "b", "c"])),
+        "label_names must be 2 distinct names",
+    ),
     "extra-file": (extra_file, "'extra.py' is not listed"),
     "sub-folder": (sub_folder, "'nested', which is not a plain file"),
-    "config-not-json": (lambda b: ((b / CONFIG_NAME).write_text("{nope"), write_checksums(b)),
-                        f"{CONFIG_NAME} is not valid JSON"),
+    "config-not-json": (
+        lambda b: ((b / CONFIG_NAME).write_text("{nope"), write_checksums(b)),
+        f"{CONFIG_NAME} is not valid JSON",
+    ),
 }
 
 
@@ -359,8 +413,9 @@ def test_loading_imports_neither_ray_nor_mlflow(bundle):
         "print(json.dumps(rows))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(done.stdout.strip().splitlines()[-1])
     assert rows == load_bundle(bundle).predict(TEXTS)
@@ -372,29 +427,35 @@ def test_read_texts_from_txt_csv_and_jsonl(tmp_path):
     assert read_texts(tmp_path / "in.txt") == (["good movie", "bad plot"], None)
 
     with open(tmp_path / "in.csv", "w", newline="", encoding="utf-8-sig") as f:
-        csv.writer(f).writerows([["id", "text", "text_pair"], ["1", "a, quoted\nline", "x"],
-                                 ["2", "", "y"]])
+        csv.writer(f).writerows(
+            [["id", "text", "text_pair"], ["1", "a, quoted\nline", "x"], ["2", "", "y"]]
+        )
     assert read_texts(tmp_path / "in.csv") == (["a, quoted\nline", ""], ["x", "y"])
     assert read_texts(tmp_path / "in.csv", text_column="text_pair", text_pair_column="id") == (
-        ["x", "y"], ["1", "2"])
+        ["x", "y"],
+        ["1", "2"],
+    )
 
     lines = [json.dumps({"review": "fine", "other": 1}), "", json.dumps({"review": "dull"})]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     assert read_texts(tmp_path / "in.jsonl", text_column="review") == (["fine", "dull"], None)
 
 
-@pytest.mark.parametrize(("name", "content", "kwargs", "message"), [
-    ("in.tsv", "a\tb", {}, "in.tsv'; allowed: .txt, .csv, .jsonl"),
-    ("none.csv", None, {}, "does not exist"),
-    ("in.csv", "review\nx\n", {}, "has no column 'text'; columns: review"),
-    ("in.csv", "text\nx\n", {"text_pair_column": "second"}, "has no column 'second'"),
-    ("in.jsonl", '{"text": "a"}\n{"text": 3}\n', {}, "line 2: 'text' must be a string, got 3"),
-    ("in.jsonl", '{"text": "a"}\nnot json\n', {}, "line 2 is not valid JSON"),
-    ("in.jsonl", '["a"]\n', {}, "line 1 must be a JSON object"),
-    ("in.txt", "\n\n", {}, "holds no texts"),
-    ("in.txt", "a\n", {"text_pair_column": "p"}, "a .txt input holds single texts"),
-    ("in.csv", b"text\n\xff\xfe\n", {}, "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "kwargs", "message"),
+    [
+        ("in.tsv", "a\tb", {}, "in.tsv'; allowed: .txt, .csv, .jsonl"),
+        ("none.csv", None, {}, "does not exist"),
+        ("in.csv", "review\nx\n", {}, "has no column 'text'; columns: review"),
+        ("in.csv", "text\nx\n", {"text_pair_column": "second"}, "has no column 'second'"),
+        ("in.jsonl", '{"text": "a"}\n{"text": 3}\n', {}, "line 2: 'text' must be a string, got 3"),
+        ("in.jsonl", '{"text": "a"}\nnot json\n', {}, "line 2 is not valid JSON"),
+        ("in.jsonl", '["a"]\n', {}, "line 1 must be a JSON object"),
+        ("in.txt", "\n\n", {}, "holds no texts"),
+        ("in.txt", "a\n", {"text_pair_column": "p"}, "a .txt input holds single texts"),
+        ("in.csv", b"text\n\xff\xfe\n", {}, "is not UTF-8 text"),
+    ],
+)
 def test_read_texts_refuses_bad_input(tmp_path, name, content, kwargs, message):
     if isinstance(content, bytes):
         (tmp_path / name).write_bytes(content)
@@ -412,20 +473,40 @@ ROWS = [
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_write_predictions_has_one_column_per_label(tmp_path, suffix):
-    path = write_predictions(ROWS, tmp_path / "out" / f"pred{suffix}",
-                             texts=["great, \"fun\"", "meh"], text_pairs=["x", "y"])
+    path = write_predictions(
+        ROWS,
+        tmp_path / "out" / f"pred{suffix}",
+        texts=['great, "fun"', "meh"],
+        text_pairs=["x", "y"],
+    )
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             records = list(csv.DictReader(f))
-        records = [{**r, "prob_negative": float(r["prob_negative"]),
-                    "prob_positive": float(r["prob_positive"])} for r in records]
+        records = [
+            {
+                **r,
+                "prob_negative": float(r["prob_negative"]),
+                "prob_positive": float(r["prob_positive"]),
+            }
+            for r in records
+        ]
     else:
         records = [json.loads(line) for line in path.read_text().splitlines()]
     assert records == [
-        {"text": "great, \"fun\"", "text_pair": "x", "label": "positive",
-         "prob_negative": 0.25, "prob_positive": 0.75},
-        {"text": "meh", "text_pair": "y", "label": "negative",
-         "prob_negative": 0.5, "prob_positive": 0.5},
+        {
+            "text": 'great, "fun"',
+            "text_pair": "x",
+            "label": "positive",
+            "prob_negative": 0.25,
+            "prob_positive": 0.75,
+        },
+        {
+            "text": "meh",
+            "text_pair": "y",
+            "label": "negative",
+            "prob_negative": 0.5,
+            "prob_positive": 0.5,
+        },
     ]
     assert [p.name for p in path.parent.iterdir()] == [path.name], "no temporary files"
 

@@ -16,29 +16,63 @@ from ipt_ray.checkpoint import load_weights, read_config
 def ipt_ray(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ipt_ray.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
     )
 
 
 def tiny_args(tiny_models, toy_csv, *extra: str) -> list[str]:
     return [
-        "train", "--task", str(toy_csv), "--model", str(tiny_models["bert"]),
-        "--prompt-length", "4", "--max-length", "16", "--batch-size", "16", "--epochs", "2",
+        "train",
+        "--task",
+        str(toy_csv),
+        "--model",
+        str(tiny_models["bert"]),
+        "--prompt-length",
+        "4",
+        "--max-length",
+        "16",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
         *extra,
     ]
 
 
 def test_train_json_and_checkpoint(tiny_models, toy_csv, tmp_path):
     out = tmp_path / "ckpt"
-    proc = ipt_ray(*tiny_args(tiny_models, toy_csv, "--generator", "ipt-encoder",
-                              "--set", "encoder=cnn", "--set", "hidden=8", "--set",
-                              "warmup_ratio=0.1", "--out", str(out), "--json"))
+    proc = ipt_ray(
+        *tiny_args(
+            tiny_models,
+            toy_csv,
+            "--generator",
+            "ipt-encoder",
+            "--set",
+            "encoder=cnn",
+            "--set",
+            "hidden=8",
+            "--set",
+            "warmup_ratio=0.1",
+            "--out",
+            str(out),
+            "--json",
+        )
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[1].startswith("epoch 1/2") and lines[2].startswith("epoch 2/2")
     summary = json.loads(lines[-1])
-    for key in ("test_accuracy", "val_accuracy", "test_f1_macro", "trainable_params",
-                "backbone_params", "seconds_per_epoch"):
+    for key in (
+        "test_accuracy",
+        "val_accuracy",
+        "test_f1_macro",
+        "trainable_params",
+        "backbone_params",
+        "seconds_per_epoch",
+    ):
         assert key in summary, key
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     assert summary["config"]["generator_options"] == {"encoder": "cnn", "hidden": 8}
@@ -52,8 +86,8 @@ def test_train_json_and_checkpoint(tiny_models, toy_csv, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["train"], ["search"], ["best"], ["export"], ["predict"], ["prompts"],
-                ["ui"], ["jobs"]],
+    "command",
+    [[], ["train"], ["search"], ["best"], ["export"], ["predict"], ["prompts"], ["ui"], ["jobs"]],
     ids=lambda c: " ".join(c) or "root",
 )
 def test_every_command_has_help(command):
@@ -72,10 +106,15 @@ def test_every_command_has_help(command):
 
 
 BAD_INPUTS = {
-    "unknown-generator": (["--generator", "idgp"], "unknown generator 'idgp' (did you mean 'idpg'?)"),
+    "unknown-generator": (
+        ["--generator", "idgp"],
+        "unknown generator 'idgp' (did you mean 'idpg'?)",
+    ),
     "unknown-knob": (["--set", "botleneck=3", "--generator", "idpg"], "did you mean 'bottleneck'"),
-    "bad-knob-value": (["--generator", "ipt-encoder", "--set", "encoder=rnn"],
-                       "encoder must be one of cnn, lstm, mlp, got 'rnn'"),
+    "bad-knob-value": (
+        ["--generator", "ipt-encoder", "--set", "encoder=rnn"],
+        "encoder must be one of cnn, lstm, mlp, got 'rnn'",
+    ),
     "non-positive-lr": (["--lr", "0"], "lr must be a positive number, got 0.0"),
     "negative-lr": (["--lr", "-0.1"], "lr must be a positive number"),
     "prompt-does-not-fit": (["--prompt-length", "60"], "exceeds the 64 positions"),

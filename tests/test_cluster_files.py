@@ -29,7 +29,9 @@ def _docs(path: Path) -> list[Any]:
 
 def _kind(kind: str) -> list[tuple[Path, dict[str, Any]]]:
     return [
-        (path, doc) for path in YAML_FILES for doc in _docs(path)
+        (path, doc)
+        for path in YAML_FILES
+        for doc in _docs(path)
         if isinstance(doc, dict) and doc.get("kind") == kind
     ]
 
@@ -73,9 +75,17 @@ def _ray_pod_specs() -> list[tuple[str, dict[str, Any]]]:
 def test_the_expected_files_exist() -> None:
     names = {str(p.relative_to(CLUSTER)) for p in ALL_FILES}
     for expected in (
-        "README.md", "aws.yaml", "Dockerfile", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml",
-        "kuberay/networkpolicy.yaml", "mlflow/kubernetes.yaml", "mlflow/docker-compose.yaml",
-        "mlflow/Dockerfile", "mlflow/basic_auth.ini", "mlflow/mlflow.env.example",
+        "README.md",
+        "aws.yaml",
+        "Dockerfile",
+        "kuberay/raycluster.yaml",
+        "kuberay/rayjob.yaml",
+        "kuberay/networkpolicy.yaml",
+        "mlflow/kubernetes.yaml",
+        "mlflow/docker-compose.yaml",
+        "mlflow/Dockerfile",
+        "mlflow/basic_auth.ini",
+        "mlflow/mlflow.env.example",
     ):
         assert expected in names
 
@@ -259,8 +269,11 @@ def test_mlflow_servers_keep_the_security_settings() -> None:
 def test_mlflow_secrets_come_from_secrets_or_the_env_file() -> None:
     for _, doc in _kind("Deployment"):
         env = _env(doc["spec"]["template"]["spec"]["containers"][0])
-        for var in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_ADMIN_PASSWORD",
-                    "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        for var in (
+            "MLFLOW_BACKEND_STORE_URI",
+            "MLFLOW_AUTH_ADMIN_PASSWORD",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        ):
             assert "secretKeyRef" in env[var]["valueFrom"], var
     compose = yaml.safe_load((CLUSTER / "mlflow" / "docker-compose.yaml").read_text())
     assert compose["services"]["mlflow"]["env_file"] == "mlflow.env"
@@ -316,8 +329,10 @@ def test_no_secret_value_is_inline(path: Path) -> None:
                     problems.append(f"{'/'.join(keys)}: {name} has a literal value")
                 for key, value in node.items():
                     if (
-                        _SECRET_NAME.search(str(key)) and isinstance(value, str | int)
-                        and str(value) and keys[-1:] != ("file_mounts",)
+                        _SECRET_NAME.search(str(key))
+                        and isinstance(value, str | int)
+                        and str(value)
+                        and keys[-1:] != ("file_mounts",)
                         and not set(keys) & _REFERENCE_PARENTS
                         and key not in {"secretName", "key", "name"}
                         and not _looks_like_reference(str(value))
@@ -349,7 +364,8 @@ def test_token_auth_is_never_disabled(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in ALL_FILES if p.suffix in {".yaml", ".yml", ""} or p.name == "Dockerfile"],
+    "path",
+    [p for p in ALL_FILES if p.suffix in {".yaml", ".yml", ""} or p.name == "Dockerfile"],
     ids=lambda p: str(p.relative_to(CLUSTER)),
 )
 def test_every_0_0_0_0_binding_says_why(path: Path) -> None:
@@ -358,7 +374,7 @@ def test_every_0_0_0_0_binding_says_why(path: Path) -> None:
         code = line.split("#", 1)[0]
         if "0.0.0.0" not in code:
             continue
-        nearby = [line, *lines[max(0, i - 8):i]]
+        nearby = [line, *lines[max(0, i - 8) : i]]
         comments = [text.split("#", 1)[1] for text in nearby if "#" in text]
         assert any("0.0.0.0" in c or "interface" in c for c in comments), (
             f"{path.name}:{i + 1} binds 0.0.0.0 without a comment saying why"

@@ -21,8 +21,14 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     root = Path(tempfile.mkdtemp(prefix="iptc-"))  # short: Ray's socket paths are limited
-    started = start_local_cluster(2, root=root, cpus_per_node=1, memory_per_node="3GB",
-                                  object_store_memory="300MB", timeout=120)
+    started = start_local_cluster(
+        2,
+        root=root,
+        cpus_per_node=1,
+        memory_per_node="3GB",
+        object_store_memory="300MB",
+        timeout=120,
+    )
     try:
         yield started
     finally:
@@ -36,22 +42,48 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 480) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ipt_ray.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ipt_ray.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_submitted_search_runs_on_both_nodes_and_is_browsable(
-    cluster: LocalCluster, server: str, tiny_models: dict[str, Path], toy_csv: Path,
+    cluster: LocalCluster,
+    server: str,
+    tiny_models: dict[str, Path],
+    toy_csv: Path,
     tmp_path: Path,
 ) -> None:
     env = cluster.client_env()
     env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
     storage = tmp_path / "shared-storage"
     proc = cli(
-        "search", "smoke", "--address", cluster.dashboard_url, "--tracking-uri", server,
-        "--storage", str(storage), "--name", "on-cluster", "--num-samples", "2",
-        "--max-concurrent", "2", "--set", f"model={tiny_models['bert']}",
-        "--set", f"task={toy_csv}", "--set", "max_samples=null", "--json", env=env,
+        "search",
+        "smoke",
+        "--address",
+        cluster.dashboard_url,
+        "--tracking-uri",
+        server,
+        "--storage",
+        str(storage),
+        "--name",
+        "on-cluster",
+        "--num-samples",
+        "2",
+        "--max-concurrent",
+        "2",
+        "--set",
+        f"model={tiny_models['bert']}",
+        "--set",
+        f"task={toy_csv}",
+        "--set",
+        "max_samples=null",
+        "--json",
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "submitted Ray job" in proc.stderr
@@ -71,51 +103,98 @@ def test_submitted_search_runs_on_both_nodes_and_is_browsable(
     nodes = {c.data.tags["node"] for c in children}
     assert len(nodes) == 2, f"both trials on one node: {nodes}"
 
-    best = cli("best", "--tracking-uri", server, "--experiment", "on-cluster", "--json", env=env,
-               timeout=120)
+    best = cli(
+        "best",
+        "--tracking-uri",
+        server,
+        "--experiment",
+        "on-cluster",
+        "--json",
+        env=env,
+        timeout=120,
+    )
     assert best.returncode == 0, best.stderr
     rows = json.loads(best.stdout.strip().splitlines()[-1])["trials"]
     assert rows[0]["run_id"] == summary["best"]["run_id"]
 
     out = tmp_path / "bundle"
-    exported = cli("export", "--tracking-uri", server, "--experiment", "on-cluster", "--out",
-                   str(out), env=env, timeout=120)
+    exported = cli(
+        "export",
+        "--tracking-uri",
+        server,
+        "--experiment",
+        "on-cluster",
+        "--out",
+        str(out),
+        env=env,
+        timeout=120,
+    )
     assert exported.returncode == 0, exported.stderr
     assert (out / "prompt.safetensors").exists() and (out / "checksums.json").exists()
 
 
 @pytest.mark.parametrize(
     ("address", "expected"),
-    [("http://127.0.0.1:9", "cannot reach a Ray dashboard"),
-     ("SERVER", "does not look like a Ray dashboard")],
+    [
+        ("http://127.0.0.1:9", "cannot reach a Ray dashboard"),
+        ("SERVER", "does not look like a Ray dashboard"),
+    ],
     ids=["unreachable", "not-a-dashboard"],
 )
 def test_bad_cluster_addresses_are_one_line_errors(
     address: str, expected: str, server: str, tmp_path: Path, cluster: LocalCluster
 ) -> None:
     env = cluster.client_env()
-    proc = cli("search", "smoke", "--address", server if address == "SERVER" else address,
-               "--tracking-uri", server, "--storage", str(tmp_path), env=env, timeout=120)
+    proc = cli(
+        "search",
+        "smoke",
+        "--address",
+        server if address == "SERVER" else address,
+        "--tracking-uri",
+        server,
+        "--storage",
+        str(tmp_path),
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("ipt-ray: error: ")
     assert expected in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_missing_token_is_a_one_line_error(cluster: LocalCluster, server: str,
-                                              tmp_path: Path) -> None:
+def test_a_missing_token_is_a_one_line_error(
+    cluster: LocalCluster, server: str, tmp_path: Path
+) -> None:
     env = cluster.client_env()
     for key in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"):
         env.pop(key, None)
     env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
-    proc = cli("search", "smoke", "--address", cluster.dashboard_url, "--tracking-uri", server,
-               "--storage", str(tmp_path), env=env, timeout=120)
+    proc = cli(
+        "search",
+        "smoke",
+        "--address",
+        cluster.dashboard_url,
+        "--tracking-uri",
+        server,
+        "--storage",
+        str(tmp_path),
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "token" in proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr
 
 
-def test_submission_without_tracking_uri_is_refused(cluster: LocalCluster,
-                                                   tmp_path: Path) -> None:
-    proc = cli("search", "smoke", "--address", cluster.dashboard_url, "--storage",
-               str(tmp_path), env=cluster.client_env(), timeout=120)
+def test_submission_without_tracking_uri_is_refused(cluster: LocalCluster, tmp_path: Path) -> None:
+    proc = cli(
+        "search",
+        "smoke",
+        "--address",
+        cluster.dashboard_url,
+        "--storage",
+        str(tmp_path),
+        env=cluster.client_env(),
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--tracking-uri" in proc.stderr

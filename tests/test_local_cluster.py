@@ -60,7 +60,11 @@ def _no_auth_env(tmp_path: Path) -> dict[str, str]:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("cluster")
     started = start_local_cluster(
-        2, root=root, cpus_per_node=1, memory_per_node="2GB", object_store_memory="200MB",
+        2,
+        root=root,
+        cpus_per_node=1,
+        memory_per_node="2GB",
+        object_store_memory="200MB",
         timeout=90,
     )
     try:
@@ -74,8 +78,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("4GB", 4 * 10**9), ("2GiB", 2 << 30), ("2G", 2 << 30), ("512MB", 512 * 10**6),
-     ("1.5GiB", 3 << 29), (1234, 1234), ("1000", 1000)],
+    [
+        ("4GB", 4 * 10**9),
+        ("2GiB", 2 << 30),
+        ("2G", 2 << 30),
+        ("512MB", 512 * 10**6),
+        ("1.5GiB", 3 << 29),
+        (1234, 1234),
+        ("1000", 1000),
+    ],
 )
 def test_parse_bytes(text: str | int, expected: int) -> None:
     assert parse_bytes(text) == expected
@@ -89,9 +100,13 @@ def test_parse_bytes_rejects(bad: object) -> None:
 
 def test_state_round_trip_and_env(tmp_path: Path) -> None:
     cluster = LocalCluster(
-        head_address="127.0.0.2:23456", dashboard_url="http://127.0.0.1:23457",
-        temp_dir=tmp_path / "ray", token_file=tmp_path / "auth_token", pids=[11, 12],
-        root=tmp_path, nodes=2,
+        head_address="127.0.0.2:23456",
+        dashboard_url="http://127.0.0.1:23457",
+        temp_dir=tmp_path / "ray",
+        token_file=tmp_path / "auth_token",
+        pids=[11, 12],
+        root=tmp_path,
+        nodes=2,
     )
     path = write_state(cluster)
     assert path == tmp_path / "cluster.json"
@@ -156,8 +171,11 @@ def test_a_driver_with_the_token_runs_tasks_on_both_nodes(cluster: LocalCluster)
         "print(len([n for n in ray.nodes() if n['Alive']]))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], env=cluster.client_env(), capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "-c", script],
+        env=cluster.client_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     node_ids_line, alive_line = done.stdout.strip().splitlines()[-2:]
@@ -168,8 +186,11 @@ def test_a_driver_with_the_token_runs_tasks_on_both_nodes(cluster: LocalCluster)
 @pytest.mark.ray
 def test_token_auth_is_really_on(cluster: LocalCluster, tmp_path: Path) -> None:
     no_token = subprocess.run(
-        [*RAY, "status", "--address", cluster.head_address], env=_no_auth_env(tmp_path),
-        capture_output=True, text=True, timeout=60,
+        [*RAY, "status", "--address", cluster.head_address],
+        env=_no_auth_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert no_token.returncode != 0
     assert "Authentication" in no_token.stdout + no_token.stderr
@@ -227,8 +248,11 @@ def test_a_start_that_fails_tears_down_what_it_started() -> None:
         leftovers = subprocess.run(
             ["ps", "-ww", "-A", "-o", "stat=,args="], capture_output=True, text=True
         ).stdout
-        mine = [line for line in leftovers.splitlines()
-                if str(root) in line and not line.lstrip().startswith("Z")]
+        mine = [
+            line
+            for line in leftovers.splitlines()
+            if str(root) in line and not line.lstrip().startswith("Z")
+        ]
         assert mine == []
         assert not (root / "cluster.json").exists()
         assert "node-0.log" in os.listdir(root / "logs")

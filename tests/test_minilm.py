@@ -35,8 +35,11 @@ def test_training_steps_on_real_weights_leave_them_untouched(minilm_one_layer, g
     model, _ = build_model(config.validate(), 2, backbone=net, tokenizer=tokenizer)
     model.train()
     opt = torch.optim.AdamW(model.param_groups(config.generator_lr, 1e-2, 0.0))
-    batch = tokenizer(["a gripping, beautifully acted film", "tedious and overlong"],
-                      padding=True, return_tensors="pt")
+    batch = tokenizer(
+        ["a gripping, beautifully acted film", "tedious and overlong"],
+        padding=True,
+        return_tensors="pt",
+    )
     labels = torch.tensor([1, 0])
     losses = []
     for _ in range(5):

@@ -34,8 +34,12 @@ TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun"]
 def make(model_dir: Path, key: str, prompt_length: int = 4) -> tuple[IPTModel, object]:
     name, options = GENERATORS[key]
     config = TrainConfig(
-        model=str(model_dir), generator=name, prompt_length=prompt_length,
-        generator_options=dict(options), max_length=24, head_dropout=0.0,
+        model=str(model_dir),
+        generator=name,
+        prompt_length=prompt_length,
+        generator_options=dict(options),
+        max_length=24,
+        head_dropout=0.0,
     )
     torch.manual_seed(0)
     return build_model(config, num_labels=3)
@@ -123,7 +127,10 @@ def test_prefix_attention_matches_transformers_cache(tiny_models, arch):
         cache.update(kv[layer, 0], kv[layer, 1], layer)
     full_mask = torch.cat([torch.ones(B, P, dtype=mask.dtype), mask], dim=1)
     theirs = reference(
-        input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=positions,
+        input_ids=ids,
+        attention_mask=full_mask,
+        past_key_values=cache,
+        position_ids=positions,
         use_cache=False,
     ).last_hidden_state
     real = mask.bool()
@@ -147,8 +154,9 @@ def test_deep_prefix_matches_a_cache_of_the_same_length(tiny_models, arch):
     for layer in range(kv.shape[0]):
         cache.update(kv[layer, 0], kv[layer, 1], layer)
     mask = torch.cat([torch.ones(len(TEXTS), 3, dtype=torch.long), batch["attention_mask"]], 1)
-    theirs = reference(input_ids=batch["input_ids"], attention_mask=mask, past_key_values=cache,
-                       use_cache=False).last_hidden_state
+    theirs = reference(
+        input_ids=batch["input_ids"], attention_mask=mask, past_key_values=cache, use_cache=False
+    ).last_hidden_state
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-4)
 
@@ -160,26 +168,36 @@ def test_input_prompt_takes_the_first_positions(tiny_models):
     batch = encode(tok, ["good movie"])
     prompts = model.prompts(batch["input_ids"], batch["attention_mask"])
     ours = model.encode(batch["input_ids"], batch["attention_mask"], None, prompts)
-    embeds = torch.cat([prompts.input, model.backbone.get_input_embeddings()(batch["input_ids"])], 1)
+    embeds = torch.cat(
+        [prompts.input, model.backbone.get_input_embeddings()(batch["input_ids"])], 1
+    )
     P, T = prompts.input.shape[1], batch["input_ids"].shape[1]
     manual = model.backbone(
-        inputs_embeds=embeds, position_ids=torch.arange(P + T)[None],
+        inputs_embeds=embeds,
+        position_ids=torch.arange(P + T)[None],
         attention_mask=torch.ones(1, P + T, dtype=torch.long),
     ).last_hidden_state[:, P:]
     torch.testing.assert_close(ours, manual)
 
 
 def test_prompt_that_does_not_fit_positions_is_refused(tiny_models):
-    config = TrainConfig(model=str(tiny_models["bert"]), generator="task", prompt_length=50,
-                         max_length=20)
+    config = TrainConfig(
+        model=str(tiny_models["bert"]), generator="task", prompt_length=50, max_length=20
+    )
     with pytest.raises(ConfigError, match=r"prompt_length 50 \+ max_length 20 = 70 exceeds the 64"):
         build_model(config, 2)
 
 
 def _run(tiny_models, toy_csv, generator="task", **overrides) -> TrainingRun:
     settings = dict(
-        task=str(toy_csv), model=str(tiny_models["bert"]), generator=generator, prompt_length=4,
-        max_length=16, batch_size=16, epochs=2, lr=3e-2,
+        task=str(toy_csv),
+        model=str(tiny_models["bert"]),
+        generator=generator,
+        prompt_length=4,
+        max_length=16,
+        batch_size=16,
+        epochs=2,
+        lr=3e-2,
     )
     return TrainingRun(TrainConfig(**{**settings, **overrides}))
 
@@ -191,8 +209,11 @@ def test_backbone_is_bit_identical_after_training(tiny_models, toy_csv):
     run.fit()
     after = run.model.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    changed = [k for k, v in run.model.generator.state_dict().items()
-               if not torch.equal(v, generator_before[k])]
+    changed = [
+        k
+        for k, v in run.model.generator.state_dict().items()
+        if not torch.equal(v, generator_before[k])
+    ]
     assert changed, "training changed no generator weight"
 
 
@@ -249,8 +270,9 @@ def test_cached_sentence_features_equal_the_live_ones(tiny_models, toy_csv, tmp_
     live = _run(tiny_models, toy_csv, generator="idpg", cache_features=False)
     assert cached.features is not None and live.features is None
     assert list((tmp_path / "features").glob("*.safetensors")), "features written to the cache"
-    torch.testing.assert_close(cached.predict_logits("test"), live.predict_logits("test"),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        cached.predict_logits("test"), live.predict_logits("test"), atol=1e-5, rtol=1e-4
+    )
     first, second = cached.fit(), live.fit()
     assert first.history[-1].metrics["train_loss"] == pytest.approx(
         second.history[-1].metrics["train_loss"], rel=1e-4

@@ -36,14 +36,24 @@ CASES = {
 }
 
 
-def train_checkpoint(directory: Path, model_dir: Path, task: Path, generator: str,
-                     options: dict) -> Path:
+def train_checkpoint(
+    directory: Path, model_dir: Path, task: Path, generator: str, options: dict
+) -> Path:
     """One short epoch, then generator weights made large so that any layout or position
     mistake in the export changes the logits well beyond float noise."""
-    run = TrainingRun(TrainConfig(
-        task=str(task), model=str(model_dir), generator=generator, generator_options=options,
-        prompt_length=3, max_length=16, batch_size=16, epochs=1, max_samples=40,
-    ))
+    run = TrainingRun(
+        TrainConfig(
+            task=str(task),
+            model=str(model_dir),
+            generator=generator,
+            generator_options=options,
+            prompt_length=3,
+            max_length=16,
+            batch_size=16,
+            epochs=1,
+            max_samples=40,
+        )
+    )
     run.fit()
     torch.manual_seed(1)
     with torch.no_grad():
@@ -58,12 +68,15 @@ def train_checkpoint(directory: Path, model_dir: Path, task: Path, generator: st
 def checkpoints(tiny_models, toy_csv, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("peft-checkpoints")
     models = tiny_models
-    out = {key: train_checkpoint(root / key, models[arch], toy_csv, gen, opts)
-           for key, (arch, gen, opts) in CASES.items()}
+    out = {
+        key: train_checkpoint(root / key, models[arch], toy_csv, gen, opts)
+        for key, (arch, gen, opts) in CASES.items()
+    }
     pairs = write_toy_csv(root / "pairs.csv", n=60, pair=True)
     for gen in ("task", "prefix"):
-        out[f"bert-pair-{gen}"] = train_checkpoint(root / f"pair-{gen}", tiny_models["bert"],
-                                                   pairs, gen, {})
+        out[f"bert-pair-{gen}"] = train_checkpoint(
+            root / f"pair-{gen}", tiny_models["bert"], pairs, gen, {}
+        )
     return out
 
 
@@ -92,15 +105,17 @@ def test_peft_reproduces_ipt_logits(checkpoints, tmp_path, key):
 
 
 def test_gpt2_ignores_token_type_ids_so_peft_agrees_even_when_a_tokenizer_sends_them(
-        tiny_models, toy_csv, tmp_path):
+    tiny_models, toy_csv, tmp_path
+):
     """GPT-2 embeds token_type_ids with its word embeddings; ipt-ray passes token types only to
     backbones with a token-type vocabulary, so extra zeros from a tokenizer change nothing."""
     checkpoint = train_checkpoint(tmp_path / "ckpt", tiny_models["gpt2"], toy_csv, "task", {})
     ours = load_bundle(write_bundle(checkpoint, tmp_path / "b"))
     batch = ours.tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
-        typed = ours.model(batch["input_ids"], batch["attention_mask"],
-                           torch.zeros_like(batch["input_ids"])).numpy()
+        typed = ours.model(
+            batch["input_ids"], batch["attention_mask"], torch.zeros_like(batch["input_ids"])
+        ).numpy()
         untyped = ours.model(batch["input_ids"], batch["attention_mask"]).numpy()
     np.testing.assert_array_equal(typed, untyped)
     theirs = readme_recipe(write_peft_adapter(checkpoint, tmp_path / "adapter"))["ipt_logits"]
@@ -110,16 +125,26 @@ def test_gpt2_ignores_token_type_ids_so_peft_agrees_even_when_a_tokenizer_sends_
 def test_adapter_layout_and_configs(checkpoints, tmp_path):
     adapter = write_peft_adapter(checkpoints["llama-prefix-gqa"], tmp_path / "adapter")
     assert sorted(p.name for p in adapter.iterdir()) == [
-        "README.md", "adapter_config.json", "adapter_model.safetensors", "head.safetensors",
-        "ipt_head.json"]
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "head.safetensors",
+        "ipt_head.json",
+    ]
     config = peft.PeftConfig.from_pretrained(str(adapter))
     assert config.peft_type == "PREFIX_TUNING" and config.task_type == "FEATURE_EXTRACTION"
     assert not config.prefix_projection
     # tiny llama: 2 layers, 4 query heads, 2 key/value heads of width 8: W = 16
-    assert (config.num_virtual_tokens, config.num_layers, config.num_attention_heads,
-            config.token_dim) == (3, 2, 2, 16)
+    assert (
+        config.num_virtual_tokens,
+        config.num_layers,
+        config.num_attention_heads,
+        config.token_dim,
+    ) == (3, 2, 2, 16)
     assert load_file(str(adapter / "adapter_model.safetensors"))["prompt_embeddings"].shape == (
-        3, 2 * 2 * 16)
+        3,
+        2 * 2 * 16,
+    )
     head = json.loads((adapter / "ipt_head.json").read_text())
     assert head["prompt_positions"] == 0 and head["pooling"] == "last"
     assert load_file(str(adapter / "head.safetensors"))["weight"].shape == (2, 32)
@@ -177,17 +202,28 @@ def test_instance_wise_generators_have_no_peft_form(checkpoints, tmp_path, gener
     config = json.loads((checkpoint / "config.json").read_text())
     config["generator"] = config["train_config"]["generator"] = generator
     (checkpoint / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UserError, match=f"generator '{generator}' is instance-wise and has no "
-                                        "PEFT form; use --format ipt"):
+    with pytest.raises(
+        UserError,
+        match=f"generator '{generator}' is instance-wise and has no PEFT form; use --format ipt",
+    ):
         write_peft_adapter(checkpoint, tmp_path / "adapter")
     assert not (tmp_path / "adapter").exists()
 
 
 def test_real_idpg_checkpoint_and_bundle_are_refused(tiny_models, toy_csv, tmp_path):
     checkpoint = tmp_path / "idpg"
-    run = TrainingRun(TrainConfig(task=str(toy_csv), model=str(tiny_models["bert"]),
-                                  generator="idpg", generator_options={"bottleneck": 4},
-                                  prompt_length=2, max_length=16, epochs=1, max_samples=20))
+    run = TrainingRun(
+        TrainConfig(
+            task=str(toy_csv),
+            model=str(tiny_models["bert"]),
+            generator="idpg",
+            generator_options={"bottleneck": 4},
+            prompt_length=2,
+            max_length=16,
+            epochs=1,
+            max_samples=20,
+        )
+    )
     run.fit()
     run.save_checkpoint(checkpoint)
     bundle = write_bundle(checkpoint, tmp_path / "bundle")
@@ -198,8 +234,9 @@ def test_real_idpg_checkpoint_and_bundle_are_refused(tiny_models, toy_csv, tmp_p
 
 def test_prefix_on_a_backbone_without_past_key_values_is_refused(tiny_models, toy_csv, tmp_path):
     """DistilBERT takes no past_key_values: PEFT would build a P + T mask for T keys."""
-    checkpoint = train_checkpoint(tmp_path / "ckpt", tiny_models["distilbert"], toy_csv,
-                                  "prefix", {})
+    checkpoint = train_checkpoint(
+        tmp_path / "ckpt", tiny_models["distilbert"], toy_csv, "prefix", {}
+    )
     with pytest.raises(UserError, match="distilbert models do not take"):
         write_peft_adapter(checkpoint, tmp_path / "adapter")
 

@@ -40,7 +40,11 @@ def search(space: Path, cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
     return subprocess.Popen(
         [sys.executable, "-m", "ipt_ray.cli", "search", str(space), "--json"],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
 
@@ -69,13 +73,18 @@ def test_search_resumes_after_the_driver_is_killed(tiny_models, tmp_path: Path) 
         while time.time() < deadline:  # kill once a trial finished and the next one is going
             _, children = runs(tmp_path)
             done = [c for c in children if c.info.status == "FINISHED"]
-            going = [c for c in children if c.info.status == "RUNNING"
-                     and c.data.metrics.get("epoch", 0) >= 1]
+            going = [
+                c
+                for c in children
+                if c.info.status == "RUNNING" and c.data.metrics.get("epoch", 0) >= 1
+            ]
             if done and going:
                 break
             if first.poll() is not None:
-                pytest.fail("the search ended before it could be killed:\n"
-                            + (first.stdout.read() if first.stdout else ""))
+                pytest.fail(
+                    "the search ended before it could be killed:\n"
+                    + (first.stdout.read() if first.stdout else "")
+                )
             time.sleep(0.5)
         else:
             pytest.fail("no trial finished in time")

@@ -51,8 +51,13 @@ def ray_session() -> Iterator[None]:
         return
     # Ray's socket paths must stay short: a temp dir under /tmp, not pytest's deep tmp_path.
     temp_dir = tempfile.mkdtemp(prefix="ipt-ray-test-")
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, _temp_dir=temp_dir,
-             logging_level="WARNING")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=True,
+        log_to_driver=False,
+        _temp_dir=temp_dir,
+        logging_level="WARNING",
+    )
     try:
         yield
     finally:
@@ -91,12 +96,22 @@ def steps(uri: str, run_id: str, key: str) -> list[int]:
 
 
 def space_text(model: Path, task: Path, search: str, params: str, **fixed: Any) -> str:
-    values = {"task": str(task), "model": str(model), "max_samples": 48, "max_length": 16,
-              "batch_size": 16, "epochs": 2, **fixed}
+    values = {
+        "task": str(task),
+        "model": str(model),
+        "max_samples": 48,
+        "max_length": 16,
+        "batch_size": 16,
+        "epochs": 2,
+        **fixed,
+    }
     return (
-        "fixed:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in values.items())
-        + "search:\n" + "".join(f"  {line}\n" for line in search.strip().splitlines())
-        + "params:\n" + "".join(f"  {line}\n" for line in params.strip().splitlines())
+        "fixed:\n"
+        + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in values.items())
+        + "search:\n"
+        + "".join(f"  {line}\n" for line in search.strip().splitlines())
+        + "params:\n"
+        + "".join(f"  {line}\n" for line in params.strip().splitlines())
     )
 
 
@@ -109,17 +124,24 @@ def run(space: SearchSpace, paths: dict[str, Any], **kwargs: Any) -> Any:
     return summary
 
 
-def test_smoke_search(tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any],
-                      tmp_path: Path) -> None:
+def test_smoke_search(
+    tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any], tmp_path: Path
+) -> None:
     """3 trials over all five generators on a local Ray that run_search starts and stops: a
     parent, 3 children with per-epoch metrics and their best checkpoint, conditional params,
     nothing left RUNNING."""
     import ray
 
     had_ray = ray.is_initialized()
-    space = load_space("smoke", {"fixed.model": str(tiny_models["bert"]),
-                                 "fixed.task": str(toy_csv), "num_samples": 3,
-                                 "scheduler": "none"})
+    space = load_space(
+        "smoke",
+        {
+            "fixed.model": str(tiny_models["bert"]),
+            "fixed.task": str(toy_csv),
+            "num_samples": 3,
+            "scheduler": "none",
+        },
+    )
     summary = run(space, paths, name="smoke-test")
     assert ray.is_initialized() == had_ray
     uri = paths["tracking_uri"]
@@ -132,7 +154,8 @@ def test_smoke_search(tiny_models: dict[str, Path], toy_csv: Path, paths: dict[s
     assert parent.data.tags[C.TAG_BEST_TRIAL] == summary.best.run_id
     assert parent.data.metrics["best_val_accuracy"] == summary.best.value
     assert {"search_space.yaml", "search_summary.json"} <= {
-        f.path for f in client(uri).list_artifacts(parent.info.run_id)}
+        f.path for f in client(uri).list_artifacts(parent.info.run_id)
+    }
     assert len(children) == 3
     all_runs = client(uri).search_runs([summary.experiment_id])
     assert all(r.info.status == "FINISHED" for r in all_runs)
@@ -158,8 +181,7 @@ def test_smoke_search(tiny_models: dict[str, Path], toy_csv: Path, paths: dict[s
         # The best epoch's checkpoint: weights + config, no optimizer state.
         files = {Path(f.path).name for f in client(uri).list_artifacts(run_id, "checkpoint")}
         assert files == {C.WEIGHTS_FILE, C.CONFIG_FILE}
-        local = client(uri).download_artifacts(run_id, f"checkpoint/{C.CONFIG_FILE}",
-                                               str(tmp_path))
+        local = client(uri).download_artifacts(run_id, f"checkpoint/{C.CONFIG_FILE}", str(tmp_path))
         trial = next(t for t in summary.trials if t.run_id == run_id)
         assert json.loads(Path(local).read_text())["epoch"] == trial.best_epoch
     assert len(set(sampled)) == 3
@@ -180,11 +202,13 @@ def test_resources_must_fit(ray_session: None) -> None:
         default_max_concurrent(1, 1.0, 1.0)
 
 
-def test_asha_prunes(ray_session: None, tiny_models: dict[str, Path], toy_csv: Path,
-                     paths: dict[str, Any]) -> None:
+def test_asha_prunes(
+    ray_session: None, tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any]
+) -> None:
     """One trial at a time fills ASHA's rungs in order: later, worse trials are stopped."""
     text = space_text(
-        tiny_models["bert"], toy_csv,
+        tiny_models["bert"],
+        toy_csv,
         search="""
 metric: train_loss
 num_samples: 4
@@ -211,11 +235,16 @@ generator: {choices: {task: {}}}
     assert all(c.info.status == "FINISHED" for c in children)
 
 
-def test_two_ddp_workers(ray_session: None, tiny_models: dict[str, Path], toy_csv: Path,
-                         paths: dict[str, Any]) -> None:
+def test_two_ddp_workers(
+    ray_session: None, tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any]
+) -> None:
     """A trial with 2 gloo workers trains, and both ranks end with identical weights."""
-    text = space_text(tiny_models["bert"], toy_csv, search="num_samples: 1\nscheduler: none",
-                      params="lr: [0.01]\ngenerator: {choices: {ipt-encoder: {hidden: 8}}}")
+    text = space_text(
+        tiny_models["bert"],
+        toy_csv,
+        search="num_samples: 1\nscheduler: none",
+        params="lr: [0.01]\ngenerator: {choices: {ipt-encoder: {hidden: 8}}}",
+    )
     summary = run(parse_space(text), paths, workers_per_trial=2)
     assert summary.counts["finished"] == 1, summary.trials
     trial = summary.trials[0]
@@ -228,15 +257,20 @@ def test_two_ddp_workers(ray_session: None, tiny_models: dict[str, Path], toy_cs
     assert last[C.EPOCH] == 2
 
 
-def test_failed_trial(ray_session: None, tiny_models: dict[str, Path], toy_csv: Path,
-                      paths: dict[str, Any]) -> None:
+def test_failed_trial(
+    ray_session: None, tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any]
+) -> None:
     """A trial whose prompt does not fit the backbone fails in its worker; it is FAILED with
     an error tag and the other trials still run."""
     # 40 + 32 > the tiny backbone's 64 positions; the seed samples 40, 2, 40.
-    text = space_text(tiny_models["bert"], toy_csv, max_length=32, epochs=1,
-                      search="num_samples: 3\nseed: 0\nscheduler: none\n"
-                             "searcher: {n_startup_trials: 3}",
-                      params="prompt_length: [2, 40]\ngenerator: {choices: {task: {}}}")
+    text = space_text(
+        tiny_models["bert"],
+        toy_csv,
+        max_length=32,
+        epochs=1,
+        search="num_samples: 3\nseed: 0\nscheduler: none\nsearcher: {n_startup_trials: 3}",
+        params="prompt_length: [2, 40]\ngenerator: {choices: {task: {}}}",
+    )
     summary = run(parse_space(text), paths)
     uri = paths["tracking_uri"]
     parent, children = search_runs(uri, summary)
@@ -262,13 +296,25 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def test_search_logs_to_mlflow_server(ray_session: None, tiny_models: dict[str, Path],
-                                      toy_csv: Path, tmp_path: Path, mlflow_server: str) -> None:
-    text = space_text(tiny_models["bert"], toy_csv, search="num_samples: 2\nscheduler: none",
-                      params="lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
-                             "generator: {choices: {prefix: {}, idpg: {}}}")
-    summary = run(parse_space(text), {"tracking_uri": mlflow_server,
-                                      "storage": tmp_path / "ray"}, name="served")
+def test_search_logs_to_mlflow_server(
+    ray_session: None,
+    tiny_models: dict[str, Path],
+    toy_csv: Path,
+    tmp_path: Path,
+    mlflow_server: str,
+) -> None:
+    text = space_text(
+        tiny_models["bert"],
+        toy_csv,
+        search="num_samples: 2\nscheduler: none",
+        params="lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
+        "generator: {choices: {prefix: {}, idpg: {}}}",
+    )
+    summary = run(
+        parse_space(text),
+        {"tracking_uri": mlflow_server, "storage": tmp_path / "ray"},
+        name="served",
+    )
     assert summary.tracking_uri == mlflow_server
     assert summary.ui_command == f"open {mlflow_server}"
     parent, children = search_runs(mlflow_server, summary)
@@ -278,14 +324,17 @@ def test_search_logs_to_mlflow_server(ray_session: None, tiny_models: dict[str, 
         assert child.info.status == "FINISHED"
         assert child.info.artifact_uri.startswith("mlflow-artifacts:")
         assert steps(mlflow_server, child.info.run_id, "val_accuracy") == [1, 2]
-        files = {Path(f.path).name
-                 for f in client(mlflow_server).list_artifacts(child.info.run_id, "checkpoint")}
+        files = {
+            Path(f.path).name
+            for f in client(mlflow_server).list_artifacts(child.info.run_id, "checkpoint")
+        }
         assert files == {C.WEIGHTS_FILE, C.CONFIG_FILE}
     assert list((tmp_path / "server-artifacts").rglob(C.WEIGHTS_FILE))
 
 
-def test_ctrl_c_leaves_nothing_running(ray_session: None, tiny_models: dict[str, Path],
-                                       toy_csv: Path, paths: dict[str, Any]) -> None:
+def test_ctrl_c_leaves_nothing_running(
+    ray_session: None, tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any]
+) -> None:
     """Ctrl-C during a search: Tune stops gracefully, open trial runs and the parent end
     KILLED (a KeyboardInterrupt, if one gets through, must leave the same state)."""
     import signal
@@ -293,10 +342,14 @@ def test_ctrl_c_leaves_nothing_running(ray_session: None, tiny_models: dict[str,
 
     from ipt_ray.tuning import run_search
 
-    text = space_text(tiny_models["bert"], toy_csv, epochs=60,
-                      search="num_samples: 2\nscheduler: none",
-                      params="lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
-                             "generator: {choices: {task: {}}}")
+    text = space_text(
+        tiny_models["bert"],
+        toy_csv,
+        epochs=60,
+        search="num_samples: 2\nscheduler: none",
+        params="lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
+        "generator: {choices: {task: {}}}",
+    )
     fired: list[threading.Timer] = []
 
     def interrupt_after_first_result(event: Any) -> None:

@@ -119,7 +119,7 @@ def test_categorical_gpu_space_is_a_grid_of_valid_configs() -> None:
     grid = space.grid()
     assert grid is not None and len(grid) == 432
     assert len({tuple(sorted(c.items(), key=str)) for c in grid}) == len(grid)
-    for config in grid[:: 7]:
+    for config in grid[::7]:
         space.to_train_config(config)
     assert load_space("demo").grid() is None  # lr is continuous
 
@@ -348,7 +348,8 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
     "top-level-typo": (_rename("params", "parmas"), ["case.yaml: parmas", "did you mean 'params'"]),
     "metric-key-typo": (_rename("search/metric", "metirc"), ["search.metirc", "'metric'"]),
     "num-samples-key-typo": (
-        _rename("search/num_samples", "num_sample"), ["search.num_sample", "'num_samples'"]
+        _rename("search/num_samples", "num_sample"),
+        ["search.num_sample", "'num_samples'"],
     ),
     "num-samples-text": (_set("search/num_samples", "ten"), ["search.num_samples", "'ten'"]),
     "num-samples-zero": (_set("search/num_samples", 0), ["search.num_samples", "at least 1"]),
@@ -358,21 +359,24 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
         ["params.lr", "low 0.1 must be below high 0.01"],
     ),
     "log-with-zero-low": (
-        _set("params/lr", {**LR, "low": 0.0}), ["params.lr", "log: true needs low > 0"]
+        _set("params/lr", {**LR, "low": 0.0}),
+        ["params.lr", "log: true needs low > 0"],
     ),
     "step-larger-than-range": (
         _set("params/prompt_length/step", 40),
         ["params.prompt_length.step", "larger than the range 4..16"],
     ),
     "step-not-a-multiple": (
-        _set("params/prompt_length/step", 5), ["params.prompt_length.step", "multiple of step"]
+        _set("params/prompt_length/step", 5),
+        ["params.prompt_length.step", "multiple of step"],
     ),
     "int-bounds-that-are-floats": (
         _set("params/prompt_length/low", 4.0),
         ["params.prompt_length.low", "whole numbers", "4.0"],
     ),
     "missing-type": (
-        _set("params/lr", {"low": 1e-4, "high": 1e-2}), ["params.lr", "missing 'type'"]
+        _set("params/lr", {"low": 1e-4, "high": 1e-2}),
+        ["params.lr", "missing 'type'"],
     ),
     "distribution-key-typo": (
         _set("params/lr", {"type": "float", "low": 1e-4, "high": 1e-2, "lg": True}),
@@ -387,7 +391,8 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
         ["params.batch_size", "use type: int"],
     ),
     "plain-value-in-params": (
-        _set("params/batch_size", 32), ["params.batch_size", "put it under fixed"]
+        _set("params/batch_size", 32),
+        ["params.batch_size", "put it under fixed"],
     ),
     "empty-choices": (
         _set(f"{CHOICES}/ipt-encoder/encoder", []),
@@ -422,7 +427,8 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
         ["ipt-encoder.kernel_size", "value 4", "odd"],
     ),
     "fixed-knob-with-a-bad-value": (
-        _set(f"{CHOICES}/idpg/weights", "dense"), ["idpg.weights", "'dense'", "dnn, phm"]
+        _set(f"{CHOICES}/idpg/weights", "dense"),
+        ["idpg.weights", "'dense'", "dnn, phm"],
     ),
     "setting-range-outside-its-limits": (
         _set("params/warmup_ratio", {"type": "float", "low": 0.5, "high": 1.5}),
@@ -431,7 +437,8 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
     "fixed-key-not-a-setting": (_set("fixed/epoch", 3), ["fixed.epoch", "did you mean 'epochs'"]),
     "fixed-knob": (_set("fixed/bottleneck", 32), ["fixed.bottleneck", "knob of idpg"]),
     "fixed-generator": (
-        _set("fixed/generator", "idpg"), ["fixed.generator", "params.generator.choices"]
+        _set("fixed/generator", "idpg"),
+        ["fixed.generator", "params.generator.choices"],
     ),
     "fixed-wrong-type": (_set("fixed/epochs", "3"), ["fixed.epochs", "whole number", "'3'"]),
     "fixed-bad-value": (_set("fixed/max_length", 1), ["fixed.max_length", "max_length must be"]),
@@ -443,14 +450,17 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
     "generator-missing": (_drop("params/generator"), ["params.generator", "missing"]),
     "generator-as-plain-name": (_set("params/generator", "idpg"), ["params.generator"]),
     "metric-without-prefix": (
-        _set("search/metric", "accuracy"), ["search.metric", "did you mean 'val_accuracy'"]
+        _set("search/metric", "accuracy"),
+        ["search.metric", "did you mean 'val_accuracy'"],
     ),
     "metric-typo": (
-        _set("search/metric", "val_acurracy"), ["search.metric", "did you mean 'val_accuracy'"]
+        _set("search/metric", "val_acurracy"),
+        ["search.metric", "did you mean 'val_accuracy'"],
     ),
     "metric-unknown": (_set("search/metric", "auc"), ["search.metric", "'auc'", "val_<metric>"]),
     "test-metric-without-test-evaluation": (
-        _set("search/metric", "test_accuracy"), ["search.metric", "eval_test_every_epoch"]
+        _set("search/metric", "test_accuracy"),
+        ["search.metric", "eval_test_every_epoch"],
     ),
     "mode-unknown": (_set("search/mode", "maximize"), ["search.mode", "max or min"]),
     "mode-against-the-metric": (
@@ -458,24 +468,29 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
         ["search.mode", "use mode: min"],
     ),
     "scheduler-unknown": (
-        _set("search/scheduler/type", "ahsa"), ["search.scheduler.type", "did you mean 'asha'"]
+        _set("search/scheduler/type", "ahsa"),
+        ["search.scheduler.type", "did you mean 'asha'"],
     ),
     "grace-period-beyond-epochs": (
         _set("search/scheduler/grace_period", 5),
         ["search.scheduler.grace_period", "5 epochs is more than a trial runs (max_t 3"],
     ),
     "reduction-factor-one": (
-        _set("search/scheduler/reduction_factor", 1), ["search.scheduler.reduction_factor"]
+        _set("search/scheduler/reduction_factor", 1),
+        ["search.scheduler.reduction_factor"],
     ),
     "searcher-key-typo": (
         _set("search/searcher", {"n_startup_trial": 3}),
         ["search.searcher.n_startup_trial", "did you mean 'n_startup_trials'"],
     ),
     "objectives-with-asha": (
-        _set("search/objectives", [
-            {"metric": "val_accuracy", "mode": "max"},
-            {"metric": "trainable_params", "mode": "min"},
-        ]),
+        _set(
+            "search/objectives",
+            [
+                {"metric": "val_accuracy", "mode": "max"},
+                {"metric": "trainable_params", "mode": "min"},
+            ],
+        ),
         ["search.scheduler", "scheduler: none"],
     ),
     "objectives-repeat-a-metric": (
@@ -499,9 +514,7 @@ def test_mistakes_are_refused_with_one_line_naming_the_key(
 
 BAD_TEXT = {
     "malformed-yaml": ("params: {lr: [1, 2}\n", ["malformed YAML at line 1"]),
-    "duplicate-key": (
-        "params:\n  lr: [0.1]\n  lr: [0.2]\n", ["duplicate key 'lr'", "line 3"]
-    ),
+    "duplicate-key": ("params:\n  lr: [0.1]\n  lr: [0.2]\n", ["duplicate key 'lr'", "line 3"]),
     "top-level-list": ("- lr\n- generator\n", ["top level must be a mapping", "a list"]),
     "empty-file": ("# nothing here\n", ["empty"]),
 }

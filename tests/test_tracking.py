@@ -38,10 +38,17 @@ def store(tmp_path: Path) -> dict[str, Any]:
 
 
 def make_tracker(store: dict[str, Any], mode: str = "max", **kwargs: Any) -> SearchTracker:
-    tracker = SearchTracker(store["uri"], "demo search", metric="val_accuracy", mode=mode,
-                            artifact_location=store["artifacts"], **kwargs)
-    tracker.start_search(run_name="demo-1", params={"metric": "val_accuracy", "seed": 0},
-                         space_text="name: demo\n")
+    tracker = SearchTracker(
+        store["uri"],
+        "demo search",
+        metric="val_accuracy",
+        mode=mode,
+        artifact_location=store["artifacts"],
+        **kwargs,
+    )
+    tracker.start_search(
+        run_name="demo-1", params={"metric": "val_accuracy", "seed": 0}, space_text="name: demo\n"
+    )
     return tracker
 
 
@@ -58,9 +65,16 @@ def checkpoint(tmp_path: Path, name: str, epoch: int) -> str:
 
 def epoch_result(epoch: int, acc: float, **extra: Any) -> dict[str, Any]:
     return {
-        C.EPOCH: epoch, "val_accuracy": acc, C.TRAIN_LOSS: 1.0 / epoch,
-        C.SAMPLES_PER_SECOND: 100.0, C.TRAINABLE_PARAMS: 1000, C.TRAINABLE_SHARE: 0.01,
-        "node": "host-a (10.0.0.1)", "training_iteration": epoch, "time_total_s": 3.0, **extra,
+        C.EPOCH: epoch,
+        "val_accuracy": acc,
+        C.TRAIN_LOSS: 1.0 / epoch,
+        C.SAMPLES_PER_SECOND: 100.0,
+        C.TRAINABLE_PARAMS: 1000,
+        C.TRAINABLE_SHARE: 0.01,
+        "node": "host-a (10.0.0.1)",
+        "training_iteration": epoch,
+        "time_total_s": 3.0,
+        **extra,
     }
 
 
@@ -76,16 +90,19 @@ def artifact_names(store: dict[str, Any], run_id: str, path: str | None = None) 
     return {Path(f.path).name for f in store["client"].list_artifacts(run_id, path)}
 
 
-def test_parent_children_metrics_and_best_checkpoint(store: dict[str, Any],
-                                                     tmp_path: Path) -> None:
+def test_parent_children_metrics_and_best_checkpoint(store: dict[str, Any], tmp_path: Path) -> None:
     tracker = make_tracker(store)
     config = TrainConfig(generator="idpg", generator_options={"bottleneck": 8}, epochs=3)
-    tracker.start_trial("t1", params=config.flat_params(),
-                        sampled={"lr": 0.01, "generator": "idpg", "idpg.bottleneck": 8},
-                        max_epochs=3)
+    tracker.start_trial(
+        "t1",
+        params=config.flat_params(),
+        sampled={"lr": 0.01, "generator": "idpg", "idpg.bottleneck": 8},
+        max_epochs=3,
+    )
     for epoch, acc in ((1, 0.6), (2, 0.8), (3, 0.7)):
-        tracker.log_result("t1", epoch_result(epoch, acc),
-                           checkpoint=checkpoint(tmp_path, f"t1-{epoch}", epoch))
+        tracker.log_result(
+            "t1", epoch_result(epoch, acc), checkpoint=checkpoint(tmp_path, f"t1-{epoch}", epoch)
+        )
     tracker.log_result("t1", {C.EPOCH: 3, "val_accuracy": 0.7, "test_accuracy": 0.75})
     tracker.end_trial("t1")
     tracker.finish_search()
@@ -113,15 +130,18 @@ def test_parent_children_metrics_and_best_checkpoint(store: dict[str, Any],
     assert child.data.params["generator"] == "idpg"
     assert child.data.params["epochs"] == "3"
     # Per-epoch metrics with step = epoch; parameter counts once; Tune bookkeeping not at all.
-    assert history(store, child.info.run_id, "val_accuracy") == [(1, 0.6), (2, 0.8), (3, 0.7),
-                                                                 (3, 0.7)]
+    assert history(store, child.info.run_id, "val_accuracy") == [
+        (1, 0.6),
+        (2, 0.8),
+        (3, 0.7),
+        (3, 0.7),
+    ]
     assert [s for s, _ in history(store, child.info.run_id, C.TRAIN_LOSS)] == [1, 2, 3]
     assert history(store, child.info.run_id, C.TRAINABLE_PARAMS) == [(1, 1000.0)]
     assert "training_iteration" not in child.data.metrics
     assert child.data.metrics["test_accuracy"] == 0.75
     # The best epoch's checkpoint, without optimizer state.
-    assert artifact_names(store, child.info.run_id, "checkpoint") == {C.WEIGHTS_FILE,
-                                                                      C.CONFIG_FILE}
+    assert artifact_names(store, child.info.run_id, "checkpoint") == {C.WEIGHTS_FILE, C.CONFIG_FILE}
     local = store["client"].download_artifacts(child.info.run_id, "checkpoint", str(tmp_path))
     assert json.loads((Path(local) / C.CONFIG_FILE).read_text())["epoch"] == 2
 
@@ -131,8 +151,7 @@ def test_pruned_failed_and_best_with_mode_min(store: dict[str, Any], tmp_path: P
     tracker.metric = "val_loss"
     for trial in ("a", "b", "c"):
         tracker.start_trial(trial, params={"lr": 0.1}, max_epochs=4)
-    tracker.log_result("a", {C.EPOCH: 1, "val_loss": 0.5},
-                       checkpoint=checkpoint(tmp_path, "a1", 1))
+    tracker.log_result("a", {C.EPOCH: 1, "val_loss": 0.5}, checkpoint=checkpoint(tmp_path, "a1", 1))
     tracker.log_result("b", {C.EPOCH: 1, "val_loss": 0.9})
     tracker.log_result("b", {C.EPOCH: 2, "val_loss": 0.4})
     tracker.end_trial("a")  # stopped by ASHA after epoch 1 of 4
@@ -159,8 +178,9 @@ def test_best_checkpoint_falls_back_when_deleted(store: dict[str, Any], tmp_path
     tracker.start_trial("t", params={}, max_epochs=2)
     best = checkpoint(tmp_path, "best", 1)
     tracker.log_result("t", {C.EPOCH: 1, "val_accuracy": 0.9}, checkpoint=best)
-    tracker.log_result("t", {C.EPOCH: 2, "val_accuracy": 0.5},
-                       checkpoint=checkpoint(tmp_path, "latest", 2))
+    tracker.log_result(
+        "t", {C.EPOCH: 2, "val_accuracy": 0.5}, checkpoint=checkpoint(tmp_path, "latest", 2)
+    )
     for file in Path(best).iterdir():
         file.unlink()
     Path(best).rmdir()
@@ -220,15 +240,17 @@ class FailingClient:
         return call
 
 
-def test_mlflow_failures_are_warnings(store: dict[str, Any], tmp_path: Path,
-                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_mlflow_failures_are_warnings(
+    store: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     client = FailingClient(store["client"])
     tracker = make_tracker(store, client=client)
     client.fail = True
     with caplog.at_level(logging.WARNING, logger="ipt_ray.tracking"):
         tracker.start_trial("t", params={"lr": 0.1}, max_epochs=2)
-        tracker.log_result("t", {C.EPOCH: 1, "val_accuracy": 0.5},
-                           checkpoint=checkpoint(tmp_path, "t", 1))
+        tracker.log_result(
+            "t", {C.EPOCH: 1, "val_accuracy": 0.5}, checkpoint=checkpoint(tmp_path, "t", 1)
+        )
         tracker.end_trial("t")
         tracker.finish_search()
     assert tracker.failed_calls >= 2
@@ -260,21 +282,30 @@ def test_tune_callback_maps_trial_events(store: dict[str, Any], tmp_path: Path) 
     space_fixed = {"epochs": 2, "task": "mr"}
 
     def to_train_config(config: dict[str, Any]) -> TrainConfig:
-        return TrainConfig(generator=config["generator"], lr=config["lr"],
-                           generator_options={"reparam": config["prefix.reparam"]}, epochs=2)
+        return TrainConfig(
+            generator=config["generator"],
+            lr=config["lr"],
+            generator_options={"reparam": config["prefix.reparam"]},
+            epochs=2,
+        )
 
-    callback = MlflowSearchTracker(tracker, to_train_config=to_train_config, fixed=space_fixed,
-                                   num_samples=2)
-    ok = SimpleNamespace(trial_id="ok", config={"lr": 0.01, "generator": "prefix",
-                                                "prefix.reparam": True, **space_fixed})
+    callback = MlflowSearchTracker(
+        tracker, to_train_config=to_train_config, fixed=space_fixed, num_samples=2
+    )
+    ok = SimpleNamespace(
+        trial_id="ok",
+        config={"lr": 0.01, "generator": "prefix", "prefix.reparam": True, **space_fixed},
+    )
     error = RuntimeError("ignored wrapper")
     error.cause = ValueError("bad knob\ntraceback ...")  # type: ignore[attr-defined]
-    bad = SimpleNamespace(trial_id="bad", config={"lr": 0.01, "generator": "nope"},
-                          get_pickled_error=lambda: error)
+    bad = SimpleNamespace(
+        trial_id="bad", config={"lr": 0.01, "generator": "nope"}, get_pickled_error=lambda: error
+    )
     callback.on_trial_start(0, [], ok)
     callback.on_trial_start(0, [], bad)
-    callback.on_trial_result(0, [], ok, {**epoch_result(1, 0.5),
-                                         "checkpoint_path": checkpoint(tmp_path, "ok", 1)})
+    callback.on_trial_result(
+        0, [], ok, {**epoch_result(1, 0.5), "checkpoint_path": checkpoint(tmp_path, "ok", 1)}
+    )
     callback.on_trial_result(0, [], ok, epoch_result(2, 0.6))
     callback.on_trial_complete(0, [], ok)
     callback.on_trial_error(0, [], bad)
@@ -287,13 +318,15 @@ def test_tune_callback_maps_trial_events(store: dict[str, Any], tmp_path: Path) 
     assert by_trial["bad"].info.status == "FAILED"
     assert by_trial["bad"].data.tags[C.TAG_ERROR] == "ValueError: bad knob"
     assert by_trial[None].info.status == "FINISHED"
-    assert "checkpoint" in {f.path for f in store["client"].list_artifacts(
-        by_trial["ok"].info.run_id)}
+    assert "checkpoint" in {
+        f.path for f in store["client"].list_artifacts(by_trial["ok"].info.run_id)
+    }
 
 
 def test_helpers() -> None:
     assert local_tracking_uri("/tmp/x") == "sqlite:////tmp/x/mlflow.db"
     assert ui_command("sqlite:////tmp/x/mlflow.db") == (
-        "mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db")
+        "mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db"
+    )
     assert ui_command("http://127.0.0.1:5000").endswith("http://127.0.0.1:5000")
     assert experiment_artifact_location("/tmp/a", "my search/1") == "file:///tmp/a/my_search_1"

@@ -117,8 +117,10 @@ class GeneratorConfig:
         for f in dataclasses.fields(self):
             hint = hints.get(f.name)
             value = getattr(self, f.name)
-            if isinstance(hint, type) and issubclass(hint, enum.Enum) and not isinstance(
-                value, hint
+            if (
+                isinstance(hint, type)
+                and issubclass(hint, enum.Enum)
+                and not isinstance(value, hint)
             ):
                 allowed = [m.value for m in hint]
                 if value not in allowed:

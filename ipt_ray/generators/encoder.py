@@ -111,7 +111,9 @@ class EncoderPrompt(PromptGenerator):
         else:
             vectors = inputs.token_embeddings.float()
         states = self.encode(vectors, inputs.attention_mask)  # (B, T, h')
-        prompt = self.out(first_positions(states, inputs.attention_mask, self.config.prompt_length))  # (B, P, H)
+        prompt = self.out(
+            first_positions(states, inputs.attention_mask, self.config.prompt_length)
+        )  # (B, P, H)
         return Prompts(input=self.dropout(prompt))
 
     def expected_num_params(self) -> int:

@@ -37,10 +37,15 @@ class LookupMode(str, enum.Enum):
 
 @dataclass
 class LookupConfig(GeneratorConfig):
-    mode: LookupMode = help_field(LookupMode.INPUT, "input: instance prompt only; hybrid: "
-                                  "static task prompt plus the scaled instance prompt")
-    rank: int = help_field(0, "0: a full V x H table initialised from the vocabulary "
-                           "embeddings; r > 0: a V x r table times an r x H projection")
+    mode: LookupMode = help_field(
+        LookupMode.INPUT,
+        "input: instance prompt only; hybrid: static task prompt plus the scaled instance prompt",
+    )
+    rank: int = help_field(
+        0,
+        "0: a full V x H table initialised from the vocabulary "
+        "embeddings; r > 0: a V x r table times an r x H projection",
+    )
     scale: float = help_field(1.0, "hybrid mode: weight of the instance part")
     static_lr_scale: float = help_field(
         1.0, "hybrid mode: learning-rate multiplier of the static prompt"
@@ -110,8 +115,9 @@ class LookupPrompt(PromptGenerator):
         self.static: nn.Parameter | None = None
         if config.mode is LookupMode.HYBRID:
             self.static = nn.Parameter(
-                init_static_prompt(config.prompt_length, backbone, PromptInit.VOCAB,
-                                   config.init_std)
+                init_static_prompt(
+                    config.prompt_length, backbone, PromptInit.VOCAB, config.init_std
+                )
             )
         self.dropout = nn.Dropout(config.dropout)
 
@@ -132,5 +138,7 @@ class LookupPrompt(PromptGenerator):
         ]
 
     def expected_num_params(self) -> int:
-        static = self.config.prompt_length * self.backbone.hidden_size if self.static is not None else 0
+        static = (
+            self.config.prompt_length * self.backbone.hidden_size if self.static is not None else 0
+        )
         return TokenTable.num_params(self.backbone, self.config.rank) + static

@@ -27,8 +27,9 @@ from ipt_ray.generators.base import (
 @dataclass
 class PrefixConfig(GeneratorConfig):
     reparam: bool = help_field(
-        False, "produce the prefix through an MLP from P embeddings (prefix tuning); the MLP "
-        "can be folded away after training"
+        False,
+        "produce the prefix through an MLP from P embeddings (prefix tuning); the MLP "
+        "can be folded away after training",
     )
     reparam_hidden: int = help_field(512, "width M of the reparameterisation MLP")
     init_std: float = help_field(0.02, "standard deviation of the initial prefix")
@@ -83,8 +84,9 @@ class PrefixTuning(PromptGenerator):
     def forward(self, inputs: GeneratorInputs) -> Prompts:
         batch = inputs.input_ids.shape[0]
         prefix = self.dropout(self.static_prefix())
-        return Prompts(layer_kv=split_heads(prefix.unsqueeze(2).expand(-1, -1, batch, -1, -1),
-                                            self.backbone))
+        return Prompts(
+            layer_kv=split_heads(prefix.unsqueeze(2).expand(-1, -1, batch, -1, -1), self.backbone)
+        )
 
     def expected_num_params(self) -> int:
         P, L, H, W = (
