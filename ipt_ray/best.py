@@ -179,17 +179,44 @@ def best_value(client: MlflowClient, run: Run, metric: str, mode: str) -> float 
     return max(history) if mode == "max" else min(history)
 
 
+#: Metrics that are better low when they are not an objective of the search (``--metric``).
+LOWER_IS_BETTER = ("loss", "seconds", "_params", "share")
+
+
+def metric_mode(search: Search, metric: str) -> str:
+    """``max`` or ``min`` for ``metric``: the search's direction for its objectives, ``min``
+    for losses, times and sizes, ``max`` otherwise."""
+    objectives = dict(search.objectives)
+    if metric in objectives:
+        return objectives[metric]
+    if metric == search.metric:
+        return search.mode
+    return "min" if any(word in metric for word in LOWER_IS_BETTER) else "max"
+
+
 def trial_rows(
     client: MlflowClient, search: Search, *, metric: str | None = None
 ) -> list[TrialRow]:
-    """Every trial of ``search``, best first by ``metric`` (default: the search's)."""
-    metric = metric or search.metric
-    mode = dict(search.objectives).get(metric, search.mode if metric == search.metric else "max")
+    """Every trial of ``search``, best first by ``metric`` (default: the search's).
+
+    Raises:
+        UserError: ``metric`` was given and no trial logged it.
+    """
     runs = client.search_runs(
         [search.experiment_id],
         filter_string=f"tags.`{C.TAG_PARENT_RUN}` = '{search.run_id}'",
         max_results=10_000,
     )
+    if metric is not None and runs:
+        logged = {k for run in runs for k in run.data.metrics}
+        if metric not in logged and f"best_{metric}" not in logged:
+            names = sorted(k for k in logged if not k.startswith("best_"))
+            raise UserError(
+                f"no trial of search {search.run_id} logged the metric {metric!r}"
+                f"{did_you_mean(metric, names)}; logged: {', '.join(names)}"
+            )
+    metric = metric or search.metric
+    mode = metric_mode(search, metric)
     rows = []
     for run in runs:
         params = run.data.params
@@ -216,7 +243,14 @@ def trial_rows(
             )
         )
     sign = -1.0 if mode == "max" else 1.0
-    rows.sort(key=lambda r: (r.value is None, sign * (r.value or 0.0)))
+    # Trials that failed or were killed rank after those that finished (as in export).
+    rows.sort(
+        key=lambda r: (
+            r.value is None,
+            r.status not in ("finished", "pruned"),
+            sign * (r.value or 0.0),
+        )
+    )
     for rank, row in enumerate(rows, start=1):
         row.rank = rank
     return rows

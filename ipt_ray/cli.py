@@ -130,10 +130,11 @@ def prepare_out_dir(out: Path) -> Path:
     out = out.expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists and is not an empty folder; pick a new path")
-    parent = out.parent
-    parent.mkdir(parents=True, exist_ok=True) if not parent.exists() else None
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"--out {out}: the folder {parent} is not writable")
+    # Nothing is created here: a command refused later leaves no folder behind. The nearest
+    # existing folder must let us create the rest.
+    existing = next(p for p in out.parents if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"--out {out}: the folder {existing} is not writable")
     return out
 
 
@@ -264,6 +265,7 @@ def train(
 
 def write_checkpoint(run: Any, out_dir: Path) -> None:
     """Write the best weights + config to ``out_dir`` atomically (temp folder, then rename)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ipt-ray-", dir=out_dir.parent))
     try:
         if run.best_state is not None:
@@ -686,7 +688,7 @@ def best(
     if plot is not None:
         from ipt_ray.plots import write_search_plots
 
-        written = write_search_plots(rows, found, plot)
+        written = write_search_plots(rows, found, plot, client=client, metric=metric)
     if as_json:
         print(
             json.dumps(

@@ -147,6 +147,8 @@ def export(
         raise UserError(f"--format must be ipt or peft, got {fmt!r}")
     if register is not None and fmt != "ipt":
         raise UserError("--register takes an ipt bundle; drop --format peft")
+    if register is not None:
+        check_model_name(register)
     winner = choose_trial(client, run_id=run_id, experiment=experiment)
     trial_run_id = winner.run.info.run_id
     with downloaded_checkpoint(client, trial_run_id) as checkpoint:
@@ -159,8 +161,25 @@ def export(
         bundle = write_bundle(
             checkpoint, out, provenance=provenance(winner, tracking_uri), score=winner.value
         )
-    version = register_bundle(client, bundle, winner, register) if register else None
+    version = register_bundle(client, bundle, winner, register) if register is not None else None
     return bundle, winner, version
+
+
+def check_model_name(name: str) -> None:
+    """MLflow's rule for registered model names, checked before anything is written.
+
+    Raises:
+        UserError: an empty name, or one with ``/`` or ``:``.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name  # the rule MLflow applies
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as exc:
+        raise UserError(
+            f"--register {name!r} is not a valid MLflow model name: {exc.message}"
+        ) from None
 
 
 def register_bundle(client: MlflowClient, bundle: Path, winner: Winner, name: str) -> str:

@@ -641,6 +641,7 @@ def run_search(
                 remove_scratch_dirs(train_run_name(trial_id))
     summary = _summarize(tracker, where, top_k, time.time() - started)
     tracker.finish_search(summary=summary.to_dict())
+    _log_plots(tracker)
     record.status = INTERRUPTED if summary.interrupted else FINISHED
     write_record(where.storage_path, record)
     emit(ProgressEvent("end", _end_line(summary)))
@@ -687,6 +688,21 @@ class SearchLocations:
             experiment_dir,
             f"{storage_path}/{experiment_dir}",
         )
+
+
+def _log_plots(tracker: SearchTracker) -> None:
+    """The search's plots under ``plots/`` of its parent run (a convenience: a finished search
+    never fails on them)."""
+    if tracker.parent_run_id is None:
+        return
+    try:
+        from ipt_ray.best import find_search, trial_rows
+        from ipt_ray.plots import log_search_plots
+
+        found = find_search(tracker.client, search=tracker.parent_run_id)
+        log_search_plots(tracker.client, found, trial_rows(tracker.client, found))
+    except Exception as exc:
+        logger.warning("search plots not logged: %s", exc)
 
 
 def _record_to_resume(
