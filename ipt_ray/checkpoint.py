@@ -23,10 +23,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ipt_ray import __version__
-from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
+from ipt_ray.constants import CONFIG_FILE, STATE_FILE, WEIGHTS_FILE
 
 TRAIN_STATE_TENSORS = "train_state.safetensors"
-TRAIN_STATE_JSON = "train_state.json"
+TRAIN_STATE_JSON = STATE_FILE
 BEST_WEIGHTS_FILE = "best_weights.safetensors"
 
 

@@ -193,6 +193,7 @@ class TrainingRun:
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epoch_seconds: list[float] = []
+        self.history: list[EpochResult] = []  # every epoch of the run, resumed ones included
         self.metric_name = self.task.metric
         if config.select_metric is not None:
             self.metric_name = config.select_metric.removeprefix(C.VAL_PREFIX)
@@ -327,9 +328,10 @@ class TrainingRun:
             metrics[C.EPOCH] = float(self.epoch)
             result = EpochResult(self.epoch, metrics, is_best)
             history.append(result)
+            self.history.append(result)
             if on_epoch_end is not None:
                 on_epoch_end(result, self)
-        return TrainResult(self.final_metrics(history), history)
+        return TrainResult(self.final_metrics(self.history), history)
 
     def final_metrics(self, history: list[EpochResult]) -> dict[str, float]:
         """Best epoch's validation metrics plus the test metrics of its weights."""
@@ -384,6 +386,10 @@ class TrainingRun:
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "epoch_seconds": self.epoch_seconds,
+            # The run's per-epoch metrics: a tracker that missed an epoch fills it from here.
+            "history": [
+                {"epoch": h.epoch, "metrics": h.metrics, "is_best": h.is_best} for h in self.history
+            ],
         }
         ckpt.save_train_state(directory, tensors, meta)
 
@@ -401,6 +407,10 @@ class TrainingRun:
         self.best_score = float(meta["best_score"])
         self.best_epoch = int(meta["best_epoch"])
         self.epoch_seconds = [float(s) for s in meta["epoch_seconds"]]
+        self.history = [
+            EpochResult(int(h["epoch"]), dict(h["metrics"]), bool(h["is_best"]))
+            for h in meta.get("history", [])
+        ]
         self.best_state = {k: v.clone() for k, v in best.items()}
 
 

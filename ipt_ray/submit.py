@@ -57,10 +57,18 @@ def job_client(address: str) -> JobSubmissionClient:
     """
     from ray.job_submission import JobSubmissionClient
 
+    # Ray's job SDK lets $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS override the address it is
+    # given; an address named on the command line must win (both are exported after
+    # `ipt-ray cluster up`, possibly for another cluster).
+    saved = {
+        k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if k in os.environ
+    }
     try:
         return JobSubmissionClient(address)
     except Exception as exc:  # Ray raises ConnectionError/RuntimeError with long texts
         raise UserError(explain_job_error(address, exc)) from None
+    finally:
+        os.environ.update(saved)
 
 
 def explain_job_error(address: str, exc: BaseException) -> str:

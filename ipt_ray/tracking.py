@@ -27,6 +27,7 @@ experiment and the parent run (before any trial starts) raises :class:`TrackingE
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import re
@@ -132,6 +133,7 @@ class TrialRecord:
     best_metrics: dict[str, float] = field(default_factory=dict)
     checkpoints: dict[int, tuple[float | None, str]] = field(default_factory=dict)
     uploaded_checkpoint: str | None = None
+    logged_epochs: list[int] = field(default_factory=list)
     error: str | None = None
     node: str | None = None
     started: float = field(default_factory=time.time)
@@ -446,8 +448,49 @@ class SearchTracker:
         if isinstance(node, str) and node != record.node:
             record.node = node
             self._call("set the node tag", self.client.set_tag, record.run_id, C.TAG_NODE, node)
+        if checkpoint and any(e not in record.logged_epochs for e in range(1, epoch)):
+            self._backfill(record, checkpoint, epoch)
         if values:
             self._log_metrics(record.run_id, values, epoch)
+            record.logged_epochs.append(epoch)
+
+    def _backfill(self, record: TrialRecord, checkpoint: str, epoch: int) -> None:
+        """Log earlier epochs this tracker never logged, from the checkpoint's history.
+
+        A driver killed after a worker reported an epoch (and Ray saved its checkpoint) but
+        before this tracker logged it would leave a gap once the trial resumes past it; every
+        checkpoint carries the trial's per-epoch metrics, so the gap is filled from there.
+        """
+        try:
+            with self.resolve_checkpoint(checkpoint) as directory:
+                if directory is None:
+                    return
+                state = json.loads((directory / C.STATE_FILE).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            logger.warning("MLflow: no history in checkpoint %s: %s", checkpoint, exc)
+            return
+        if record.run_id is None:
+            return
+        # MLflow is the truth about what is logged (a restored tracker's own list may be an
+        # older snapshot than what reached the store before the driver died).
+        history = self._call(
+            "read the logged epochs", self.client.get_metric_history, record.run_id, self.metric
+        )
+        if history is None:
+            return
+        record.logged_epochs = sorted({*record.logged_epochs, *(int(m.step) for m in history)})
+        for entry in state.get("history", []):
+            past = int(entry.get("epoch", 0))
+            if 0 < past < epoch and past not in record.logged_epochs:
+                values = {
+                    k: float(v)
+                    for k, v in entry.get("metrics", {}).items()
+                    if _number(v) is not None
+                    and k not in NON_METRIC_KEYS
+                    and k not in STATIC_METRICS
+                }
+                self._log_metrics(record.run_id, values, past)
+                record.logged_epochs.append(past)
 
     def _checkpoint_order(self, record: TrialRecord) -> list[str]:
         """Checkpoint paths, best first (by the checkpoint score, else by the metric; ties:

@@ -329,7 +329,7 @@ def test_search_logs_to_mlflow_server(
             for f in client(mlflow_server).list_artifacts(child.info.run_id, "checkpoint")
         }
         assert files == {C.WEIGHTS_FILE, C.CONFIG_FILE}
-    assert list((tmp_path / "server-artifacts").rglob(C.WEIGHTS_FILE))
+    assert list((tmp_path / "mlflow-server" / "server-artifacts").rglob(C.WEIGHTS_FILE))
 
 
 def test_ctrl_c_leaves_nothing_running(
