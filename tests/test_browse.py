@@ -16,15 +16,11 @@ on stderr, no traceback, nothing written.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +30,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipt_ray import constants as C
+from ipt_ray.testing import free_port, mlflow_server
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = (
@@ -91,12 +88,6 @@ def png_size(path: Path) -> tuple[int, int]:
     assert data[12:16] == b"IHDR", path
     width, height = struct.unpack(">II", data[16:24])
     return int(width), int(height)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- a store written by hand -------------------------------------------------------------------
@@ -1043,61 +1034,6 @@ def test_plots_of_the_real_search(real_search: RealSearch, tmp_path: Path) -> No
 
 
 # -- a real mlflow server ----------------------------------------------------------------------
-@contextlib.contextmanager
-def mlflow_server(root: Path, *, timeout: float = 90.0) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend, served artifacts, job execution
-    off); yields its URL; stopped (killed if need be) when the block ends."""
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    mlflow = Path(sys.executable).with_name("mlflow")
-    log_path = root / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                str(mlflow),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'server.db'}",
-                "--artifacts-destination",
-                str(root / "server-artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + timeout
-            while True:
-                with (
-                    contextlib.suppress(OSError),
-                    urllib.request.urlopen(f"{url}/health", timeout=2) as answer,
-                ):
-                    if answer.status == 200:
-                        break
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(
-                        "mlflow server did not start: " + log_path.read_text()[-2000:]
-                    )
-                time.sleep(0.5)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @pytest.mark.ray
 def test_best_and_export_against_a_tracking_server(
     ray_session: None,
