@@ -512,17 +512,22 @@ def _client(address: str | None) -> tuple[Any, str]:
     return job_client(where), where
 
 
-@jobs_app.command("list")
-@user_errors
-def jobs_list(address: JobAddressOpt = None) -> None:
-    """Jobs on the cluster, newest last: id, status, entrypoint."""
+def _job_call(address: str | None, method: str, *args: Any) -> Any:
+    """Call ``JobSubmissionClient.<method>(*args)``; its errors become one line (UserError)."""
     from ipt_ray.submit import explain_job_error
 
     client, where = _client(address)
     try:
-        jobs = client.list_jobs()
+        return getattr(client, method)(*args)
     except Exception as exc:
         raise UserError(explain_job_error(where, exc)) from None
+
+
+@jobs_app.command("list")
+@user_errors
+def jobs_list(address: JobAddressOpt = None) -> None:
+    """Jobs on the cluster, newest last: id, status, entrypoint."""
+    jobs = _job_call(address, "list_jobs")
     for job in sorted(jobs, key=lambda j: j.start_time or 0):
         status = str(job.status).rsplit(".", 1)[-1]
         print(f"{job.submission_id or job.job_id}  {status:9s}  {job.entrypoint[:100]}")
@@ -532,13 +537,7 @@ def jobs_list(address: JobAddressOpt = None) -> None:
 @user_errors
 def jobs_status(job_id: str, address: JobAddressOpt = None) -> None:
     """A job's status (exit status 0 if it succeeded or runs, 1 if it failed or stopped)."""
-    from ipt_ray.submit import explain_job_error
-
-    client, where = _client(address)
-    try:
-        info = client.get_job_info(job_id)
-    except Exception as exc:
-        raise UserError(explain_job_error(where, exc)) from None
+    info = _job_call(address, "get_job_info", job_id)
     status = str(info.status).rsplit(".", 1)[-1]
     print(f"{job_id}: {status}" + (f" ({info.message})" if info.message else ""))
     raise SystemExit(0 if status in ("SUCCEEDED", "RUNNING", "PENDING") else 1)
@@ -552,16 +551,14 @@ def jobs_logs(
     follow: Annotated[bool, typer.Option(help="keep printing until the job ends")] = False,
 ) -> None:
     """A job's output."""
+    if not follow:
+        print(_job_call(address, "get_job_logs", job_id), end="")
+        return
     from ipt_ray.submit import explain_job_error, follow_logs
 
     client, where = _client(address)
     try:
-        if follow:
-            follow_logs(client, job_id)
-        else:
-            print(client.get_job_logs(job_id), end="")
-    except UserError:
-        raise
+        follow_logs(client, job_id)
     except Exception as exc:
         raise UserError(explain_job_error(where, exc)) from None
 
@@ -570,13 +567,7 @@ def jobs_logs(
 @user_errors
 def jobs_stop(job_id: str, address: JobAddressOpt = None) -> None:
     """Stop a running job (its search marks running trials KILLED in MLflow)."""
-    from ipt_ray.submit import explain_job_error
-
-    client, where = _client(address)
-    try:
-        stopped = client.stop_job(job_id)
-    except Exception as exc:
-        raise UserError(explain_job_error(where, exc)) from None
+    stopped = _job_call(address, "stop_job", job_id)
     print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
 
 

@@ -54,7 +54,7 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
         path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
         if path is not None:
             check_writable_dir(path.parent, "MLflow store folder")
-    elif parsed.scheme in ("", "file"):
+    elif parsed.scheme in ("", "file") and not uri.startswith("databricks"):
         raise UserError(
             f"tracking URI {uri!r}: MLflow 3 refuses file stores; use sqlite:///PATH/mlflow.db "
             "or http://HOST:PORT"

@@ -155,3 +155,15 @@ def test_existing_out_folder_is_refused_before_training(tiny_models, toy_csv, tm
     proc = ipt_ray(*tiny_args(tiny_models, toy_csv, "--out", str(out)))
     assert proc.returncode == 2 and "already exists" in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["status", "raysubmit_x"], ["logs", "raysubmit_x"], ["stop", "raysubmit_x"]],
+    ids=lambda c: c[0],
+)
+def test_jobs_commands_report_an_unreachable_dashboard_in_one_line(command):
+    proc = ipt_ray("jobs", *command, "--address", "http://127.0.0.1:9")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach a Ray dashboard at http://127.0.0.1:9" in lines[0]
