@@ -420,6 +420,12 @@ def search(
         preflight.check_tracking_uri(tracking_uri)
     if storage is not None:
         preflight.check_storage(storage)
+    if cpus_per_worker < 0 or gpus_per_worker < 0:
+        raise UserError(
+            f"--cpus-per-worker and --gpus-per-worker cannot be negative, got "
+            f"{cpus_per_worker:g} and {gpus_per_worker:g}"
+        )
+    preflight.check_ray_address(address)
     if preflight.is_dashboard_address(address):
         from ipt_ray.submit import submit_search
 

@@ -7,6 +7,7 @@ input never leaves a stray experiment, run or results folder behind.
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 import urllib.error
 import urllib.request
@@ -17,6 +18,9 @@ from ipt_ray.errors import ConfigError, UserError, did_you_mean
 
 #: Below this much free space a storage path is refused up front (checkpoints of a search).
 MIN_FREE_BYTES = 200 * 1024 * 1024
+
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def check_task(spec: str) -> None:
@@ -53,6 +57,8 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
     elif parsed.scheme == "sqlite":
         path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
         if path is not None:
+            if path.exists():
+                check_sqlite_file(path)
             check_writable_dir(path.parent, "MLflow store folder")
     elif parsed.scheme in ("", "file") and not uri.startswith("databricks"):
         raise UserError(
@@ -62,15 +68,22 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
 
 
 def check_writable_dir(path: Path, what: str, *, min_free: int = 0) -> None:
-    """Create ``path`` if needed and prove it writable (and with ``min_free`` bytes free)."""
+    """Prove ``path`` writable (and with ``min_free`` bytes free) without creating it.
+
+    A folder that does not exist yet is judged by the nearest existing folder above it, where
+    it would be created: a command refused after this check leaves no empty folder behind.
+    """
+    path = path.expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{what} {path} is not a folder: {existing} is a file")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".ipt-ray-probe-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".ipt-ray-probe-"):
             pass
     except OSError as exc:
         raise UserError(f"{what} {path} is not writable: {exc.strerror or exc}") from None
     if min_free:
-        free = shutil.disk_usage(path).free
+        free = shutil.disk_usage(existing).free
         if free < min_free:
             raise UserError(
                 f"{what} {path} has only {free // 2**20} MiB free; a search needs at least "
@@ -83,6 +96,50 @@ def check_storage(storage: str) -> None:
     if "://" in storage:
         return
     check_writable_dir(Path(storage), "storage", min_free=MIN_FREE_BYTES)
+
+
+def check_sqlite_file(path: Path) -> None:
+    """An existing MLflow store file must be an SQLite database (an empty file counts as one)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except IsADirectoryError:
+        raise UserError(f"MLflow store {path} is a folder, not an SQLite database file") from None
+    except OSError as exc:
+        raise UserError(f"MLflow store {path} cannot be read: {exc.strerror or exc}") from None
+    if head and head != SQLITE_MAGIC:
+        raise UserError(
+            f"MLflow store {path} is not an SQLite database; allowed: sqlite:///PATH to an "
+            "MLflow store (a new path creates one) or http://HOST:PORT"
+        )
+
+
+def check_ray_address(address: str | None, *, timeout: float = 5.0) -> None:
+    """A cluster address ``HOST:PORT`` or ``ray://HOST:PORT`` must accept a TCP connection.
+
+    ``ray.init`` retries an unreachable GCS for minutes; this answers in seconds. None, ``auto``,
+    ``local`` and dashboard URLs (checked by the job client) pass through.
+    """
+    if not address or address in ("auto", "local") or is_dashboard_address(address):
+        return
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:  # a port that is not a number
+        raise UserError(
+            f"Ray address {address!r} is not HOST:PORT; allowed: auto, HOST:PORT (the GCS), "
+            "ray://HOST:PORT or http://HEAD:8265 (the dashboard)"
+        ) from None
+    if not host or port is None:
+        return  # Ray's own defaults apply (e.g. ray://HOST means port 10001)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}; start one "
+            "(ray start --head, ipt-ray cluster up) or pass its dashboard as http://HEAD:8265"
+        ) from None
 
 
 def is_dashboard_address(address: str | None) -> bool:
