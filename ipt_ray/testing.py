@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
@@ -185,6 +187,53 @@ def write_toy_csv(path: str | Path, n: int = 120, seed: int = 0, pair: bool = Fa
     return path
 
 
+def tiny_space_text(model: Path, task: Path, search: str, params: str, **fixed: object) -> str:
+    """A search-space YAML over a tiny backbone and a toy task: 48 samples, max length 16,
+    batch 16, 2 epochs unless ``fixed`` says otherwise; ``search`` and ``params`` are the
+    YAML bodies of those sections."""
+    import json
+
+    values: dict[str, object] = {
+        "task": str(task),
+        "model": str(model),
+        "max_samples": 48,
+        "max_length": 16,
+        "batch_size": 16,
+        "epochs": 2,
+        **fixed,
+    }
+    return (
+        "fixed:\n"
+        + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in values.items())
+        + "search:\n"
+        + "".join(f"  {line}\n" for line in search.strip().splitlines())
+        + "params:\n"
+        + "".join(f"  {line}\n" for line in params.strip().splitlines())
+    )
+
+
+def search_runs(tracking_uri: str, summary: Any) -> tuple[Any, list[Any]]:
+    """(parent run, child runs) in MLflow of a finished search's :class:`SearchSummary`."""
+    from mlflow import MlflowClient
+
+    from ipt_ray import constants as C
+
+    runs = list(MlflowClient(tracking_uri=tracking_uri).search_runs([summary.experiment_id]))
+    parent = [r for r in runs if r.info.run_id == summary.parent_run_id]
+    children = [r for r in runs if r.data.tags.get(C.TAG_PARENT_RUN) == summary.parent_run_id]
+    if len(parent) != 1:
+        raise AssertionError(f"{len(parent)} parent runs {summary.parent_run_id} in MLflow")
+    return parent[0], children
+
+
+def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
+    """The steps (epochs) at which ``key`` was logged to the run, in logging order."""
+    from mlflow import MlflowClient
+
+    history = MlflowClient(tracking_uri=tracking_uri).get_metric_history(run_id, key)
+    return [m.step for m in history]
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     import socket
@@ -194,66 +243,96 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 with its store and artifacts under ``root``.
+
+    :meth:`start` and :meth:`stop` may be called again (the same port and store: a restart,
+    as in an outage). Job execution is off (it would start extra processes).
+    """
+
+    def __init__(self, root: str | Path, *, port: int | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.root / "server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> str:
+        """Start the server and wait until ``/health`` answers; returns its URL.
+
+        Raises:
+            RuntimeError: it exited or did not answer within ``timeout`` seconds.
+        """
+        import os
+        import sys
+        import time
+        import urllib.request
+
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        mlflow = Path(sys.executable).with_name("mlflow")
+        with self.log_path.open("a") as log:
+            self._process = subprocess.Popen(
+                [
+                    str(mlflow),
+                    "server",
+                    "--backend-store-uri",
+                    f"sqlite:///{self.root / 'server.db'}",
+                    "--artifacts-destination",
+                    str(self.root / "server-artifacts"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self.url
+            except OSError:
+                pass
+            if self._process is None or self._process.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    "mlflow server did not start: " + self.log_path.read_text()[-2000:]
+                )
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop the server (its whole process group), killing it if it does not stop."""
+        import os
+        import signal
+
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, None)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
 @contextlib.contextmanager
 def mlflow_server(root: str | Path, *, timeout: float = 120.0) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 serving artifacts from ``root``; yields its URL.
-
-    Job execution is off (it would start extra processes); the server is stopped, and
-    killed if it does not stop, when the block ends, also on failure.
-    """
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    mlflow = Path(sys.executable).with_name("mlflow")
-    log_path = root / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                str(mlflow),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'server.db'}",
-                "--artifacts-destination",
-                str(root / "server-artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + timeout
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                        if answer.status == 200:
-                            break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(
-                        "mlflow server did not start: " + log_path.read_text()[-2000:]
-                    )
-                time.sleep(0.5)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    """A started :class:`MlflowServer` for the block; yields its URL. It is stopped when the
+    block ends, also on failure."""
+    server = MlflowServer(root)
+    try:
+        yield server.start(timeout)
+    finally:
+        server.stop()

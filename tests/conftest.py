@@ -4,6 +4,7 @@ isolated ipt-ray cache, all offline."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,59 @@ def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep tokenisation caches out of the user's home; offline tasks are shared (slow fetch)."""
     os.environ.setdefault("IPT_RAY_CACHE", str(tmp_path_factory.mktemp("ipt-ray-cache")))
+
+
+@pytest.fixture(scope="module")
+def fast_ray_reports() -> Iterator[None]:
+    """Ray Train's controller polls its workers every 2 s and each poll forwards one report:
+    0.25 s lets tiny epochs reach Tune without waiting (read by Ray processes started while it
+    is set, so it must precede every ray.init of the module)."""
+    old = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+        else:
+            os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = old
+
+
+@pytest.fixture(scope="module")
+def ray_session(fast_ray_reports: None) -> Iterator[None]:
+    """One local Ray (2 CPUs) for the module's searches (run_search uses it and leaves it
+    running), polled fast. Ray's socket paths must stay short: a temp dir under /tmp, not
+    pytest's deep tmp_path."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    started = not ray.is_initialized()
+    temp_dir = tempfile.mkdtemp(prefix="ipt-ray-test-")
+    if started:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=True,
+            log_to_driver=False,
+            _temp_dir=temp_dir,
+            logging_level="WARNING",
+        )
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> dict[str, object]:
+    """Where a search in a test writes: a SQLite MLflow store, its artifacts, Ray results."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    return {
+        "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        "artifact_root": root / "mlartifacts",
+        "storage": root / "ray",
+    }

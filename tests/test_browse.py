@@ -21,7 +21,6 @@ import os
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipt_ray import constants as C
-from ipt_ray.testing import free_port, mlflow_server
+from ipt_ray.testing import free_port, mlflow_server, tiny_space_text
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = (
@@ -727,43 +726,6 @@ def test_missing_store_and_unreachable_server(tmp_path: Path) -> None:
 
 
 # -- real searches (Ray) -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    """One local Ray (2 CPUs) for the module's searches, polled fast.
-
-    Ray Train's controller polls its workers every 2 s and each poll forwards one report:
-    0.25 s lets tiny epochs reach Tune without waiting (read by Ray processes started while it
-    is set, so it precedes ray.init).
-    """
-    import shutil
-    import tempfile
-
-    import ray
-
-    old = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
-    started = not ray.is_initialized()
-    temp_dir = tempfile.mkdtemp(prefix="ipt-ray-test-")  # short: Ray's socket paths
-    if started:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=True,
-            log_to_driver=False,
-            _temp_dir=temp_dir,
-            logging_level="WARNING",
-        )
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        if old is None:
-            os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
-        else:
-            os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = old
-
-
 GENERATORS = {"task": {}, "prefix": {}, "ipt-encoder": {"hidden": 8}}
 
 
@@ -777,21 +739,14 @@ def space_text(
     epochs: int = 2,
 ) -> str:
     choices = ", ".join(f"{name}: {json.dumps(knobs)}" for name, knobs in generators.items())
-    fixed = {
-        "task": str(task),
-        "model": str(model),
-        "max_samples": 48,
-        "max_length": 16,
-        "batch_size": 16,
-        "epochs": epochs,
-    }
-    return (
-        "fixed:\n"
-        + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in fixed.items())
-        + f"search:\n  num_samples: {num_samples}\n  seed: {seed}\n  scheduler: none\n"
-        + f"  searcher: {{n_startup_trials: {num_samples}}}\n"
-        + "params:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
-        + f"  generator: {{choices: {{{choices}}}}}\n"
+    return tiny_space_text(
+        model,
+        task,
+        search=f"num_samples: {num_samples}\nseed: {seed}\nscheduler: none\n"
+        f"searcher: {{n_startup_trials: {num_samples}}}",
+        params="lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n"
+        f"generator: {{choices: {{{choices}}}}}",
+        epochs=epochs,
     )
 
 

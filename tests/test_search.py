@@ -17,102 +17,17 @@ import pytest
 
 from ipt_ray import constants as C
 from ipt_ray.space import SearchSpace, load_space, parse_space
+from ipt_ray.testing import metric_steps as steps
+from ipt_ray.testing import search_runs
+from ipt_ray.testing import tiny_space_text as space_text
 
-pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fast_report_polling() -> Iterator[None]:
-    """Ray Train's controller polls its workers every 2 s, and each poll forwards one report:
-    0.25 s lets tiny epochs reach Tune without waiting. (Read by Ray processes started
-    while it is set, so it must precede every ray.init of the module.)"""
-    old = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
-        else:
-            os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = old
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    """One local Ray (2 CPUs) for the rest of the module: run_search uses it, and leaves it
-    running."""
-    import shutil
-    import tempfile
-
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    # Ray's socket paths must stay short: a temp dir under /tmp, not pytest's deep tmp_path.
-    temp_dir = tempfile.mkdtemp(prefix="ipt-ray-test-")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=True,
-        log_to_driver=False,
-        _temp_dir=temp_dir,
-        logging_level="WARNING",
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> dict[str, Any]:
-    root = tmp_path / "runs"
-    root.mkdir()
-    return {
-        "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-        "artifact_root": root / "mlartifacts",
-        "storage": root / "ray",
-    }
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("fast_ray_reports")]
 
 
 def client(uri: str) -> Any:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
-
-
-def search_runs(uri: str, summary: Any) -> tuple[Any, list[Any]]:
-    """(parent run, child runs) of a finished search."""
-    runs = list(client(uri).search_runs([summary.experiment_id]))
-    parent = [r for r in runs if r.info.run_id == summary.parent_run_id]
-    children = [r for r in runs if r.data.tags.get(C.TAG_PARENT_RUN) == summary.parent_run_id]
-    assert len(parent) == 1
-    return parent[0], children
-
-
-def steps(uri: str, run_id: str, key: str) -> list[int]:
-    return [m.step for m in client(uri).get_metric_history(run_id, key)]
-
-
-def space_text(model: Path, task: Path, search: str, params: str, **fixed: Any) -> str:
-    values = {
-        "task": str(task),
-        "model": str(model),
-        "max_samples": 48,
-        "max_length": 16,
-        "batch_size": 16,
-        "epochs": 2,
-        **fixed,
-    }
-    return (
-        "fixed:\n"
-        + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in values.items())
-        + "search:\n"
-        + "".join(f"  {line}\n" for line in search.strip().splitlines())
-        + "params:\n"
-        + "".join(f"  {line}\n" for line in params.strip().splitlines())
-    )
 
 
 def run(space: SearchSpace, paths: dict[str, Any], **kwargs: Any) -> Any:
