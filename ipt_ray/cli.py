@@ -372,6 +372,13 @@ def search(
     max_failures: Annotated[
         int, typer.Option(help="re-run a failed trial this often, from its last checkpoint")
     ] = 0,
+    worker_failures: Annotated[
+        int,
+        typer.Option(
+            help="restart a trial's workers this often when one dies (a killed process, a lost "
+            "node), from the trial's last checkpoint"
+        ),
+    ] = 0,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="override a fixed setting of the space, KEY=VALUE (repeat)"),
@@ -414,6 +421,9 @@ def search(
     ):
         if value is not None and value < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+    for key, value in (("max_failures", max_failures), ("worker_failures", worker_failures)):
+        if value < -1:
+            raise UserError(f"--{key.replace('_', '-')} must be -1 (no limit) or more, got {value}")
     if "task" in loaded.fixed:
         preflight.check_task(str(loaded.fixed["task"]))
     if tracking_uri is not None:
@@ -442,6 +452,7 @@ def search(
                 ("cpus_per_worker", cpus_per_worker),
                 ("gpus_per_worker", gpus_per_worker),
                 ("max_failures", max_failures),
+                ("worker_failures", worker_failures),
             )
             if v is not None
         ]
@@ -473,6 +484,7 @@ def search(
         cpus_per_worker=cpus_per_worker,
         gpus_per_worker=gpus_per_worker,
         max_failures=max_failures,
+        worker_failures=worker_failures,
         progress=LineProgress(sys.stderr if as_json else sys.stdout),
     )
     print()

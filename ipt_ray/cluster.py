@@ -349,13 +349,16 @@ def _owned_leaders(cluster: LocalCluster, table: Mapping[int, _Proc]) -> list[in
     ]
 
 
-def cluster_processes(cluster: LocalCluster) -> set[int]:
-    """Every live process of the cluster: the leaders, their process groups and descendants.
+def cluster_processes(cluster: LocalCluster, node: int | None = None) -> set[int]:
+    """Every live process of the cluster (or of node ``node``: 0 is the head): the leaders,
+    their process groups and descendants.
 
     Ray's worker processes start their own process groups, so the group alone is not enough.
     """
     table = _ps_table()
     leaders = _owned_leaders(cluster, table)
+    if node is not None:
+        leaders = [pid for pid in leaders if pid == cluster.pids[node]]
     found = set(leaders) | _descendants(leaders, table)
     found |= {pid for pid, proc in table.items() if proc.pgid in leaders}
     return {pid for pid in found if pid in table and not table[pid].zombie}

@@ -16,6 +16,11 @@ SECONDS_PER_EPOCH = "seconds_per_epoch"
 TRAINABLE_PARAMS = "trainable_params"
 BACKBONE_PARAMS = "backbone_params"
 TRAINABLE_SHARE = "trainable_share"  # trainable / backbone parameters, as a fraction
+# Unix time when a training process finished its first optimizer step (reported once by a
+# search's worker; the tracker turns it into STARTUP_SECONDS, counted from the trial's start).
+FIRST_STEP_UNIX = "first_step_unix"
+STARTUP_SECONDS = "startup_seconds"
+TORCH_THREADS = "torch_threads"  # intra-op threads of a training process (reported once)
 VAL_PREFIX = "val_"
 TEST_PREFIX = "test_"
 ACCURACY = "accuracy"

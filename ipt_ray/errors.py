@@ -23,6 +23,14 @@ class DataError(UserError):
     """A task or data file cannot be used (missing columns, bad labels, empty splits, ...)."""
 
 
+class TrainingDiverged(UserError, FloatingPointError):
+    """The training loss became NaN or infinite (most often: the learning rate is too high).
+
+    A user error for ``ipt-ray train`` (one line, exit 2); in a search, the trial fails with
+    this message and the search goes on.
+    """
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

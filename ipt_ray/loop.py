@@ -30,7 +30,7 @@ from ipt_ray import checkpoint as ckpt
 from ipt_ray import constants as C
 from ipt_ray.config import TrainConfig
 from ipt_ray.data import TaskData, TokenizedSplit, load_task, tokenize_task
-from ipt_ray.errors import ConfigError
+from ipt_ray.errors import ConfigError, TrainingDiverged
 from ipt_ray.metrics import classification_metrics
 from ipt_ray.model import IPTModel, build_model
 
@@ -193,6 +193,8 @@ class TrainingRun:
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epoch_seconds: list[float] = []
+        #: time.time() when this process finished its first optimizer step (None before).
+        self.first_step_at: float | None = None
         self.history: list[EpochResult] = []  # every epoch of the run, resumed ones included
         self.metric_name = self.task.metric
         if config.select_metric is not None:
@@ -260,7 +262,11 @@ class TrainingRun:
                 logits = self._forward(self.net, batch)
                 loss = nn.functional.cross_entropy(logits.float(), batch["labels"])
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} in epoch {epoch}")
+                raise TrainingDiverged(
+                    f"training loss became {loss.item()} in epoch {epoch} with lr "
+                    f"{self.config.generator_lr:g} (head_lr {self.config.effective_head_lr:g}); "
+                    "lower the learning rate"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.config.max_grad_norm > 0:
@@ -269,6 +275,8 @@ class TrainingRun:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if self.first_step_at is None:
+                self.first_step_at = time.time()
             total_loss += loss.item() * len(batch["labels"])
             seen += len(batch["labels"])
         seconds = time.perf_counter() - start

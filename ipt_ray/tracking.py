@@ -20,8 +20,14 @@ What lands in MLflow (experiment = the search name, artifact location explicit):
   ``checkpoint/``; status FINISHED (tag ``pruned=true`` when stopped before its last epoch
   without an error), FAILED (tag ``error``) or KILLED (the search was interrupted).
 
-A failing MLflow call is logged as a warning and the search goes on; only creating the
-experiment and the parent run (before any trial starts) raises :class:`TrackingError`.
+Only creating the experiment and the parent run (before any trial starts) raises
+:class:`TrackingError`; after that the search never waits on MLflow. A call that fails because
+the tracking store is unreachable (connection refused, a timeout, a 5xx answer) is kept, in
+order, in a backlog that is replayed as soon as the store answers again (retried at most every
+``retry_interval`` seconds; every later call queues behind it, so a trial's run is created
+before its metrics are logged, and metrics before the run is closed). :meth:`finish_search`
+waits up to ``flush_timeout`` seconds for the backlog to drain. A call the store refuses (a
+4xx answer, an invalid value) is logged as a warning and dropped.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,11 +70,18 @@ CHECKPOINT_ARTIFACT_DIR = "checkpoint"
 #: checkpoint is the best epoch's own (its weights are the best ones).
 CHECKPOINT_SKIP_PREFIXES = ("train_state", "best_weights")
 #: Metrics that do not change during a trial: logged once, at the first epoch.
-STATIC_METRICS = (C.TRAINABLE_PARAMS, C.BACKBONE_PARAMS, C.TRAINABLE_SHARE)
+STATIC_METRICS = (
+    C.TRAINABLE_PARAMS,
+    C.BACKBONE_PARAMS,
+    C.TRAINABLE_SHARE,
+    C.STARTUP_SECONDS,
+    C.TORCH_THREADS,
+)
 #: Result keys that are bookkeeping, not metrics (Tune's auto-filled keys among them).
 NON_METRIC_KEYS = frozenset(
     {
         C.EPOCH,
+        C.FIRST_STEP_UNIX,
         "training_iteration",
         "time_total_s",
         "time_this_iter_s",
@@ -105,6 +120,64 @@ _MLFLOW_STATUS = {
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value
 _BATCH_PARAMS = 100  # MLflow's limit on params per log_batch call
 _BATCH_METRICS = 1000
+#: MLflow error codes that mean "try again later" (the store is down, busy or overloaded).
+_TRANSIENT_CODES = frozenset(
+    {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+)
+#: MLflow's own per-request HTTP retries while the tracker calls (unless the user set them):
+#: the tracker retries by itself, so one call must not hold the Tune loop for minutes.
+_QUICK_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+#: Default of ``SearchTracker(flush_timeout=...)``; the environment variable overrides it.
+FLUSH_TIMEOUT_ENV = "IPT_RAY_MLFLOW_FLUSH_TIMEOUT"
+DEFAULT_FLUSH_TIMEOUT = 600.0
+
+
+#: How often a call the store *answered* with a server-side error is tried before it is
+#: dropped (an unreachable store is waited for without a limit: see ``flush_timeout``).
+_SERVER_ERROR_ATTEMPTS = 3
+
+
+def is_transient(exc: BaseException, attempts: int = 1) -> bool:
+    """Whether a call that failed ``attempts`` times may succeed later: the store could not be
+    reached (connection refused or dropped, a timeout, a locked database), or it answered with
+    a server-side error fewer than ``_SERVER_ERROR_ATTEMPTS`` times. A refusal (a bad value, a
+    missing run) or a local error (a file gone) is not."""
+    import requests
+    from mlflow.exceptions import MlflowException, RestException
+
+    if isinstance(exc, (ConnectionError, TimeoutError, requests.RequestException)):
+        return True
+    if isinstance(exc, RestException):
+        return str(exc.error_code) in _TRANSIENT_CODES and attempts < _SERVER_ERROR_ATTEMPTS
+    if isinstance(exc, MlflowException):  # raised by the client: no answer came
+        return str(exc.error_code) in _TRANSIENT_CODES
+    return False
+
+
+@contextlib.contextmanager
+def _quick_http_requests() -> Iterator[None]:
+    """Cut MLflow's own HTTP retries for one call (variables the user set are kept)."""
+    added = [k for k in _QUICK_HTTP if k not in os.environ]
+    for k in added:
+        os.environ[k] = _QUICK_HTTP[k]
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+@dataclass
+class _Pending:
+    """A buffered MLflow call: ``call()`` does it (and raises if it fails)."""
+
+    what: str
+    call: Callable[[], Any]
+    attempts: int = 0
 
 
 class TrackingError(UserError):
@@ -133,6 +206,7 @@ class TrialRecord:
     best_metrics: dict[str, float] = field(default_factory=dict)
     checkpoints: dict[int, tuple[float | None, str]] = field(default_factory=dict)
     uploaded_checkpoint: str | None = None
+    run_requested: bool = False  # its run's creation was sent or buffered
     logged_epochs: list[int] = field(default_factory=list)
     error: str | None = None
     node: str | None = None
@@ -142,6 +216,19 @@ class TrialRecord:
     @property
     def is_open(self) -> bool:
         return self.status == STATUS_RUNNING
+
+    @property
+    def has_run(self) -> bool:
+        """The trial has an MLflow run, or one whose creation is buffered."""
+        return self.run_id is not None or self.run_requested
+
+
+#: Where a tracker writes: a run id, or a trial (whose run id may still be on its way).
+Run = str | TrialRecord
+
+
+class _NoRun(Exception):
+    """A buffered call for a trial whose run was never created."""
 
 
 def _number(value: Any) -> float | None:
@@ -202,6 +289,10 @@ class SearchTracker:
             context manager yielding None when it is gone); default: local paths only.
         checkpoint_score_key: a result key ranking checkpoints (highest first, not logged as
             a metric); None: checkpoints are ranked by the search metric.
+        retry_interval: seconds between attempts to replay buffered calls.
+        flush_timeout: how long :meth:`finish_search` waits for buffered calls to reach an
+            unreachable store (default: ``$IPT_RAY_MLFLOW_FLUSH_TIMEOUT`` or 600 s); what is
+            still buffered then is counted in ``lost_calls`` and reported as a warning.
     """
 
     def __init__(
@@ -215,6 +306,8 @@ class SearchTracker:
         client: MlflowClient | None = None,
         resolve_checkpoint: CheckpointResolver | None = None,
         checkpoint_score_key: str | None = None,
+        retry_interval: float = 5.0,
+        flush_timeout: float | None = None,
     ) -> None:
         if client is None:
             from mlflow import MlflowClient
@@ -231,45 +324,148 @@ class SearchTracker:
         self.parent_run_id: str | None = None
         self.parent_status: str | None = None
         self.trials: dict[str, TrialRecord] = {}
-        self.failed_calls = 0
+        self.failed_calls = 0  # calls that failed at least once (refused or buffered)
+        self.lost_calls = 0  # calls that never reached MLflow (refused, or given up on)
+        self.retry_interval = retry_interval
+        if flush_timeout is None:
+            flush_timeout = float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT))
+        self.flush_timeout = flush_timeout
+        self._backlog: deque[_Pending] = deque()
+        self._next_retry = 0.0
 
     # -- helpers ---------------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one MLflow call; a failure is a warning, never an exception."""
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Do one MLflow write now, or buffer it (see the module docstring); never raises."""
+        self._submit(_Pending(what, lambda: fn(*args, **kwargs)))
+
+    def _write(
+        self, run: Run, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        """:meth:`_call` ``fn(run_id, *args)``. ``run`` is a run id, or a trial whose run id
+        may not be known yet (its creation is buffered); a trial run that was never created
+        drops the call."""
+        if isinstance(run, str):
+            self._call(what, fn, run, *args, **kwargs)
+            return
+        record = run
+
+        def call() -> None:
+            if record.run_id is None:
+                raise _NoRun(f"trial {record.trial_id} has no MLflow run")
+            fn(record.run_id, *args, **kwargs)
+
+        self._submit(_Pending(what, call))
+
+    def _attempt(self, op: _Pending) -> bool:
+        """Try ``op``: True when done with it (succeeded, or refused and dropped)."""
+        op.attempts += 1
         try:
-            return fn(*args, **kwargs)
+            with _quick_http_requests():
+                op.call()
+            return True
+        except _NoRun:
+            self.lost_calls += 1
+            return True
         except Exception as exc:
             self.failed_calls += 1
-            logger.warning("MLflow: %s failed (the search goes on): %s", what, exc)
-            return None
+            if is_transient(exc, op.attempts):
+                return False
+            self.lost_calls += 1
+            logger.warning("MLflow: %s failed (the search goes on): %s", op.what, exc)
+            return True
 
-    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+    def _submit(self, op: _Pending) -> None:
+        if self._backlog:
+            self._drain()
+        if self._backlog:
+            self._backlog.append(op)
+        elif not self._attempt(op):
+            self._backlog.append(op)
+            self._next_retry = time.monotonic() + self.retry_interval
+            logger.warning(
+                "MLflow at %s is unreachable (%s failed); the search goes on and its calls "
+                "are kept and replayed when it answers again",
+                self.tracking_uri,
+                op.what,
+            )
+
+    def _drain(self, *, force: bool = False) -> None:
+        """Replay buffered calls in order until one fails again (at most once per
+        ``retry_interval`` unless ``force``)."""
+        if not self._backlog or (not force and time.monotonic() < self._next_retry):
+            return
+        replayed = 0
+        while self._backlog:
+            if not self._attempt(self._backlog[0]):
+                self._next_retry = time.monotonic() + self.retry_interval
+                return
+            self._backlog.popleft()
+            replayed += 1
+        logger.warning("MLflow answers again: %d buffered call(s) replayed", replayed)
+
+    @property
+    def pending_calls(self) -> int:
+        """Calls buffered while the store is unreachable."""
+        return len(self._backlog)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every buffered call has reached MLflow, at most ``timeout`` seconds
+        (default ``flush_timeout``). Returns True when nothing is left; otherwise the calls
+        left are dropped, counted in ``lost_calls`` and reported."""
+        timeout = self.flush_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        if self._backlog:
+            logger.warning(
+                "waiting up to %.0f s for MLflow at %s to take %d buffered call(s)",
+                timeout,
+                self.tracking_uri,
+                len(self._backlog),
+            )
+        while self._backlog:
+            self._drain(force=True)
+            if not self._backlog:
+                break
+            if time.monotonic() >= deadline:
+                self.lost_calls += len(self._backlog)
+                logger.warning(
+                    "MLflow at %s did not answer for %.0f s: %d call(s) not logged (%s, ...)",
+                    self.tracking_uri,
+                    timeout,
+                    len(self._backlog),
+                    self._backlog[0].what,
+                )
+                self._backlog.clear()
+                return False
+            time.sleep(min(self.retry_interval, max(0.0, deadline - time.monotonic())))
+        return True
+
+    def _log_params(self, run: Run, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(str(k)[:250], _param_value(v)) for k, v in params.items()]
         for start in range(0, len(items), _BATCH_PARAMS):
-            self._call(
+            self._write(
+                run,
                 "log params",
                 self.client.log_batch,
-                run_id,
                 params=items[start : start + _BATCH_PARAMS],
             )
 
-    def _log_metrics(self, run_id: str, values: Mapping[str, float], step: int) -> None:
+    def _log_metrics(self, run: Run, values: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, step) for k, v in values.items()]
         for start in range(0, len(items), _BATCH_METRICS):
-            self._call(
-                "log metrics",
+            self._write(
+                run,
+                f"log metrics (step {step})",
                 self.client.log_batch,
-                run_id,
                 metrics=items[start : start + _BATCH_METRICS],
             )
 
-    def _terminate(self, run_id: str, status: str) -> None:
-        self._call(f"set run status {status}", self.client.set_terminated, run_id, status)
+    def _terminate(self, run: Run, status: str) -> None:
+        self._write(run, f"set run status {status}", self.client.set_terminated, status)
 
     # -- the search ------------------------------------------------------------------------
     def _experiment(self) -> str:
@@ -357,7 +553,12 @@ class SearchTracker:
         """Take back :meth:`state`: trials keep their child runs (no duplicates)."""
         for trial_id, values in state.get("trials", {}).items():
             if trial_id not in self.trials:
-                self.trials[trial_id] = TrialRecord(**values)
+                # What was still buffered when the state was saved died with that process: a
+                # run creation, or epochs (MLflow says which are logged: see _backfill).
+                record = TrialRecord(**values)
+                record.run_requested = record.run_id is not None
+                record.logged_epochs = []
+                self.trials[trial_id] = record
 
     # -- trials ----------------------------------------------------------------------------
     def start_trial(
@@ -375,19 +576,20 @@ class SearchTracker:
         """
         record = self.trials.get(trial_id)
         if record is not None:  # restarted (failure retry) or resumed (interrupted search)
-            if record.status != STATUS_RUNNING and record.run_id is not None:
-                self._call(
-                    "reopen a resumed trial's run",
-                    self.client.update_run,
-                    record.run_id,
-                    status="RUNNING",
-                )
+            reopen = record.status != STATUS_RUNNING and record.has_run
             record.status, record.ended, record.error = STATUS_RUNNING, None, None
-            return record
-        record = TrialRecord(
-            trial_id, params=dict(params), sampled=dict(sampled or {}), max_epochs=max_epochs
-        )
-        self.trials[trial_id] = record
+            if reopen:
+                self._write(
+                    record, "reopen a resumed trial's run", self.client.update_run, status="RUNNING"
+                )
+            if record.has_run:
+                return record
+            # else: its run was never created (MLflow was down when the driver died): now
+        else:
+            record = TrialRecord(
+                trial_id, params=dict(params), sampled=dict(sampled or {}), max_epochs=max_epochs
+            )
+            self.trials[trial_id] = record
         tags = {
             C.TAG_KIND: C.KIND_TRIAL,
             C.TAG_TRIAL_ID: trial_id,
@@ -400,17 +602,16 @@ class SearchTracker:
                 trial_id,
             )
             return record
-        run = self._call(
-            f"create the run of trial {trial_id}",
-            self.client.create_run,
-            self.experiment_id,
-            run_name=f"trial-{trial_id}",
-            tags=tags,
-        )
-        if run is None:
-            return record
-        record.run_id = run.info.run_id
-        self._log_params(record.run_id, {**record.sampled, **record.params})
+        experiment_id = self.experiment_id
+
+        def create() -> None:
+            if record.run_id is None:  # a replay after a lost answer must not create twice
+                run = self.client.create_run(experiment_id, run_name=f"trial-{trial_id}", tags=tags)
+                record.run_id = run.info.run_id
+
+        record.run_requested = True
+        self._call(f"create the run of trial {trial_id}", create)
+        self._log_params(record, {**record.sampled, **record.params})
         return record
 
     def log_result(
@@ -431,6 +632,10 @@ class SearchTracker:
             if key in STATIC_METRICS and key in record.metrics:
                 continue
             values[key] = number
+        first_step = _number(result.get(C.FIRST_STEP_UNIX))
+        if first_step is not None and C.STARTUP_SECONDS not in record.metrics:
+            # From the trial's start (Tune started its actor) to the first training step.
+            values[C.STARTUP_SECONDS] = max(0.0, first_step - record.started)
         record.metrics.update(values)
         record.last_epoch = max(record.last_epoch, epoch)
         score = _number(result.get(self.metric))
@@ -443,15 +648,15 @@ class SearchTracker:
                 rank = _number(result.get(self.checkpoint_score_key))
             record.checkpoints[epoch] = (rank, checkpoint)
         node = result.get(NODE_RESULT_KEY)
-        if record.run_id is None:
+        if not record.has_run:
             return
         if isinstance(node, str) and node != record.node:
             record.node = node
-            self._call("set the node tag", self.client.set_tag, record.run_id, C.TAG_NODE, node)
+            self._write(record, "set the node tag", self.client.set_tag, C.TAG_NODE, node)
         if checkpoint and any(e not in record.logged_epochs for e in range(1, epoch)):
             self._backfill(record, checkpoint, epoch)
         if values:
-            self._log_metrics(record.run_id, values, epoch)
+            self._log_metrics(record, values, epoch)
             record.logged_epochs.append(epoch)
 
     def _backfill(self, record: TrialRecord, checkpoint: str, epoch: int) -> None:
@@ -469,16 +674,19 @@ class SearchTracker:
         except (OSError, ValueError) as exc:
             logger.warning("MLflow: no history in checkpoint %s: %s", checkpoint, exc)
             return
-        if record.run_id is None:
+        if record.run_id is None or self._backlog:
+            return  # no run to read yet: tried again with the next checkpoint
+        # MLflow is the truth about what is logged (with the backlog empty, everything this
+        # process sent has reached it): a restored tracker's own list may be an older snapshot
+        # than what reached the store before the driver died, or name epochs that were still
+        # buffered when it died.
+        try:
+            with _quick_http_requests():
+                history = self.client.get_metric_history(record.run_id, self.metric)
+        except Exception as exc:
+            logger.warning("MLflow: reading the logged epochs of %s failed: %s", record.run_id, exc)
             return
-        # MLflow is the truth about what is logged (a restored tracker's own list may be an
-        # older snapshot than what reached the store before the driver died).
-        history = self._call(
-            "read the logged epochs", self.client.get_metric_history, record.run_id, self.metric
-        )
-        if history is None:
-            return
-        record.logged_epochs = sorted({*record.logged_epochs, *(int(m.step) for m in history)})
+        record.logged_epochs = sorted({int(m.step) for m in history})
         for entry in state.get("history", []):
             past = int(entry.get("epoch", 0))
             if 0 < past < epoch and past not in record.logged_epochs:
@@ -489,7 +697,7 @@ class SearchTracker:
                     and k not in NON_METRIC_KEYS
                     and k not in STATIC_METRICS
                 }
-                self._log_metrics(record.run_id, values, past)
+                self._log_metrics(record, values, past)
                 record.logged_epochs.append(past)
 
     def _checkpoint_order(self, record: TrialRecord) -> list[str]:
@@ -506,35 +714,25 @@ class SearchTracker:
 
         return [path for _, (_, path) in sorted(record.checkpoints.items(), key=key)]
 
-    def upload_best_checkpoint(self, trial_id: str) -> str | None:
-        """Upload the trial's best checkpoint that still exists under ``checkpoint/``.
-
-        Returns the checkpoint path uploaded, or None.
-        """
+    def upload_best_checkpoint(self, trial_id: str) -> None:
+        """Upload (or buffer the upload of) the trial's best checkpoint that still exists, under
+        ``checkpoint/``; ``record.uploaded_checkpoint`` is its path once it is uploaded."""
         record = self.trials.get(trial_id)
-        if record is None or record.run_id is None or record.uploaded_checkpoint:
-            return None if record is None else record.uploaded_checkpoint
-        for path in self._checkpoint_order(record):
-            try:
+        if record is None or not record.has_run or record.uploaded_checkpoint:
+            return
+
+        def upload(run_id: str) -> None:
+            for path in self._checkpoint_order(record):
                 with self.resolve_checkpoint(path) as directory:
                     if directory is None:
                         continue
-                    files = [
-                        f
-                        for f in sorted(directory.iterdir())
-                        if f.is_file() and not f.name.startswith(CHECKPOINT_SKIP_PREFIXES)
-                    ]
-                    for file in files:
-                        self.client.log_artifact(record.run_id, str(file), CHECKPOINT_ARTIFACT_DIR)
-            except Exception as exc:
-                self.failed_calls += 1
-                logger.warning(
-                    "MLflow: uploading checkpoint %s of trial %s failed: %s", path, trial_id, exc
-                )
-                return None
-            record.uploaded_checkpoint = path
-            return path
-        return None
+                    for file in sorted(directory.iterdir()):
+                        if file.is_file() and not file.name.startswith(CHECKPOINT_SKIP_PREFIXES):
+                            self.client.log_artifact(run_id, str(file), CHECKPOINT_ARTIFACT_DIR)
+                record.uploaded_checkpoint = path
+                return
+
+        self._write(record, f"upload the checkpoint of trial {trial_id}", upload)
 
     def end_trial(self, trial_id: str, *, error: str | None = None) -> TrialRecord:
         """Close the trial's run: FAILED with an ``error`` tag, or FINISHED (``pruned`` tag
@@ -547,23 +745,21 @@ class SearchTracker:
             record.status = STATUS_PRUNED
         else:
             record.status = STATUS_FINISHED
-        if record.run_id is None:
+        if not record.has_run:
             return record
         self.upload_best_checkpoint(trial_id)
         if error is not None:
-            self._call(
+            self._write(
+                record,
                 "set the error tag",
                 self.client.set_tag,
-                record.run_id,
                 C.TAG_ERROR,
                 error[:5000] or "error",
             )
         else:
             pruned = "true" if record.status == STATUS_PRUNED else "false"
-            self._call(
-                "set the pruned tag", self.client.set_tag, record.run_id, C.TAG_PRUNED, pruned
-            )
-        self._terminate(record.run_id, _MLFLOW_STATUS[record.status])
+            self._write(record, "set the pruned tag", self.client.set_tag, C.TAG_PRUNED, pruned)
+        self._terminate(record, _MLFLOW_STATUS[record.status])
         return record
 
     def kill_open_trials(self) -> list[str]:
@@ -574,9 +770,9 @@ class SearchTracker:
                 continue
             record.status, record.ended = STATUS_KILLED, time.time()
             killed.append(record.trial_id)
-            if record.run_id is not None:
+            if record.has_run:
                 self.upload_best_checkpoint(record.trial_id)
-                self._terminate(record.run_id, "KILLED")
+                self._terminate(record, "KILLED")
         return killed
 
     # -- results ---------------------------------------------------------------------------
@@ -611,8 +807,9 @@ class SearchTracker:
         self, *, interrupted: bool = False, summary: Mapping[str, Any] | None = None
     ) -> None:
         """Close open trials (KILLED), tag the parent with the best trial, close the parent
-        (FINISHED, or KILLED when ``interrupted``). Safe to call more than once: later calls
-        only add the summary artifact."""
+        (FINISHED, or KILLED when ``interrupted``), then wait for buffered calls (see
+        :meth:`flush`). Safe to call more than once: later calls only add the summary
+        artifact."""
         if self.kill_open_trials():
             interrupted = True
         run_id = self.parent_run_id
@@ -627,12 +824,11 @@ class SearchTracker:
                 SUMMARY_ARTIFACT,
             )
         if self.parent_status != STATUS_RUNNING:
+            self.flush()
             return
         best = self.best_trial()
-        if best is not None and best.run_id is not None:
-            self._call(
-                "set the best-trial tag", self.client.set_tag, run_id, C.TAG_BEST_TRIAL, best.run_id
-            )
+        if best is not None and best.has_run:
+            self._write(best, "set the best-trial tag", self._tag_best, run_id)
         counts = self.counts()
         values = {f"trials_{k}": float(v) for k, v in counts.items() if k != STATUS_RUNNING}
         if best is not None and best.best_value is not None:
@@ -640,6 +836,10 @@ class SearchTracker:
         self._log_metrics(run_id, values, 0)
         self.parent_status = STATUS_KILLED if interrupted else STATUS_FINISHED
         self._terminate(run_id, "KILLED" if interrupted else "FINISHED")
+        self.flush()
+
+    def _tag_best(self, best_run_id: str, parent_run_id: str) -> None:
+        self.client.set_tag(parent_run_id, C.TAG_BEST_TRIAL, best_run_id)
 
 
 # --------------------------------------------------------------------------------------------

@@ -276,6 +276,8 @@ class SearchSummary:
     artifact_location: str | None = None
     ui_command: str = ""
     trials: list[TrialSummary] = field(default_factory=list)
+    #: MLflow calls that never reached the store (refused, or it stayed unreachable).
+    tracking_calls_lost: int = 0
 
     @property
     def finished(self) -> int:
@@ -542,17 +544,18 @@ def run_search(
             experiment_path=f"{where.storage_path}/{record.experiment_dir}",
         )
     emit: ProgressFn = progress or (lambda event: None)
-    tracker = SearchTracker(
-        where.tracking_uri,
-        search_name,
-        metric=settings.metric,
-        mode=settings.mode,
-        artifact_location=where.artifact_location,
-        resolve_checkpoint=_checkpoint_resolver(where.storage_path),
-        checkpoint_score_key=CHECKPOINT_SCORE_KEY,
-    )
     with _ray_session(address, ray_init_kwargs or {}) as cluster:
         check_shared_storage(where.storage_path)
+        # Only now (Ray is up, the storage fits it) is the MLflow store opened.
+        tracker = SearchTracker(
+            where.tracking_uri,
+            search_name,
+            metric=settings.metric,
+            mode=settings.mode,
+            artifact_location=where.artifact_location,
+            resolve_checkpoint=_checkpoint_resolver(where.storage_path),
+            checkpoint_score_key=CHECKPOINT_SCORE_KEY,
+        )
         concurrency = (
             max_concurrent
             or settings.max_concurrent
@@ -737,6 +740,39 @@ def _record_to_resume(
     return record
 
 
+def build_search_alg(space: SearchSpace, concurrency: int) -> Any:
+    """The space's searcher: OptunaSearch (TPE, define-by-run; several objectives when the
+    space names them) behind a ConcurrencyLimiter of ``concurrency`` trials."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    settings = space.settings
+    multi = settings.objectives is not None and len(settings.objectives) > 1
+    searcher = OptunaSearch(
+        space=space.define_by_run,
+        metric=settings.metrics if multi else settings.metric,
+        mode=settings.modes if multi else settings.mode,
+        sampler=settings.tpe_sampler(),
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
+
+
+def build_scheduler(space: SearchSpace) -> Any:
+    """ASHA on the reported ``epoch`` as the space configures it, or None (``scheduler:
+    none``)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = space.settings.scheduler
+    if scheduler.type != "asha":
+        return None
+    return ASHAScheduler(
+        time_attr=C.EPOCH,
+        max_t=scheduler.max_t,
+        grace_period=scheduler.grace_period,
+        reduction_factor=scheduler.reduction_factor,
+    )
+
+
 def _build_tuner(
     space: SearchSpace,
     setup: TrialSetup,
@@ -749,29 +785,11 @@ def _build_tuner(
     concurrency: int,
     max_failures: int,
 ) -> Any:
-    """The Tuner: OptunaSearch (TPE, define-by-run) behind a ConcurrencyLimiter, ASHA on the
-    reported ``epoch``, the MLflow and progress callbacks."""
+    """The Tuner: :func:`build_search_alg`, :func:`build_scheduler`, the MLflow and progress
+    callbacks."""
     import ray.tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     settings = space.settings
-    multi = settings.objectives is not None and len(settings.objectives) > 1
-    searcher = OptunaSearch(
-        space=space.define_by_run,
-        metric=settings.metrics if multi else settings.metric,
-        mode=settings.modes if multi else settings.mode,
-        sampler=settings.tpe_sampler(),
-    )
-    scheduler = None
-    if settings.scheduler.type == "asha":
-        scheduler = ASHAScheduler(
-            time_attr=C.EPOCH,
-            max_t=settings.scheduler.max_t,
-            grace_period=settings.scheduler.grace_period,
-            reduction_factor=settings.scheduler.reduction_factor,
-        )
     callbacks = [  # the tracker first: the progress lines read its records
         MlflowSearchTracker(
             tracker,
@@ -789,8 +807,8 @@ def _build_tuner(
             metric=settings.metric,
             mode=settings.mode,
             num_samples=num_samples,
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-            scheduler=scheduler,
+            search_alg=build_search_alg(space, concurrency),
+            scheduler=build_scheduler(space),
             trial_name_creator=trial_dirname,
             trial_dirname_creator=trial_dirname,
             # Not True: Tune keeps the actor of an ASHA-stopped trial for reuse while its
@@ -830,6 +848,7 @@ def _summarize(
         artifact_location=where.artifact_location,
         ui_command=ui_command(tracker.tracking_uri),
         trials=[TrialSummary.from_record(r) for r in tracker.trials.values()],
+        tracking_calls_lost=tracker.lost_calls,
     )
 
 
@@ -845,6 +864,11 @@ def _end_line(summary: SearchSummary) -> str:
             f"; best {summary.metric}={_fmt(summary.best.value)} "
             f"(trial {summary.best.trial_id}, run {summary.best.run_id})"
         )
+    if summary.tracking_calls_lost:
+        text += (
+            f"\n  warning: {summary.tracking_calls_lost} MLflow call(s) did not reach "
+            f"{summary.tracking_uri} (see the warnings above)"
+        )
     return text + f"\n  {summary.ui_command}"
 
 
@@ -856,6 +880,8 @@ __all__ = [
     "SearchLocations",
     "SearchSummary",
     "TrialSummary",
+    "build_scheduler",
+    "build_search_alg",
     "default_max_concurrent",
     "run_search",
     "trial_dirname",

@@ -130,6 +130,7 @@ class _Reporter:
         self.started = time.perf_counter()
         # The last epoch's metrics and checkpoint directory, reported after fit() returns.
         self.pending: tuple[dict[str, Any], str | None] | None = None
+        self.first_step_sent = False
 
     def _common(self) -> dict[str, Any]:
         return {NODE_KEY: self.node, WALL_SECONDS_KEY: time.perf_counter() - self.started}
@@ -161,6 +162,10 @@ class _Reporter:
             CHECKPOINT_SCORE_KEY: float(result.epoch) if result.is_best else 0.0,
             **self._common(),
         }
+        if run.first_step_at is not None and not self.first_step_sent:
+            metrics[C.FIRST_STEP_UNIX] = run.first_step_at
+            metrics[C.TORCH_THREADS] = torch.get_num_threads()
+            self.first_step_sent = True
         directory = self._save(run)
         if result.epoch >= self.epochs:
             self.pending = (metrics, directory)

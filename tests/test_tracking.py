@@ -222,42 +222,98 @@ def test_restarted_trial_keeps_its_run(store: dict[str, Any]) -> None:
     assert history(store, first, "val_accuracy") == [(1, 0.5), (2, 0.6)]
 
 
-class FailingClient:
-    """An MlflowClient whose logging calls fail after the parent run exists."""
+class FlakyClient:
+    """An MlflowClient that can be switched off: every call then raises ``error`` (a dropped
+    connection by default) before reaching the store; ``calls`` counts the calls that did."""
 
     def __init__(self, client: MlflowClient) -> None:
         self._client = client
-        self.fail = False
+        self.error: Exception | None = None
+        self.calls: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            if self.fail:
-                raise ConnectionError(f"{name}: server went away")
+            if self.error is not None:
+                raise self.error
+            self.calls.append(name)
             return method(*args, **kwargs)
 
         return call
 
 
-def test_mlflow_failures_are_warnings(
+def run_two_epochs(tracker: SearchTracker, tmp_path: Path, trial: str = "t") -> None:
+    tracker.start_trial(trial, params={"lr": 0.1}, max_epochs=2)
+    tracker.log_result(trial, epoch_result(1, 0.5), checkpoint=checkpoint(tmp_path, trial, 1))
+    tracker.log_result(trial, epoch_result(2, 0.7), checkpoint=checkpoint(tmp_path, trial + "2", 2))
+    tracker.end_trial(trial)
+
+
+def test_an_outage_is_buffered_and_replayed_in_order(
     store: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = FailingClient(store["client"])
-    tracker = make_tracker(store, client=client)
-    client.fail = True
+    client = FlakyClient(store["client"])
+    tracker = make_tracker(store, client=client, retry_interval=0.0)
+    tracker.start_trial("before", params={"lr": 0.2}, max_epochs=1)
+    tracker.log_result("before", epoch_result(1, 0.4))
+    client.error = ConnectionError("Connection refused")  # the server goes away
     with caplog.at_level(logging.WARNING, logger="ipt_ray.tracking"):
-        tracker.start_trial("t", params={"lr": 0.1}, max_epochs=2)
-        tracker.log_result(
-            "t", {C.EPOCH: 1, "val_accuracy": 0.5}, checkpoint=checkpoint(tmp_path, "t", 1)
-        )
-        tracker.end_trial("t")
+        tracker.end_trial("before")
+        run_two_epochs(tracker, tmp_path)  # its run cannot even be created
+    assert tracker.trials["t"].run_id is None and tracker.pending_calls > 5
+    assert "unreachable" in caplog.text
+    client.error = None  # it comes back: the next call replays the backlog first
+    tracker.finish_search()
+    assert tracker.pending_calls == 0 and tracker.lost_calls == 0
+    run_id = tracker.trials["t"].run_id
+    assert run_id is not None
+    run = store["client"].get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.1"
+    assert history(store, run_id, "val_accuracy") == [(1, 0.5), (2, 0.7)]
+    assert [a.path for a in store["client"].list_artifacts(run_id, "checkpoint")]
+    before = store["client"].get_run(tracker.trials["before"].run_id)
+    assert before.info.status == "FINISHED"
+    parent = store["client"].get_run(tracker.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[C.TAG_BEST_TRIAL] == run_id
+    assert len(runs(store, tracker)) == 3  # parent + 2 trials, none created twice
+
+
+def test_a_store_that_never_comes_back_costs_flush_timeout_not_the_search(
+    store: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = FlakyClient(store["client"])
+    tracker = make_tracker(store, client=client, retry_interval=0.05, flush_timeout=0.3)
+    client.error = ConnectionError("Connection refused")
+    with caplog.at_level(logging.WARNING, logger="ipt_ray.tracking"):
+        run_two_epochs(tracker, tmp_path)
         tracker.finish_search()
-    assert tracker.failed_calls >= 2
-    assert "server went away" in caplog.text
+    assert tracker.pending_calls == 0 and tracker.lost_calls > 5
+    assert "did not answer for 0 s" in caplog.text
     # The tracker's own records survive (the summary comes from them).
-    assert tracker.trials["t"].status == "pruned"
-    assert tracker.best_trial() is not None
+    assert tracker.trials["t"].status == "finished"
+    assert tracker.best_trial() is tracker.trials["t"]
+
+
+def test_a_refused_call_is_a_warning_and_dropped(
+    store: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    client = FlakyClient(store["client"])
+    tracker = make_tracker(store, client=client)
+    tracker.start_trial("t", params={"lr": 0.1}, max_epochs=2)
+    client.error = MlflowException("bad value", error_code=INVALID_PARAMETER_VALUE)
+    with caplog.at_level(logging.WARNING, logger="ipt_ray.tracking"):
+        tracker.log_result("t", epoch_result(1, 0.5))
+    assert tracker.pending_calls == 0 and tracker.lost_calls >= 1
+    assert "bad value" in caplog.text
+    client.error = None
+    tracker.log_result("t", epoch_result(2, 0.6))  # later calls are not held back
+    tracker.end_trial("t")
+    assert history(store, tracker.trials["t"].run_id, "val_accuracy") == [(2, 0.6)]
 
 
 def test_unreachable_server_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -330,3 +386,85 @@ def test_helpers() -> None:
     )
     assert ui_command("http://127.0.0.1:5000").endswith("http://127.0.0.1:5000")
     assert experiment_artifact_location("/tmp/a", "my search/1") == "file:///tmp/a/my_search_1"
+
+
+def test_startup_seconds_count_from_the_trial_start_once(store: dict[str, Any]) -> None:
+    tracker = make_tracker(store)
+    record = tracker.start_trial("t", params={"lr": 0.1}, max_epochs=2)
+    first = {C.FIRST_STEP_UNIX: record.started + 4.0, C.TORCH_THREADS: 2}
+    tracker.log_result("t", epoch_result(1, 0.5, **first))
+    restarted = {C.FIRST_STEP_UNIX: record.started + 9.0, C.TORCH_THREADS: 2}  # a new worker
+    tracker.log_result("t", epoch_result(2, 0.6, **restarted))
+    tracker.end_trial("t")
+    assert record.run_id is not None
+    assert history(store, record.run_id, C.STARTUP_SECONDS) == [(1, 4.0)]
+    assert history(store, record.run_id, C.TORCH_THREADS) == [(1, 2.0)]
+    assert C.FIRST_STEP_UNIX not in store["client"].get_run(record.run_id).data.metrics
+
+
+@pytest.mark.parametrize(
+    ("make", "attempts", "expected"),
+    [
+        (lambda: ConnectionRefusedError("refused"), 50, True),
+        (lambda: _mlflow_error("API request to /runs/create failed with exception ..."), 50, True),
+        (lambda: _rest_error("INTERNAL_ERROR"), 1, True),
+        (lambda: _rest_error("INTERNAL_ERROR"), 3, False),  # a live server keeps failing it
+        (lambda: _rest_error("INVALID_PARAMETER_VALUE"), 1, False),
+        (lambda: FileNotFoundError("checkpoint file gone"), 1, False),
+        (lambda: ValueError("a bug"), 1, False),
+    ],
+    ids=[
+        "refused",
+        "no-answer",
+        "server-error",
+        "server-error-thrice",
+        "refusal",
+        "local-file-gone",
+        "bug",
+    ],
+)
+def test_which_failures_are_waited_for(make: Any, attempts: int, expected: bool) -> None:
+    from ipt_ray.tracking import is_transient
+
+    assert is_transient(make(), attempts) is expected
+
+
+def _mlflow_error(message: str) -> Exception:
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException(message)
+
+
+def _rest_error(code: str) -> Exception:
+    from mlflow.exceptions import RestException
+
+    return RestException({"error_code": code, "message": "server says no"})
+
+
+def test_epochs_buffered_when_the_driver_died_come_back_from_the_checkpoint(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    """Epoch 2 was still buffered (MLflow down) when the driver died; the restored tracker
+    learns from MLflow that it is missing and logs it from the next checkpoint's history."""
+    client = FlakyClient(store["client"])
+    first = make_tracker(store, client=client)
+    first.start_trial("t", params={"lr": 0.1}, max_epochs=3)
+    first.log_result("t", epoch_result(1, 0.5))
+    client.error = ConnectionError("Connection refused")
+    first.log_result("t", epoch_result(2, 0.6))
+    assert first.pending_calls > 0
+    state = first.state()  # saved by Tune; then the driver is killed (the backlog with it)
+
+    restored = SearchTracker(
+        store["uri"], "demo search", metric="val_accuracy", mode="max", flush_timeout=0
+    )
+    restored.resume_search(first.parent_run_id or "")
+    restored.load_state(state)
+    ckpt = Path(checkpoint(tmp_path, "t3", 3))
+    past = [{"epoch": e, "metrics": epoch_result(e, v)} for e, v in ((1, 0.5), (2, 0.6))]
+    (ckpt / C.STATE_FILE).write_text(json.dumps({"history": past}))
+    restored.log_result("t", epoch_result(3, 0.7), checkpoint=str(ckpt))
+    restored.end_trial("t")
+    run_id = restored.trials["t"].run_id
+    assert run_id is not None
+    assert history(store, run_id, "val_accuracy") == [(1, 0.5), (2, 0.6), (3, 0.7)]

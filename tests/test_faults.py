@@ -1,0 +1,262 @@
+"""Faults a search survives (issue "Reliability and security"): a diverging trial, a worker
+process killed mid-epoch, an MLflow tracking server stopped for 30 s, and storage that cannot
+take checkpoints. Real local Ray, a real ``mlflow server``; nothing may be left RUNNING.
+
+(A worker *node* killed mid-search: tests/test_node_fault.py, a module of its own so that no
+other Ray instance runs on the machine meanwhile.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ipt_ray import constants as C
+from ipt_ray.space import parse_space
+from ipt_ray.testing import (
+    MlflowServer,
+    metric_steps,
+    search_runs,
+    tiny_space_text,
+    write_toy_csv,
+)
+
+pytestmark = pytest.mark.ray
+
+ONE_GENERATOR = "generator: {choices: {task: {}}}"
+
+
+@pytest.fixture(scope="module")
+def slow_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy task big enough that an epoch takes a few seconds (room for a kill mid-epoch)."""
+    return write_toy_csv(tmp_path_factory.mktemp("slow") / "slow.csv", n=3000)
+
+
+def run(text: str, uri: str, tmp_path: Path, **kwargs: Any) -> Any:
+    from ipt_ray.tuning import run_search
+
+    return run_search(
+        parse_space(text),
+        tracking_uri=uri,
+        storage=tmp_path / "ray",
+        artifact_root=tmp_path / "mlartifacts" if uri.startswith("sqlite") else None,
+        **kwargs,
+    )
+
+
+def assert_nothing_running(uri: str, summary: Any) -> None:
+    parent, children = search_runs(uri, summary)
+    assert parent.info.status == "FINISHED"
+    assert len(children) == summary.num_trials
+    assert all(c.info.status in ("FINISHED", "FAILED") for c in children), [
+        c.info.status for c in children
+    ]
+
+
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(
+    ray_session: None, tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any]
+) -> None:
+    from ipt_ray.tuning import run_search
+
+    text = tiny_space_text(
+        tiny_models["bert"],
+        toy_csv,
+        search="num_samples: 4\nseed: 0\nscheduler: none\nsearcher: {n_startup_trials: 4}",
+        params=f"lr: [1.0e-2, 1.0e+38]\n{ONE_GENERATOR}",
+        epochs=1,
+    )
+    summary = run_search(parse_space(text), **paths)
+    uri = paths["tracking_uri"]
+    _, children = search_runs(uri, summary)
+    diverged = [c for c in children if float(c.data.params["lr"]) > 1]
+    assert diverged and len(diverged) < len(children)
+    for child in diverged:
+        assert child.info.status == "FAILED"
+        assert child.data.tags[C.TAG_ERROR].startswith(
+            "TrainingDiverged: training loss became nan in epoch 1"
+        )
+    assert summary.failed == len(diverged)
+    assert summary.finished == len(children) - len(diverged)
+    assert summary.best is not None and float(summary.best.params["lr"]) < 1
+    assert_nothing_running(uri, summary)
+
+
+def _train_worker_pids() -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+    return [int(a.pid) for a in actors if "RayTrainWorker" in (a.class_name or "")]
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_without_gap_or_repeat(
+    ray_session: None, tiny_models: dict[str, Path], slow_csv: Path, tmp_path: Path
+) -> None:
+    """SIGKILL the trial's training worker right after it reported epoch 1 (so during epoch
+    2); with --worker-failures 1 Ray Train restarts it from the epoch-1 checkpoint."""
+    from ipt_ray.tuning import ProgressEvent
+
+    killed: list[int] = []
+
+    def kill_after_first_epoch(event: ProgressEvent) -> None:
+        if event.kind == "result" and event.epoch == 1 and not killed:
+            pids = _train_worker_pids()
+            assert len(pids) == 1, pids
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    text = tiny_space_text(
+        tiny_models["bert"],
+        slow_csv,
+        search="num_samples: 1\nseed: 0\nscheduler: none",
+        params=f"lr: [1.0e-2]\n{ONE_GENERATOR}",
+        epochs=3,
+        max_samples=None,
+        batch_size=8,
+        max_length=32,
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run(text, uri, tmp_path, worker_failures=1, progress=kill_after_first_epoch)
+    assert killed, "the worker was never killed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    assert summary.finished == 1 and summary.failed == 0
+    (trial,) = summary.trials
+    assert trial.epochs == 3
+    for key in ("val_accuracy", C.TRAIN_LOSS):
+        assert metric_steps(uri, trial.run_id, key) == [1, 2, 3]
+    assert_nothing_running(uri, summary)
+
+
+OUTAGE_SECONDS = 30.0
+
+
+def test_an_mlflow_outage_of_30_s_loses_no_metric(
+    ray_session: None,
+    tiny_models: dict[str, Path],
+    toy_csv: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The tracking server is stopped right after the first epoch is reported and started
+    again 30 s later (same port, same store): trials go on meanwhile, and in the end every
+    trial has its run and every epoch of it is in MLflow, once."""
+    from ipt_ray.tuning import ProgressEvent
+
+    server = MlflowServer(tmp_path / "mlflow-server")
+    outage: dict[str, float] = {}
+
+    def stop_and_restart() -> None:
+        server.stop()
+        outage["stopped"] = time.time()
+        time.sleep(OUTAGE_SECONDS)
+        server.start()
+        outage["restarted"] = time.time()
+
+    thread = threading.Thread(target=stop_and_restart)
+
+    def outage_after_first_result(event: ProgressEvent) -> None:
+        if event.kind == "result" and not thread.is_alive() and not outage:
+            thread.start()
+            while "stopped" not in outage:  # the outage starts before the search goes on
+                time.sleep(0.05)
+        if event.kind == "end":
+            outage.setdefault("search_ended", time.time())
+
+    text = tiny_space_text(
+        tiny_models["bert"],
+        toy_csv,
+        search="num_samples: 5\nseed: 0\nscheduler: none\nmax_concurrent: 1",
+        params="lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n" + ONE_GENERATOR,
+        epochs=3,
+    )
+    uri = server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="ipt_ray.tracking"):
+            summary = run(text, uri, tmp_path, progress=outage_after_first_result)
+        thread.join(timeout=OUTAGE_SECONDS + 120)
+        assert outage["restarted"] - outage["stopped"] >= OUTAGE_SECONDS
+        assert "unreachable" in caplog.text and "replayed" in caplog.text
+        assert summary.finished == 5 and summary.tracking_calls_lost == 0
+        for trial in summary.trials:
+            assert trial.run_id is not None
+            assert metric_steps(uri, trial.run_id, "val_accuracy") == [1, 2, 3]
+        _, children = search_runs(uri, summary)
+        assert sorted(c.info.run_id for c in children) == sorted(t.run_id for t in summary.trials)
+        assert all(c.data.params.get("lr") for c in children)
+        assert_nothing_running(uri, summary)
+    finally:
+        server.stop()
+
+
+# -- storage that cannot take checkpoints ------------------------------------------------------
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Any]:
+    """mount(options) -> a fresh tmpfs mount point (skipped where mounting is not allowed)."""
+    mounts: list[Path] = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"mnt{len(mounts)}"
+        point.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounts.append(point)
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in mounts:
+            subprocess.run(["umount", str(point)], capture_output=True)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("ro,size=1m", "is not writable: Read-only file system"),
+        ("size=1m", "has only 1 MiB free; a search needs at least 200 MiB"),
+    ],
+    ids=["read-only", "full"],
+)
+def test_storage_that_cannot_take_checkpoints_is_refused_at_the_start(
+    tmpfs: Any, tmp_path: Path, options: str, message: str
+) -> None:
+    storage = tmpfs(options)
+    db = tmp_path / "store" / "mlflow.db"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ipt_ray.cli",
+            "search",
+            "search_spaces/smoke.yaml",
+            "--storage",
+            str(storage),
+            "--tracking-uri",
+            f"sqlite:///{db}",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ipt-ray: error: storage "), proc.stderr
+    assert message in lines[0]
+    assert not db.exists(), "no MLflow store (no experiment, no run) before storage is usable"
+    assert list(storage.iterdir()) == []
