@@ -1,0 +1,114 @@
+"""Memory of concurrent trials: what each additional concurrent MiniLM trial costs.
+
+Runs the same search (``task`` on `mr` with MiniLM, 2 trials of 1 epoch on 1,000 samples,
+one Ray Train worker of 1 CPU per trial) with 1 and then 2 trials at a time on a local Ray
+of 2 CPUs, while a sampler adds up, every 0.5 s, the proportional set size (PSS: shared pages
+split between the processes sharing them) of every Ray worker process (``ray::`` in its
+command line: Tune's trial actors, Ray Train's controllers and workers, idle pooled workers).
+The cost of one more concurrent trial is the difference of the peaks. Linux only
+(``/proc/PID/smaps_rollup``).
+
+    .venv/bin/python benchmarks/trial_memory.py [--max-samples 1000]
+        [--out benchmarks/out/trial_memory.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def ray_worker_pss_bytes() -> tuple[int, dict[str, int]]:
+    """Total PSS of the processes whose command line starts with ``ray::``, and per name."""
+    total, by_name = 0, {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if not cmdline.startswith("ray::"):
+                continue
+            rollup = (proc / "smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                kb = int(line.split()[1]) * 1024
+                total += kb
+                name = cmdline.split()[0]
+                by_name[name] = by_name.get(name, 0) + kb
+                break
+    return total, by_name
+
+
+def search_peak(concurrent: int, max_samples: int) -> dict[str, object]:
+    import ray
+
+    from ipt_ray.space import parse_space
+    from ipt_ray.tuning import run_search
+
+    space = (
+        "name: trial-memory\nfixed:\n  task: mr\n  model: minilm\n"
+        f"  max_samples: {max_samples}\n  max_length: 64\n  batch_size: 32\n  epochs: 1\n"
+        f"search:\n  num_samples: 2\n  seed: 0\n  scheduler: none\n"
+        f"  max_concurrent: {concurrent}\n"
+        "params:\n  lr: [0.02]\n  generator: {choices: {task: {}}}\n"
+    )
+    root = Path(tempfile.mkdtemp(prefix="ipt-ray-memory-"))
+    peak: dict[str, object] = {"bytes": 0, "by_name": {}}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            total, by_name = ray_worker_pss_bytes()
+            if total > int(peak["bytes"]):  # type: ignore[call-overload]
+                peak.update(bytes=total, by_name=by_name)
+            time.sleep(0.5)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        time.sleep(3)  # Ray's prestarted idle workers settle first
+        idle, _ = ray_worker_pss_bytes()
+        sampler.start()
+        run_search(
+            parse_space(space),
+            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+            artifact_root=root / "mlartifacts",
+            storage=root / "ray",
+        )
+    finally:
+        done.set()
+        ray.shutdown()
+    return {"concurrent": concurrent, "idle_bytes": idle, "peak_bytes": peak["bytes"], **peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-samples", type=int, default=1000)
+    parser.add_argument("--out", default="benchmarks/out/trial_memory.json")
+    args = parser.parse_args()
+    rows = [search_peak(k, args.max_samples) for k in (1, 2)]
+    gib = 2**30
+    for row in rows:
+        names = ", ".join(
+            f"{n} {b / gib:.2f}"
+            for n, b in sorted(row["by_name"].items(), key=lambda kv: -kv[1])  # type: ignore[union-attr]
+        )
+        print(
+            f"{row['concurrent']} at a time: peak PSS of Ray workers "
+            f"{int(row['peak_bytes']) / gib:.2f} GiB (idle {int(row['idle_bytes']) / gib:.2f}); "
+            f"{names}"
+        )
+    extra = (int(rows[1]["peak_bytes"]) - int(rows[0]["peak_bytes"])) / gib
+    print(f"one more concurrent trial: {extra:.2f} GiB")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"rows": rows, "extra_trial_gib": extra}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
