@@ -590,7 +590,8 @@ def jobs_stop(job_id: str, address: JobAddressOpt = None) -> None:
 
 
 def search_json(summary: Any) -> dict[str, Any]:
-    """The `--json` line: experiment, parent run, best trial and counts."""
+    """The `--json` line: experiment, parent run, best trial, counts, and the MLflow calls
+    that never reached the store."""
     best = summary.best
     return {
         "experiment": summary.name,
@@ -616,6 +617,7 @@ def search_json(summary: Any) -> dict[str, Any]:
             "killed": summary.counts.get("killed", 0),
         },
         "seconds": summary.seconds,
+        "tracking_calls_lost": summary.tracking_calls_lost,
     }
 
 

@@ -90,6 +90,7 @@ def test_submitted_search_runs_on_both_nodes_and_is_browsable(
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["experiment"] == "on-cluster"
     assert summary["counts"]["trials"] == 2 and summary["counts"]["failed"] == 0
+    assert summary["tracking_calls_lost"] == 0
 
     from mlflow import MlflowClient
 

@@ -142,6 +142,7 @@ def test_a_killed_worker_node_leaves_the_search_to_finish_on_the_head(
     summary = json.loads(lines[-1])
     assert summary["counts"]["trials"] == 4
     assert summary["counts"]["failed"] == 0, output[-3000:]
+    assert summary["tracking_calls_lost"] == 0
     from mlflow import MlflowClient
 
     runs = MlflowClient(tracking_uri=uri).search_runs([summary["experiment_id"]])
