@@ -129,14 +129,19 @@ def _info(config: Any) -> BackboneInfo:
 
 
 def _takes_past_key_values(config: Any) -> bool | None:
-    """Whether the AutoModel class of ``config`` accepts ``past_key_values`` (None: unknown)."""
+    """Whether the AutoModel class of ``config`` accepts ``past_key_values`` (None: unknown).
+
+    transformers 5.24 renamed the argument ``cache`` and still takes ``past_key_values`` (what
+    PEFT passes) as a deprecated alias until 5.40: either name counts.
+    """
     from transformers import MODEL_MAPPING
 
     try:
         cls: Any = MODEL_MAPPING[type(config)]
     except (KeyError, ValueError):
         return None
-    return "past_key_values" in inspect.signature(cls.forward).parameters
+    params = inspect.signature(cls.forward).parameters
+    return "past_key_values" in params or "cache" in params
 
 
 def prompt_embeddings(
