@@ -11,7 +11,9 @@ turns every finished epoch into one ``ray.train.report``:
 - the metrics are the epoch's :attr:`~ipt_ray.loop.EpochResult.metrics` (``epoch`` 1-based,
   the time attribute of ASHA and the step in MLflow) plus ``node`` (the hosts of all ranks),
   ``wall_seconds`` (since this worker started) and ``checkpoint_score`` (the epoch when it is
-  the best so far by the loop's selection metric, else 0: which checkpoint to keep);
+  the best so far by the loop's selection metric, else 0: which checkpoint to keep); the first
+  report of this worker also carries ``first_step_unix`` (when its first optimizer step ended)
+  and ``torch_threads``;
 - the last epoch is reported only after :meth:`~ipt_ray.loop.TrainingRun.fit` returns, merged
   with the run's final metrics: ``test_*`` of the best weights, ``best_epoch``,
   ``best_val_*`` (the best epoch's validation metrics), ``seconds_per_epoch`` and, under DDP,
