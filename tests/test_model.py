@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,13 @@ GENERATORS = {
 }
 DEEP = {"prefix", "prefix-mlp", "idpg-phm-layers"}
 TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun"]
+
+
+def cache_arg(net: torch.nn.Module, cache: object) -> dict[str, object]:
+    """``{name: cache}`` under the name this transformers' forward takes: ``cache`` since 5.24
+    (``past_key_values`` a deprecated alias until 5.40), ``past_key_values`` before."""
+    params = inspect.signature(net.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
 
 
 def make(model_dir: Path, key: str, prompt_length: int = 4) -> tuple[IPTModel, object]:
@@ -129,8 +137,8 @@ def test_prefix_attention_matches_transformers_cache(tiny_models, arch):
     theirs = reference(
         input_ids=ids,
         attention_mask=full_mask,
-        past_key_values=cache,
         position_ids=positions,
+        **cache_arg(reference, cache),
         use_cache=False,
     ).last_hidden_state
     real = mask.bool()
@@ -155,7 +163,10 @@ def test_deep_prefix_matches_a_cache_of_the_same_length(tiny_models, arch):
         cache.update(kv[layer, 0], kv[layer, 1], layer)
     mask = torch.cat([torch.ones(len(TEXTS), 3, dtype=torch.long), batch["attention_mask"]], 1)
     theirs = reference(
-        input_ids=batch["input_ids"], attention_mask=mask, past_key_values=cache, use_cache=False
+        input_ids=batch["input_ids"],
+        attention_mask=mask,
+        use_cache=False,
+        **cache_arg(reference, cache),
     ).last_hidden_state
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-4)
