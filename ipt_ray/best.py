@@ -10,7 +10,7 @@ the metric's history (a pruned or failed trial).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,25 @@ class TrialRow:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **fields: Any) -> TrialRow:
+        """A row whose generator, prompt length, lr and knobs are read from a trial's params.
+
+        ``params`` are the trial's sampled and fixed settings, as MLflow holds them (strings)
+        or as Tune gave them (values); a generator's own knobs are ``<generator>.<knob>`` and
+        may hold its ``lr`` and ``prompt_length`` when the space makes those conditional.
+        ``fields`` are the other :class:`TrialRow` fields.
+        """
+        generator = str(params.get("generator", ""))
+        knobs = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(generator + ".")}
+        return cls(
+            generator=generator,
+            prompt_length=_int(params.get("prompt_length", knobs.pop("prompt_length", None))),
+            lr=_float(params.get("lr", knobs.pop("lr", None))),
+            knobs=knobs,
+            **fields,
+        )
 
 
 @dataclass
@@ -221,20 +240,14 @@ def trial_rows(
     mode = metric_mode(search, metric)
     rows = []
     for run in runs:
-        params = run.data.params
-        generator = params.get("generator", "")
-        knobs = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(generator + ".")}
         values = {m: best_value(client, run, m, d) for m, d in search.objectives}
         rows.append(
-            TrialRow(
+            TrialRow.from_params(
+                run.data.params,
                 rank=0,
                 run_id=run.info.run_id,
                 trial_id=run.data.tags.get(C.TAG_TRIAL_ID, ""),
                 status=trial_status(run),
-                generator=generator,
-                prompt_length=_int(params.get("prompt_length")),
-                lr=_float(params.get("lr")),
-                knobs=knobs,
                 value=values.get(metric)
                 if metric in values
                 else best_value(client, run, metric, mode),
@@ -289,15 +302,15 @@ def pareto_front(rows: Sequence[TrialRow], objectives: Sequence[tuple[str, str]]
     return front
 
 
-def _int(value: str | None) -> int | None:
+def _int(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
-def _float(value: str | None) -> float | None:
+def _float(value: Any) -> float | None:
     try:
         return float(value) if value is not None else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None

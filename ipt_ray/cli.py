@@ -280,52 +280,22 @@ def write_checkpoint(run: Any, out_dir: Path) -> None:
 
 
 def format_summary_table(summary: Any, limit: int = 10) -> list[str]:
-    """The top trials as aligned text rows (rank, run, status, generator, P, lr, knobs, metric)."""
+    """The search's top trials as aligned text, in the columns of ``ipt-ray best``."""
+    from ipt_ray.best import TrialRow
+
     rows = [
-        [
-            "#",
-            "trial run",
-            "status",
-            "generator",
-            "P",
-            "lr",
-            "knobs",
-            summary.metric,
-            "test_acc",
-            "params",
-        ]
-    ]
-    for rank, trial in enumerate(summary.top[:limit], start=1):
-        params = trial.params
-        generator = str(params.get("generator", ""))
-        knobs = ", ".join(
-            f"{k.split('.', 1)[1]}={v}"
-            for k, v in sorted(params.items())
-            if k.startswith(generator + ".")
+        TrialRow.from_params(
+            trial.settings or trial.params,
+            rank=rank,
+            run_id=trial.run_id or trial.trial_id,
+            trial_id=trial.trial_id,
+            status=trial.status,
+            value=trial.value,
+            metrics=trial.metrics,
         )
-        lr = params.get("lr", params.get(f"{generator}.lr"))
-        length = params.get("prompt_length", params.get(f"{generator}.prompt_length", ""))
-        test = trial.metrics.get("test_accuracy")
-        count = trial.metrics.get("trainable_params")
-        rows.append(
-            [
-                str(rank),
-                (trial.run_id or trial.trial_id)[:12],
-                trial.status,
-                generator,
-                str(length),
-                f"{lr:.2g}" if isinstance(lr, float) else str(lr or ""),
-                knobs,
-                "" if trial.value is None else f"{trial.value:.4f}",
-                "" if test is None else f"{test:.4f}",
-                "" if count is None else f"{int(count):,}",
-            ]
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+        for rank, trial in enumerate(summary.top[:limit], start=1)
     ]
+    return format_rows(rows, summary.metric)
 
 
 @app.command()

@@ -220,7 +220,9 @@ class TrialSummary:
 
     ``value`` is the best value of the search metric over the trial's epochs (at
     ``best_epoch``); ``metrics`` holds the metrics reported at that epoch, plus the trial's
-    ``test_*`` and ``best_*`` metrics of its last report; ``params`` the sampled values.
+    ``test_*`` and ``best_*`` metrics of its last report; ``params`` the sampled values;
+    ``settings`` every setting the trial ran with (fixed and sampled, as its MLflow run holds
+    them).
     """
 
     trial_id: str
@@ -234,6 +236,7 @@ class TrialSummary:
     node: str | None = None
     checkpoint: str | None = None
     error: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, record: TrialRecord) -> TrialSummary:
@@ -253,6 +256,7 @@ class TrialSummary:
             node=record.node,
             checkpoint=record.uploaded_checkpoint,
             error=record.error,
+            settings={**record.params, **record.sampled},
         )
 
 

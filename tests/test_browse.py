@@ -863,6 +863,18 @@ def test_best_lists_the_real_search(real_search: RealSearch, tmp_path: Path) -> 
     assert out["trials"][0]["run_id"] == summary.best.run_id
 
 
+def test_the_search_end_table_is_the_best_table(real_search: RealSearch) -> None:
+    """What a search prints at its end and what ``ipt-ray best`` prints later: same rows."""
+    from ipt_ray.cli import format_summary_table
+
+    result = cli("best", "--tracking-uri", real_search.uri)
+    assert result.exit_code == 0, result.stderr
+    end_table = format_summary_table(real_search.summary)
+    assert end_table == result.stdout.splitlines()[1 : 1 + len(end_table)]
+    assert len(end_table) == 1 + len(real_search.summary.top)
+    assert "share" in end_table[0].split() and "%" in end_table[1]
+
+
 @pytest.mark.ray
 def test_exported_bundle_predicts_like_the_trials_checkpoint(
     real_search: RealSearch, tmp_path: Path
