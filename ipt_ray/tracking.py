@@ -214,6 +214,11 @@ class TrialRecord:
     ended: float | None = None
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting the trial ran with: what its MLflow run logs as params."""
+        return {**self.sampled, **self.params}
+
+    @property
     def is_open(self) -> bool:
         return self.status == STATUS_RUNNING
 
@@ -611,7 +616,7 @@ class SearchTracker:
 
         record.run_requested = True
         self._call(f"create the run of trial {trial_id}", create)
-        self._log_params(record, {**record.sampled, **record.params})
+        self._log_params(record, record.settings)
         return record
 
     def log_result(

@@ -256,7 +256,7 @@ class TrialSummary:
             node=record.node,
             checkpoint=record.uploaded_checkpoint,
             error=record.error,
-            settings={**record.params, **record.sampled},
+            settings=record.settings,
         )
 
 
