@@ -48,6 +48,44 @@ def resolve_model(model: str) -> tuple[str, bool]:
     return model, False
 
 
+def _load(
+    model: str, revision: str | None, trust_remote_code: bool, what: Callable[..., Any]
+) -> Any:
+    """``what(source, **kwargs)`` for a backbone id/alias/path; failures become UserError."""
+    source, local = resolve_model(model)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision is not None and not local:
+        kwargs["revision"] = revision
+    if local:
+        kwargs["local_files_only"] = True
+    try:
+        return what(source, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
+        hint = (
+            "offline: use a local directory or the alias 'minilm'" if (offline or not local) else ""
+        )
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"could not load model {model!r}: {first[:200]}" + (f" ({hint})" if hint else "")
+        ) from None
+
+
+def load_tokenizer(
+    model: str, *, revision: str | None = None, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """The backbone's tokenizer (decoders without a pad token pad with their eos token).
+
+    Raises:
+        UserError: as :func:`load_backbone`.
+    """
+    tokenizer = _load(model, revision, trust_remote_code, AutoTokenizer.from_pretrained)
+    if tokenizer.pad_token_id is None:
+        # Decoders such as GPT-2 have no pad token; padding is masked out, any id will do.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
 def load_backbone(
     model: str,
     *,
@@ -63,27 +101,13 @@ def load_backbone(
         UserError: the model cannot be found locally or on the hub (offline), or is not a
             text model that ``AutoModel`` knows.
     """
-    source, local = resolve_model(model)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if revision is not None and not local:
-        kwargs["revision"] = revision
-    if local:
-        kwargs["local_files_only"] = True
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        net = AutoModel.from_pretrained(source, **kwargs, **config_overrides)
-    except (OSError, ValueError, KeyError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
-        hint = (
-            "offline: use a local directory or the alias 'minilm'" if (offline or not local) else ""
-        )
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"could not load model {model!r}: {first[:200]}" + (f" ({hint})" if hint else "")
-        ) from None
-    if tokenizer.pad_token_id is None:
-        # Decoders such as GPT-2 have no pad token; padding is masked out, any id will do.
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer = load_tokenizer(model, revision=revision, trust_remote_code=trust_remote_code)
+    net = _load(
+        model,
+        revision,
+        trust_remote_code,
+        lambda source, **kwargs: AutoModel.from_pretrained(source, **kwargs, **config_overrides),
+    )
     return freeze(net), tokenizer
 
 

@@ -349,6 +349,14 @@ def search(
             "node), from the trial's last checkpoint"
         ),
     ] = 0,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="how a trial trains: actor (in Tune's trial process, reused by the next "
+            "trial: fast to start, one process per trial), train (a Ray Train TorchTrainer "
+            "with --workers-per-trial DDP workers), or auto (actor for 1 worker, else train)"
+        ),
+    ] = "auto",
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="override a fixed setting of the space, KEY=VALUE (repeat)"),
@@ -367,8 +375,8 @@ def search(
         bool, typer.Option("--json", help="print a JSON summary as the last line")
     ] = False,
 ) -> None:
-    """Search a space with Ray Tune + Optuna TPE (+ ASHA); every trial a Ray Train job;
-    everything tracked in MLflow."""
+    """Search a space with Ray Tune + Optuna TPE (+ ASHA); every trial trained in a reused
+    Tune trial process or as a Ray Train job; everything tracked in MLflow."""
     quiet_libraries()
     from ipt_ray import preflight
     from ipt_ray.space import load_space
@@ -405,6 +413,9 @@ def search(
             f"--cpus-per-worker and --gpus-per-worker cannot be negative, got "
             f"{cpus_per_worker:g} and {gpus_per_worker:g}"
         )
+    from ipt_ray.runner import resolve_runner
+
+    resolve_runner(runner, workers_per_trial, worker_failures)
     preflight.check_ray_address(address)
     if preflight.is_dashboard_address(address):
         from ipt_ray.submit import submit_search
@@ -423,6 +434,7 @@ def search(
                 ("gpus_per_worker", gpus_per_worker),
                 ("max_failures", max_failures),
                 ("worker_failures", worker_failures),
+                ("runner", runner),
             )
             if v is not None
         ]
@@ -455,6 +467,7 @@ def search(
         gpus_per_worker=gpus_per_worker,
         max_failures=max_failures,
         worker_failures=worker_failures,
+        runner=runner,
         progress=LineProgress(sys.stderr if as_json else sys.stdout),
     )
     print()

@@ -1,28 +1,36 @@
-"""The per-trial Tune function: ``train_driver_fn(config, setup)`` builds and fits a TorchTrainer.
+"""The per-trial Tune function: ``train_driver_fn(config, setup)`` trains one trial.
 
 Ray 2.60 runs Ray Train V2, where a trainer cannot be passed to ``Tuner`` directly. Each trial
-is instead a Tune *function trainable* that turns its flat trial config into a
-:class:`~ipt_ray.config.TrainConfig` and fits one :class:`~ray.train.torch.TorchTrainer`:
+is a Tune *function trainable* that turns its flat trial config into a
+:class:`~ipt_ray.config.TrainConfig` and trains it with one of two runners
+(:attr:`TrialSetup.runner`):
 
-- ``W`` DDP workers (:func:`ipt_ray.worker.train_fn_per_worker`), gloo on CPU, nccl on GPU;
-- the Train run is named ``trial-<trial id>`` (stable, no timestamp) under
-  :attr:`TrialSetup.storage_path`, so a trial that Tune restarts finds its own checkpoints
-  and resumes at the next epoch;
-- :class:`~ray.tune.integration.ray_train.TuneReportCallback` forwards rank 0's reports to
-  Tune (a checkpoint arrives as its storage path under ``checkpoint_path``);
-- Ray Train keeps two checkpoints: the latest (to resume) and the best epoch's (highest
-  ``checkpoint_score``, see :mod:`ipt_ray.worker`).
+``actor``: the trial trains inside Tune's own trial process (:func:`ipt_ray.worker.train_in_trial`),
+  which holds the trial's CPUs (and GPU share) and reports with ``ray.tune.report``. Tune
+  reuses the process for the next trial, so torch and transformers are imported once, the
+  backbone is built once and the task loaded once per process: a reused trial starts training
+  in about a second, and a concurrent trial costs one process. What Ray recommends for
+  single-worker training under Tune; the default when a trial has one worker.
+``train``: the trial fits a :class:`~ray.train.torch.TorchTrainer` with ``W`` DDP workers
+  (:func:`ipt_ray.worker.train_fn_per_worker`), gloo on CPU, nccl on GPU, on one node or
+  many. The Train run is named ``trial-<trial id>`` (stable, no timestamp) under
+  :attr:`TrialSetup.storage_path`, so a trial that Tune restarts finds its own checkpoints;
+  :class:`~ray.tune.integration.ray_train.TuneReportCallback` forwards rank 0's reports to
+  Tune (a checkpoint arrives as its storage path under ``checkpoint_path``); Ray Train keeps
+  the latest and the best epoch's checkpoints (highest ``checkpoint_score``) and restarts
+  failed workers (``worker_failures``). The function itself reserves no CPU: the workers
+  hold the resources. Needed for several workers per trial.
 
-The function reserves no CPU of its own (see :func:`trainable`): only the workers hold
-resources. A failed run raises :class:`TrialFailed` with a one-line message, which Tune
-records as the trial's error. No MLflow here.
+Both read the backbone from the node's shared copy when the search published one
+(:attr:`TrialSetup.backbone`). A failed run raises :class:`TrialFailed` with a one-line
+message, which Tune records as the trial's error. No MLflow here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ray.train
 import ray.tune
@@ -30,11 +38,20 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ipt_ray.config import TrainConfig
-from ipt_ray.worker import CHECKPOINT_SCORE_KEY, TRAIN_CONFIG_KEY, train_fn_per_worker
+from ipt_ray.worker import (
+    CHECKPOINT_SCORE_KEY,
+    SHARED_BACKBONE_KEY,
+    TRAIN_CONFIG_KEY,
+    train_fn_per_worker,
+    train_in_trial,
+)
+
+if TYPE_CHECKING:
+    from ipt_ray.shared_backbone import SharedBackbone
 
 #: Where TuneReportCallback puts the storage path of a reported checkpoint.
 CHECKPOINT_PATH_KEY = "checkpoint_path"
-#: Resources of the driver function itself (Ray refuses ``{"cpu": 0}`` alone).
+#: Resources of the driver function of a ``train`` trial (Ray refuses ``{"cpu": 0}`` alone).
 DRIVER_RESOURCES = {"cpu": 0, "memory": 1 << 20}
 
 
@@ -66,8 +83,11 @@ class TrialSetup:
         workers: DDP workers per trial.
         cpus_per_worker, gpus_per_worker: resources of each worker.
         worker_failures: Ray Train restarts a failed worker group this often (from the last
-            checkpoint) before the trial fails.
-        train_fn: the per-worker function (tests substitute their own).
+            checkpoint) before the trial fails (``train`` runner).
+        runner: ``actor`` or ``train`` (the module docstring;
+            :func:`ipt_ray.runner.resolve_runner`).
+        backbone: the search's backbone in the object store, or None (each trial loads it).
+        train_fn: the per-worker function of the ``train`` runner (tests substitute their own).
     """
 
     space: TrialConfigConverter
@@ -76,6 +96,8 @@ class TrialSetup:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     worker_failures: int = 0
+    runner: str = "train"
+    backbone: SharedBackbone | None = None
     train_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker
 
     @property
@@ -95,7 +117,10 @@ def build_trainer(train_config: TrainConfig, setup: TrialSetup, trial_id: str) -
         resources["GPU"] = setup.gpus_per_worker
     return TorchTrainer(
         setup.train_fn,
-        train_loop_config={TRAIN_CONFIG_KEY: train_config.to_dict()},
+        train_loop_config={
+            TRAIN_CONFIG_KEY: train_config.to_dict(),
+            SHARED_BACKBONE_KEY: setup.backbone,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=setup.workers,
             use_gpu=setup.use_gpu,
@@ -130,7 +155,8 @@ def short_error(exc: BaseException) -> str:
 
 
 def train_driver_fn(config: dict[str, Any], setup: TrialSetup) -> None:
-    """Run one trial: build the TrainConfig, fit the TorchTrainer, raise if training failed.
+    """Run one trial: build the TrainConfig, train it with the setup's runner, raise if
+    training failed.
 
     Args:
         config: the flat trial config sampled by Optuna (fixed settings included).
@@ -144,6 +170,12 @@ def train_driver_fn(config: dict[str, Any], setup: TrialSetup) -> None:
         train_config = setup.space.to_train_config(config)
     except Exception as exc:
         raise TrialFailed(short_error(exc)) from exc
+    if setup.runner == "actor":
+        try:
+            train_in_trial(train_config, run_name=run_name(trial_id), shared=setup.backbone)
+        except Exception as exc:
+            raise TrialFailed(short_error(exc)) from exc
+        return
     trainer = build_trainer(train_config, setup, trial_id)
     try:
         trainer.fit()
@@ -152,9 +184,19 @@ def train_driver_fn(config: dict[str, Any], setup: TrialSetup) -> None:
 
 
 def trainable(setup: TrialSetup) -> Any:
-    """The Tune trainable of a search: :func:`train_driver_fn` bound to ``setup``, holding no
-    CPU itself (the TorchTrainer's workers reserve the resources)."""
+    """The Tune trainable of a search: :func:`train_driver_fn` bound to ``setup``.
+
+    An ``actor`` trial holds its worker's CPUs and GPU share itself; a ``train`` trial holds
+    none (the TorchTrainer's workers reserve the resources).
+    """
     bound = ray.tune.with_parameters(train_driver_fn, setup=setup)
+    if setup.runner == "actor":
+        resources: dict[str, float] = {"cpu": setup.cpus_per_worker}
+        if setup.use_gpu:
+            resources["gpu"] = setup.gpus_per_worker
+        if not any(resources.values()):
+            resources = dict(DRIVER_RESOURCES)
+        return ray.tune.with_resources(bound, resources)
     return ray.tune.with_resources(bound, dict(DRIVER_RESOURCES))
 
 

@@ -180,7 +180,14 @@ class TrainingRun:
         self.net: nn.Module = self.model
         if world_size > 1 and torch.distributed.is_initialized():
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # DDP would broadcast every parameter and buffer from rank 0 into the others at
+            # start (and buffers every step): the frozen backbone is the same on every rank
+            # already, may be the node's shared read-only copy, and stays out of it.
+            frozen = [f"backbone.{name}" for name, _ in self.model.backbone.named_parameters()]
+            frozen += [f"backbone.{name}" for name, _ in self.model.backbone.named_buffers()]
+            DDP = nn.parallel.DistributedDataParallel
+            DDP._set_params_and_buffers_to_ignore_for_model(self.model, frozen)
+            self.net = DDP(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model, config)
         steps_per_epoch = math.ceil(self._shard_size() / config.batch_size)
         self.total_steps = steps_per_epoch * config.epochs

@@ -408,6 +408,19 @@ class SearchSpace:
         config = TrainConfig.from_dict({**settings, GENERATOR: name, "generator_options": knobs})
         return config.validate()
 
+    def fixed_backbone(self) -> tuple[str, str | None, bool] | None:
+        """``(model, revision, trust_remote_code)`` when every trial uses the same backbone
+        (none of the three is searched or set per generator), else None."""
+        keys = ("model", "revision", "trust_remote_code")
+        varied = set(self.params)
+        for sub in self.generators.values():
+            varied |= set(sub.searched) | set(sub.constants)
+        if varied & set(keys):
+            return None
+        defaults = TrainConfig()
+        model, revision, trust = (self.fixed.get(k, getattr(defaults, k)) for k in keys)
+        return str(model), None if revision is None else str(revision), bool(trust)
+
     def sample_configs(self, n: int, seed: int = 0) -> list[dict[str, Any]]:
         """``n`` flat trial configs drawn at random with :meth:`define_by_run` (dry runs, tests)."""
         import optuna

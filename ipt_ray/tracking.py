@@ -205,6 +205,9 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     best_metrics: dict[str, float] = field(default_factory=dict)
     checkpoints: dict[int, tuple[float | None, str]] = field(default_factory=dict)
+    # (epoch, checkpoint rank) of the latest result: a checkpoint Tune persists after it
+    # (the actor runner) belongs to that epoch.
+    last_rank: tuple[int, float | None] | None = None
     uploaded_checkpoint: str | None = None
     run_requested: bool = False  # its run's creation was sent or buffered
     logged_epochs: list[int] = field(default_factory=list)
@@ -647,10 +650,11 @@ class SearchTracker:
         if score is not None and _better(score, record.best_value, self.mode):
             record.best_value, record.best_epoch = score, epoch
             record.best_metrics = dict(values)
+        rank = score
+        if self.checkpoint_score_key is not None:
+            rank = _number(result.get(self.checkpoint_score_key))
+        record.last_rank = (epoch, rank)
         if checkpoint:
-            rank = score
-            if self.checkpoint_score_key is not None:
-                rank = _number(result.get(self.checkpoint_score_key))
             record.checkpoints[epoch] = (rank, checkpoint)
         node = result.get(NODE_RESULT_KEY)
         if not record.has_run:
@@ -663,6 +667,17 @@ class SearchTracker:
         if values:
             self._log_metrics(record, values, epoch)
             record.logged_epochs.append(epoch)
+
+    def attach_checkpoint(self, trial_id: str, checkpoint: str) -> None:
+        """Record a checkpoint persisted after the trial's latest result (Tune's own
+        checkpoints, which arrive after their result: the actor runner)."""
+        record = self.trials.get(trial_id)
+        if record is None or record.last_rank is None:
+            return
+        epoch, rank = record.last_rank
+        record.checkpoints[epoch] = (rank, checkpoint)
+        if record.has_run and any(e not in record.logged_epochs for e in range(1, epoch)):
+            self._backfill(record, checkpoint, epoch)
 
     def _backfill(self, record: TrialRecord, checkpoint: str, epoch: int) -> None:
         """Log earlier epochs this tracker never logged, from the checkpoint's history.
@@ -976,6 +991,13 @@ class MlflowSearchTracker(Callback):
         self.tracker.log_result(
             trial.trial_id, values, checkpoint=checkpoint if isinstance(checkpoint, str) else None
         )
+
+    def on_checkpoint(
+        self, iteration: int, trials: Sequence[Any], trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        path = getattr(checkpoint, "path", None)
+        if isinstance(path, str):
+            self.tracker.attach_checkpoint(trial.trial_id, path)
 
     def on_trial_complete(
         self, iteration: int, trials: Sequence[Any], trial: Any, **info: Any

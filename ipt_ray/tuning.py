@@ -42,6 +42,7 @@ from ipt_ray import constants as C
 from ipt_ray.driver import CHECKPOINT_PATH_KEY, TrialSetup, trainable
 from ipt_ray.driver import run_name as train_run_name
 from ipt_ray.errors import UserError
+from ipt_ray.runner import resolve_runner
 from ipt_ray.search_record import (
     FINISHED,
     INTERRUPTED,
@@ -457,6 +458,8 @@ def _search_params(
         "multivariate": s.multivariate,
         "group": s.group,
         "workers_per_trial": setup.workers,
+        "runner": setup.runner,
+        "shared_backbone_bytes": setup.backbone.nbytes if setup.backbone else 0,
         "cpus_per_worker": setup.cpus_per_worker,
         "gpus_per_worker": setup.gpus_per_worker,
         "ray_address": address or "local",
@@ -491,6 +494,8 @@ def run_search(
     gpus_per_worker: float = 0.0,
     max_failures: int = 0,
     worker_failures: int = 0,
+    runner: str = "auto",
+    share_backbone: bool = True,
     progress: ProgressFn | None = None,
     top_k: int = 10,
     ray_init_kwargs: Mapping[str, Any] | None = None,
@@ -514,6 +519,11 @@ def run_search(
         workers_per_trial, cpus_per_worker, gpus_per_worker: DDP workers of each trial.
         max_failures: Tune restarts a failed trial this often (resuming its last checkpoint).
         worker_failures: Ray Train restarts a trial's failed workers this often.
+        runner: how a trial trains: ``actor`` (in Tune's trial process, reused by the next
+            trial), ``train`` (a Ray Train TorchTrainer with ``workers_per_trial`` DDP
+            workers) or ``auto`` (see :func:`ipt_ray.runner.resolve_runner`).
+        share_backbone: put the backbone into Ray's object store once, so that every trial
+            process of a node maps the same weights (when every trial uses one backbone).
         progress: called with a :class:`ProgressEvent` per trial event (None: silent).
         top_k: trials listed in :attr:`SearchSummary.top`.
         ray_init_kwargs: extra ``ray.init`` arguments (local Ray or connection).
@@ -536,6 +546,7 @@ def run_search(
         raise UserError(f"workers per trial must be at least 1, got {workers_per_trial}")
     if cpus_per_worker < 0 or gpus_per_worker < 0:
         raise UserError("CPUs and GPUs per worker cannot be negative")
+    runner = resolve_runner(runner, workers_per_trial, worker_failures)
     where = SearchLocations.resolve(
         search_name, tracking_uri=tracking_uri, artifact_root=artifact_root, storage=storage
     )
@@ -550,6 +561,9 @@ def run_search(
     emit: ProgressFn = progress or (lambda event: None)
     with _ray_session(address, ray_init_kwargs or {}) as cluster:
         check_shared_storage(where.storage_path)
+        # Before the MLflow store is opened: a backbone that does not load is one line.
+        backbone = space.fixed_backbone() if share_backbone else None
+        shared = _publish(backbone) if backbone is not None else None
         # Only now (Ray is up, the storage fits it) is the MLflow store opened.
         tracker = SearchTracker(
             where.tracking_uri,
@@ -573,6 +587,8 @@ def run_search(
             cpus_per_worker=cpus_per_worker,
             gpus_per_worker=gpus_per_worker,
             worker_failures=worker_failures,
+            runner=runner,
+            backbone=shared,
             **({"train_fn": train_fn} if train_fn is not None else {}),
         )
         key = where.experiment_dir
@@ -697,6 +713,14 @@ class SearchLocations:
         )
 
 
+def _publish(backbone: tuple[str, str | None, bool]) -> Any:
+    """The search's backbone in the object store (see :mod:`ipt_ray.shared_backbone`)."""
+    from ipt_ray.shared_backbone import publish_backbone
+
+    model, revision, trust_remote_code = backbone
+    return publish_backbone(model, revision=revision, trust_remote_code=trust_remote_code)
+
+
 def _log_plots(tracker: SearchTracker) -> None:
     """The search's plots under ``plots/`` of its parent run (a convenience: a finished search
     never fails on them)."""
@@ -815,15 +839,24 @@ def _build_tuner(
             scheduler=build_scheduler(space),
             trial_name_creator=trial_dirname,
             trial_dirname_creator=trial_dirname,
-            # Not True: Tune keeps the actor of an ASHA-stopped trial for reuse while its
-            # TorchTrainer still holds the workers' resources, and later trials wait forever.
-            reuse_actors=False,
+            # The actor runner trains in the trial's process: reusing it is what makes the
+            # next trial cheap. Not with the train runner: Tune keeps the actor of an
+            # ASHA-stopped trial for reuse while its TorchTrainer still holds the workers'
+            # resources, and later trials wait forever.
+            reuse_actors=setup.runner == "actor",
         ),
         run_config=ray.tune.RunConfig(
             name=where.experiment_dir,
             storage_path=where.storage_path,
             callbacks=callbacks,
             failure_config=ray.tune.FailureConfig(max_failures=max_failures),
+            # The actor runner's checkpoints are Tune's: keep the latest (to resume) and the
+            # best epoch's, as Ray Train does for the train runner.
+            checkpoint_config=ray.tune.CheckpointConfig(
+                num_to_keep=1,
+                checkpoint_score_attribute=CHECKPOINT_SCORE_KEY,
+                checkpoint_score_order="max",
+            ),
             verbose=0,
         ),
     )

@@ -1,13 +1,21 @@
-"""The per-rank train function of a trial: ``train_fn_per_worker(config)``.
+"""How a trial trains and reports: ``train_fn_per_worker(config)`` and ``train_in_trial(...)``.
 
-Ray Train runs this function once per DDP worker. It builds a :class:`~ipt_ray.loop.TrainingRun`
-(plain torch), resumes it from the trial's latest Ray Train checkpoint if there is one, and
-turns every finished epoch into one ``ray.train.report``:
+Both build a :class:`~ipt_ray.loop.TrainingRun` (plain torch) from the process's warm backbone
+and task (:mod:`ipt_ray.warm`, over the node's shared weights when the search published
+them), resume it from the trial's latest checkpoint if there is one, and turn every finished
+epoch into one report:
+
+- :func:`train_fn_per_worker` runs once per DDP worker of a Ray Train run (the ``train``
+  runner) and reports with ``ray.train.report``;
+- :func:`train_in_trial` runs inside Tune's trial process (the ``actor`` runner, one process
+  per trial, reused by the next trial) and reports with ``ray.tune.report``.
+
+What is reported is the same either way:
 
 - every rank reports the same metrics (Ray Train's report is a barrier: all ranks must call it
   equally often); only rank 0 attaches a checkpoint, written by
   :meth:`~ipt_ray.loop.TrainingRun.save_checkpoint` to a scratch directory
-  (:func:`scratch_dir`) that Ray Train copies into the run's storage;
+  (:func:`scratch_dir`) that Ray copies into the run's storage;
 - the metrics are the epoch's :attr:`~ipt_ray.loop.EpochResult.metrics` (``epoch`` 1-based,
   the time attribute of ASHA and the step in MLflow) plus ``node`` (the hosts of all ranks),
   ``wall_seconds`` (since this worker started) and ``checkpoint_score`` (the epoch when it is
@@ -31,11 +39,13 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray.train
 import ray.train.torch
+import ray.tune
 import torch
 
 from ipt_ray import constants as C
@@ -43,9 +53,12 @@ from ipt_ray import constants as C
 if TYPE_CHECKING:
     from ipt_ray.config import TrainConfig
     from ipt_ray.loop import EpochResult, TrainingRun
+    from ipt_ray.shared_backbone import SharedBackbone
 
 #: Key of ``train_loop_config`` holding ``TrainConfig.to_dict()``.
 TRAIN_CONFIG_KEY = "train_config"
+#: Key of ``train_loop_config`` holding the search's :class:`SharedBackbone` (or None).
+SHARED_BACKBONE_KEY = "shared_backbone"
 #: Reported with every result: the hosts of all ranks, comma-separated, sorted.
 NODE_KEY = "node"
 #: Reported with every result: seconds since this worker started (model loading included).
@@ -120,14 +133,43 @@ def _device(config: TrainConfig) -> str | None:
     return None
 
 
+#: ``report(metrics, checkpoint directory or None, epoch)``: hands one epoch to Ray; the
+#: directory is removed afterwards.
+ReportFn = Callable[[dict[str, Any], "str | None", int], None]
+
+
+def report_to_train(metrics: dict[str, Any], directory: str | None, epoch: int) -> None:
+    """Report to Ray Train (the checkpoint lands in the Train run as ``epoch-NNNN``)."""
+    checkpoint = ray.train.Checkpoint.from_directory(directory) if directory else None
+    ray.train.report(
+        metrics,
+        checkpoint=checkpoint,
+        checkpoint_dir_name=f"epoch-{epoch:04d}" if checkpoint else None,
+    )
+
+
+def report_to_tune(metrics: dict[str, Any], directory: str | None, epoch: int) -> None:
+    """Report to Tune from inside a trial (Tune persists the checkpoint in the trial's dir)."""
+    checkpoint = ray.tune.Checkpoint.from_directory(directory) if directory else None
+    ray.tune.report(metrics, checkpoint=checkpoint)
+
+
 class _Reporter:
-    """Turns epochs into ``ray.train.report`` calls (see the module docstring)."""
+    """Turns epochs into reports (see the module docstring)."""
 
     def __init__(
-        self, *, rank: int, world_size: int, epochs: int, node: str, scratch: Path
+        self,
+        *,
+        rank: int,
+        world_size: int,
+        epochs: int,
+        node: str,
+        scratch: Path,
+        report: ReportFn,
     ) -> None:
         self.rank, self.world_size, self.epochs, self.node = rank, world_size, epochs, node
         self.scratch = scratch
+        self.report = report
         shutil.rmtree(scratch, ignore_errors=True)  # left by an earlier, killed attempt
         self.started = time.perf_counter()
         # The last epoch's metrics and checkpoint directory, reported after fit() returns.
@@ -146,13 +188,8 @@ class _Reporter:
         return str(directory)
 
     def _report(self, metrics: dict[str, Any], directory: str | None, epoch: int) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(directory) if directory else None
         try:
-            ray.train.report(
-                metrics,
-                checkpoint=checkpoint,
-                checkpoint_dir_name=f"epoch-{epoch:04d}" if checkpoint else None,
-            )
+            self.report(metrics, directory, epoch)
         finally:
             if directory:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -198,40 +235,109 @@ class _Reporter:
         self._report({**metrics, **extra, **self._common()}, directory, int(metrics[C.EPOCH]))
 
 
-def train_fn_per_worker(config: dict[str, Any]) -> None:
-    """Train one trial's configuration on this rank and report every epoch to Ray Train.
-
-    Args:
-        config: ``{"train_config": TrainConfig.to_dict()}`` (the ``train_loop_config`` built by
-            :func:`ipt_ray.driver.train_driver_fn`).
-
-    Raises:
-        UserError: the configuration, task or backbone cannot be used (the trial fails).
-    """
-    # Imported here: the Tune trial process imports this module only to pickle a reference
-    # to this function, and need not load transformers.
-    from ipt_ray.config import TrainConfig
+def _train(
+    train_config: TrainConfig,
+    *,
+    rank: int,
+    world_size: int,
+    node: str,
+    scratch: Path,
+    report: ReportFn,
+    checkpoint: Any,
+    device: str | None,
+    shared: SharedBackbone | None,
+) -> None:
+    """Train ``train_config`` on this rank, resuming ``checkpoint`` (a Ray Checkpoint or None),
+    and report every epoch through ``report``."""
+    # Imported here: the driver and Tune's trial process of a Ray Train run import this
+    # module only to pickle a reference to a function, and need not load transformers.
+    from ipt_ray import warm
     from ipt_ray.loop import TrainingRun
 
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    train_config = TrainConfig.from_dict(config[TRAIN_CONFIG_KEY])
-    nodes = _all_gather(node_name(), world_size)
     reporter = _Reporter(
         rank=rank,
         world_size=world_size,
         epochs=train_config.epochs,
-        node=", ".join(sorted(set(nodes))),
-        scratch=scratch_dir(context.get_experiment_name(), rank),
+        node=node,
+        scratch=scratch,
+        report=report,
     )
-    run = TrainingRun(train_config, rank=rank, world_size=world_size, device=_device(train_config))
-    checkpoint = ray.train.get_checkpoint()
+    backbone, tokenizer = warm.backbone(train_config, shared)
+    run = TrainingRun(
+        train_config,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        task=warm.task(train_config),
+        backbone=backbone,
+        tokenizer=tokenizer,
+    )
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             result = run.fit(on_epoch_end=reporter.on_epoch_end, resume_from=directory)
     else:
         result = run.fit(on_epoch_end=reporter.on_epoch_end)
     reporter.finish(result.metrics, run)
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> None:
+    """Train one trial's configuration on this rank and report every epoch to Ray Train.
+
+    Args:
+        config: ``{"train_config": TrainConfig.to_dict(), "shared_backbone": SharedBackbone
+            or None}`` (the ``train_loop_config`` built by :mod:`ipt_ray.driver`).
+
+    Raises:
+        UserError: the configuration, task or backbone cannot be used (the trial fails).
+    """
+    from ipt_ray.config import TrainConfig
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    train_config = TrainConfig.from_dict(config[TRAIN_CONFIG_KEY])
+    nodes = _all_gather(node_name(), world_size)
+    _train(
+        train_config,
+        rank=rank,
+        world_size=world_size,
+        node=", ".join(sorted(set(nodes))),
+        scratch=scratch_dir(context.get_experiment_name(), rank),
+        report=report_to_train,
+        checkpoint=ray.train.get_checkpoint(),
+        device=_device(train_config),
+        shared=config.get(SHARED_BACKBONE_KEY),
+    )
+
+
+def train_in_trial(
+    train_config: TrainConfig, *, run_name: str, shared: SharedBackbone | None = None
+) -> None:
+    """Train one trial's configuration in this (Tune trial) process and report to Tune.
+
+    One process, no torch.distributed; the device is the config's (``auto``: the GPU Ray
+    assigned to the trial, if any). Resumes from the trial's latest Tune checkpoint. Frees
+    the run's memory when it ends, so a process waiting for its next trial holds little more
+    than the backbone.
+
+    Raises:
+        UserError: the configuration, task or backbone cannot be used (the trial fails).
+    """
+    try:
+        _train(
+            train_config,
+            rank=0,
+            world_size=1,
+            node=node_name(),
+            scratch=scratch_dir(run_name, 0),
+            report=report_to_tune,
+            checkpoint=ray.tune.get_checkpoint(),
+            device=None,
+            shared=shared,
+        )
+    finally:
+        from ipt_ray import warm
+
+        warm.release_memory()
 
 
 __all__ = [
@@ -241,11 +347,16 @@ __all__ = [
     "NODE_KEY",
     "REPLICAS_IN_SYNC_KEY",
     "REPLICA_HASHES_KEY",
+    "SHARED_BACKBONE_KEY",
     "TRAIN_CONFIG_KEY",
     "WALL_SECONDS_KEY",
+    "ReportFn",
     "node_name",
     "remove_scratch_dirs",
+    "report_to_train",
+    "report_to_tune",
     "scratch_dir",
     "train_fn_per_worker",
+    "train_in_trial",
     "weights_hash",
 ]

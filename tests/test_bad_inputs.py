@@ -202,6 +202,16 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, Content], list[str]]] = {
         {},
         ["--cpus-per-worker and --gpus-per-worker cannot be negative"],
     ),
+    "search-unknown-runner": (
+        ["search", "smoke", "--runner", "acter", *STORE],
+        {},
+        ["unknown runner 'acter'", "did you mean 'actor'", "allowed: actor, auto, train"],
+    ),
+    "search-actor-runner-with-ddp": (
+        ["search", "smoke", "--runner", "actor", "--workers-per-trial", "2", *STORE],
+        {},
+        ["--runner actor trains each trial in one process", "use --runner train"],
+    ),
     "unreachable-ray-dashboard": (
         ["search", "smoke", "--address", "http://127.0.0.1:9", *STORE],
         {},

@@ -125,8 +125,67 @@ def test_a_killed_worker_resumes_from_its_checkpoint_without_gap_or_repeat(
         max_length=32,
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = run(text, uri, tmp_path, worker_failures=1, progress=kill_after_first_epoch)
+    summary = run(
+        text, uri, tmp_path, runner="train", worker_failures=1, progress=kill_after_first_epoch
+    )
     assert killed, "the worker was never killed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    assert summary.finished == 1 and summary.failed == 0
+    (trial,) = summary.trials
+    assert trial.epochs == 3
+    for key in ("val_accuracy", C.TRAIN_LOSS):
+        assert metric_steps(uri, trial.run_id, key) == [1, 2, 3]
+    assert_nothing_running(uri, summary)
+
+
+def _trial_actor_pids() -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+    return [int(a.pid) for a in actors if (a.class_name or "").endswith("ImplicitFunc")]
+
+
+def test_a_killed_trial_process_resumes_from_its_checkpoint_without_gap_or_repeat(
+    ray_session: None, tiny_models: dict[str, Path], slow_csv: Path, tmp_path: Path
+) -> None:
+    """The actor runner trains in Tune's trial process: SIGKILL it during epoch 2 (half a
+    second after epoch 1 was reported: Tune registers a function trainable's checkpoint just
+    after its result); with --max-failures 1 Tune starts the trial again from its epoch-1
+    checkpoint."""
+    from ipt_ray.tuning import ProgressEvent
+
+    killed: list[int] = []
+    killers: list[threading.Thread] = []
+
+    def kill(pid: int) -> None:
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    def kill_after_first_epoch(event: ProgressEvent) -> None:
+        if event.kind == "result" and event.epoch == 1 and not killers:
+            pids = _trial_actor_pids()
+            assert len(pids) == 1, pids
+            killers.append(threading.Thread(target=kill, args=(pids[0],)))
+            killers[0].start()
+
+    text = tiny_space_text(
+        tiny_models["bert"],
+        slow_csv,
+        search="num_samples: 1\nseed: 0\nscheduler: none",
+        params=f"lr: [1.0e-2]\n{ONE_GENERATOR}",
+        epochs=3,
+        max_samples=None,
+        batch_size=8,
+        max_length=32,
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run(
+        text, uri, tmp_path, runner="actor", max_failures=1, progress=kill_after_first_epoch
+    )
+    killers[0].join()
+    assert killed, "the trial process was never killed"
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)
     assert summary.finished == 1 and summary.failed == 0

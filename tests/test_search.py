@@ -39,12 +39,17 @@ def run(space: SearchSpace, paths: dict[str, Any], **kwargs: Any) -> Any:
     return summary
 
 
+@pytest.mark.parametrize("runner", ["actor", "train"])
 def test_smoke_search(
-    tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any], tmp_path: Path
+    tiny_models: dict[str, Path],
+    toy_csv: Path,
+    paths: dict[str, Any],
+    tmp_path: Path,
+    runner: str,
 ) -> None:
     """3 trials over all five generators on a local Ray that run_search starts and stops: a
     parent, 3 children with per-epoch metrics and their best checkpoint, conditional params,
-    nothing left RUNNING."""
+    nothing left RUNNING. The same with either runner."""
     import ray
 
     had_ray = ray.is_initialized()
@@ -57,7 +62,7 @@ def test_smoke_search(
             "scheduler": "none",
         },
     )
-    summary = run(space, paths, name="smoke-test")
+    summary = run(space, paths, name=f"smoke-{runner}", runner=runner)
     assert ray.is_initialized() == had_ray
     uri = paths["tracking_uri"]
     assert summary.counts == {"finished": 3, "pruned": 0, "failed": 0, "killed": 0}
@@ -65,6 +70,7 @@ def test_smoke_search(
     assert summary.ui_command == f"mlflow ui --backend-store-uri {uri}"
     parent, children = search_runs(uri, summary)
     assert parent.info.status == "FINISHED"
+    assert parent.data.params["runner"] == runner
     assert parent.data.tags[C.TAG_KIND] == C.KIND_SEARCH
     assert parent.data.tags[C.TAG_BEST_TRIAL] == summary.best.run_id
     assert parent.data.metrics["best_val_accuracy"] == summary.best.value
@@ -103,6 +109,45 @@ def test_smoke_search(
     kinds = [e.kind for e in summary.events]
     assert kinds[0] == "start" and kinds[-1] == "end"
     assert kinds.count("trial_end") == 3 and kinds.count("result") == 6
+
+
+def test_the_actor_runner_trains_trial_after_trial_in_one_process(
+    ray_session: None, tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any]
+) -> None:
+    """4 trials one at a time: one trial process trains them all (torch, transformers, the
+    backbone and the task are loaded once), reading the backbone from the object store."""
+    from ray.util.state import list_actors
+
+    from ipt_ray.backbone import load_backbone
+    from ipt_ray.tuning import ProgressEvent, run_search
+
+    trial_pids: list[set[int]] = []
+
+    def note_trial_processes(event: ProgressEvent) -> None:
+        if event.kind == "result":
+            actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+            trial_pids.append(
+                {int(a.pid) for a in actors if (a.class_name or "").endswith("ImplicitFunc")}
+            )
+
+    text = space_text(
+        tiny_models["bert"],
+        toy_csv,
+        search="num_samples: 4\nseed: 0\nscheduler: none\nmax_concurrent: 1",
+        params="lr: [1.0e-3, 1.0e-2]\ngenerator: {choices: {task: {}, idpg: {}}}",
+    )
+    summary = run_search(parse_space(text), progress=note_trial_processes, **paths)
+    assert summary.finished == 4
+    assert len(trial_pids) == 8  # 4 trials x 2 epochs
+    assert len(set.union(*trial_pids)) == 1, trial_pids
+    parent, children = search_runs(paths["tracking_uri"], summary)
+    assert parent.data.params["runner"] == "actor"
+    backbone, _ = load_backbone(str(tiny_models["bert"]))
+    tensors = dict([*backbone.named_parameters(), *backbone.named_buffers()]).values()
+    assert int(parent.data.params["shared_backbone_bytes"]) == sum(
+        t.numel() * t.element_size() for t in tensors
+    )
+    assert all(c.data.metrics[C.STARTUP_SECONDS] > 0 for c in children)
 
 
 def test_resources_must_fit(ray_session: None) -> None:
