@@ -1,14 +1,16 @@
 """Memory of concurrent trials: what each additional concurrent MiniLM trial costs.
 
-Runs the same search (``task`` on `mr` with MiniLM, 2 trials of 1 epoch on 1,000 samples,
-one Ray Train worker of 1 CPU per trial) with 1 and then 2 trials at a time on a local Ray
-of 2 CPUs, while a sampler adds up, every 0.5 s, the proportional set size (PSS: shared pages
+Runs the same search (``task`` on `mr` with MiniLM, 4 trials of 1 epoch on 1,000 samples,
+1 CPU per trial) with 1 and then 2 trials at a time on a local Ray of 2 CPUs, for each runner
+(``actor``: the trial trains in Tune's trial process; ``train``: one Ray Train worker per
+trial), while a sampler adds up, every 0.5 s, the proportional set size (PSS: shared pages
 split between the processes sharing them) of every Ray worker process (``ray::`` in its
-command line: Tune's trial actors, Ray Train's controllers and workers, idle pooled workers).
-The cost of one more concurrent trial is the difference of the peaks. Linux only
+command line: Tune's trial actors, Ray Train's controllers, helpers and workers, idle pooled
+workers) and of the raylet (it holds the object store, where the shared backbone lives). The
+cost of one more concurrent trial is the difference of the peaks. Linux only
 (``/proc/PID/smaps_rollup``).
 
-    .venv/bin/python benchmarks/trial_memory.py [--max-samples 1000]
+    .venv/bin/python benchmarks/trial_memory.py [--max-samples 1000] [--runners actor,train]
         [--out benchmarks/out/trial_memory.json]
 """
 
@@ -30,7 +32,9 @@ def ray_worker_pss_bytes() -> tuple[int, dict[str, int]]:
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if not cmdline.startswith("ray::"):
+            if cmdline.endswith("/raylet"):
+                cmdline = "raylet"
+            elif not cmdline.startswith("ray::"):
                 continue
             rollup = (proc / "smaps_rollup").read_text()
         except OSError:
@@ -45,7 +49,7 @@ def ray_worker_pss_bytes() -> tuple[int, dict[str, int]]:
     return total, by_name
 
 
-def search_peak(concurrent: int, max_samples: int) -> dict[str, object]:
+def search_peak(concurrent: int, max_samples: int, runner: str) -> dict[str, object]:
     import ray
 
     from ipt_ray.space import parse_space
@@ -54,7 +58,7 @@ def search_peak(concurrent: int, max_samples: int) -> dict[str, object]:
     space = (
         "name: trial-memory\nfixed:\n  task: mr\n  model: minilm\n"
         f"  max_samples: {max_samples}\n  max_length: 64\n  batch_size: 32\n  epochs: 1\n"
-        f"search:\n  num_samples: 2\n  seed: 0\n  scheduler: none\n"
+        f"search:\n  num_samples: 4\n  seed: 0\n  scheduler: none\n"
         f"  max_concurrent: {concurrent}\n"
         "params:\n  lr: [0.02]\n  generator: {choices: {task: {}}}\n"
     )
@@ -80,34 +84,45 @@ def search_peak(concurrent: int, max_samples: int) -> dict[str, object]:
             tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
             artifact_root=root / "mlartifacts",
             storage=root / "ray",
+            runner=runner,
         )
     finally:
         done.set()
         ray.shutdown()
-    return {"concurrent": concurrent, "idle_bytes": idle, "peak_bytes": peak["bytes"], **peak}
+    return {
+        "runner": runner,
+        "concurrent": concurrent,
+        "idle_bytes": idle,
+        "peak_bytes": peak["bytes"],
+        **peak,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-samples", type=int, default=1000)
+    parser.add_argument("--runners", default="actor,train")
     parser.add_argument("--out", default="benchmarks/out/trial_memory.json")
     args = parser.parse_args()
-    rows = [search_peak(k, args.max_samples) for k in (1, 2)]
     gib = 2**30
-    for row in rows:
-        names = ", ".join(
-            f"{n} {b / gib:.2f}"
-            for n, b in sorted(row["by_name"].items(), key=lambda kv: -kv[1])  # type: ignore[union-attr]
-        )
-        print(
-            f"{row['concurrent']} at a time: peak PSS of Ray workers "
-            f"{int(row['peak_bytes']) / gib:.2f} GiB (idle {int(row['idle_bytes']) / gib:.2f}); "
-            f"{names}"
-        )
-    extra = (int(rows[1]["peak_bytes"]) - int(rows[0]["peak_bytes"])) / gib
-    print(f"one more concurrent trial: {extra:.2f} GiB")
+    out: dict[str, object] = {"runners": {}}
+    for runner in args.runners.split(","):
+        rows = [search_peak(k, args.max_samples, runner) for k in (1, 2)]
+        for row in rows:
+            names = ", ".join(
+                f"{n} {b / gib:.2f}"
+                for n, b in sorted(row["by_name"].items(), key=lambda kv: -kv[1])  # type: ignore[union-attr]
+            )
+            print(
+                f"{runner}, {row['concurrent']} at a time: peak PSS "
+                f"{int(row['peak_bytes']) / gib:.2f} GiB "
+                f"(idle {int(row['idle_bytes']) / gib:.2f}); {names}"
+            )
+        extra = (int(rows[1]["peak_bytes"]) - int(rows[0]["peak_bytes"])) / gib
+        print(f"{runner}: one more concurrent trial: {extra:.2f} GiB", flush=True)
+        out["runners"][runner] = {"rows": rows, "extra_trial_gib": extra}  # type: ignore[index]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"rows": rows, "extra_trial_gib": extra}, indent=2))
+    Path(args.out).write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,15 +3,18 @@
 A *plain* run is a fresh Python process that trains the configuration with
 :class:`ipt_ray.loop.TrainingRun` (no Ray); its start-up is the time from just before the
 process is spawned to its first optimizer step. A *trial* is the same configuration as a Ray
-Tune trial running one Ray Train worker with all the machine's CPUs (``run_search`` on a local
-Ray started once, before timing); its start-up is ``startup_seconds`` as the search logs it
-(from Tune starting the trial to the worker's first step). Throughput is the epoch's
-``samples_per_second`` in both, with the threads each process used. Rounds alternate: plain,
-trial, plain, trial, ... (one search, one trial at a time, with a plain process between
-trials), and medians are reported. Tokenisation caches are warmed first.
+Tune trial holding all the machine's CPUs (``run_search`` on a local Ray started once, before
+timing), with each runner: ``actor`` (the trial trains in Tune's trial process, which the next
+trial reuses) and ``train`` (one Ray Train worker per trial). Its start-up is
+``startup_seconds`` as the search logs it (from Tune starting the trial to its first optimizer
+step). For the actor runner the first trial starts a process (cold) and later trials reuse it
+(warm): both are reported. Throughput is the epoch's ``samples_per_second``, with the threads
+each process used. Rounds alternate: plain, trial, plain, trial, ... (one search per runner,
+one trial at a time, a plain process between trials); medians are reported. Tokenisation
+caches are warmed first.
 
-    .venv/bin/python benchmarks/trial_overhead.py [--rounds 3] [--max-samples 2000]
-        [--generator task] [--out benchmarks/out/trial_overhead.json]
+    .venv/bin/python benchmarks/trial_overhead.py [--rounds 4] [--max-samples 2000]
+        [--generator task] [--runners actor,train] [--out benchmarks/out/trial_overhead.json]
 """
 
 from __future__ import annotations
@@ -63,12 +66,60 @@ def plain_once(config: dict[str, Any]) -> dict[str, float]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def search_round(
+    runner: str, config: dict[str, Any], rounds: int, cpus: int
+) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
+    """One search of ``rounds`` trials with ``runner``, a plain process after each trial."""
+    from ipt_ray.space import parse_space
+    from ipt_ray.tuning import ProgressEvent, run_search
+
+    plain: list[dict[str, float]] = []
+
+    def between_trials(event: ProgressEvent) -> None:
+        # A plain process between two trials: nothing else runs while it does.
+        if event.kind == "trial_end":
+            plain.append(plain_once(config))
+            print(f"  plain: {plain[-1]}", flush=True)
+
+    fixed = {k: v for k, v in config.items() if k not in ("generator", "lr")}
+    space_text = (
+        f"name: trial-overhead-{runner}\nfixed:\n"
+        + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in fixed.items())
+        + f"search:\n  num_samples: {rounds}\n  seed: 0\n  scheduler: none\n"
+        + "  max_concurrent: 1\n"
+        + f"params:\n  lr: [{config['lr']}]\n"
+        + f"  generator: {{choices: {{{config['generator']}: {{}}}}}}\n"
+    )
+    root = Path(tempfile.mkdtemp(prefix="ipt-ray-overhead-"))
+    summary = run_search(
+        parse_space(space_text),
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        artifact_root=root / "mlartifacts",
+        storage=root / "ray",
+        cpus_per_worker=float(cpus),
+        runner=runner,
+        progress=between_trials,
+    )
+    trials = [  # in start order
+        {k: t.metrics.get(k) for k in ("startup_seconds", "samples_per_second", "torch_threads")}
+        for t in summary.trials
+    ]
+    for t in trials:
+        print(f"  {runner} trial: {t}", flush=True)
+    return plain, trials
+
+
+def median(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(float(r[key]) for r in rows if r.get(key) is not None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--max-samples", type=int, default=2000)
     parser.add_argument("--generator", default="task")
     parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--runners", default="actor,train")
     parser.add_argument("--out", default="benchmarks/out/trial_overhead.json")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -78,9 +129,6 @@ def main() -> None:
 
     import ray
 
-    from ipt_ray.space import parse_space
-    from ipt_ray.tuning import ProgressEvent, run_search
-
     config = {
         **FIXED,
         "generator": args.generator,
@@ -89,70 +137,43 @@ def main() -> None:
     }
     print("warming caches (one plain run, not counted) ...", flush=True)
     plain_once(config)
-
     cpus = len(os.sched_getaffinity(0))
-    plain: list[dict[str, float]] = []
-
-    def between_trials(event: ProgressEvent) -> None:
-        # A plain process between two trials: nothing else runs while it does.
-        if event.kind == "trial_end" and len(plain) < args.rounds:
-            plain.append(plain_once(config))
-            print(f"  plain: {plain[-1]}", flush=True)
-
-    fixed = {k: v for k, v in config.items() if k not in ("generator", "lr")}
-    space_text = (
-        "name: trial-overhead\nfixed:\n"
-        + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in fixed.items())
-        + f"search:\n  num_samples: {args.rounds}\n  seed: 0\n  scheduler: none\n"
-        + "  max_concurrent: 1\n"
-        + f"params:\n  lr: [{args.lr}]\n  generator: {{choices: {{{args.generator}: {{}}}}}}\n"
-    )
-    root = Path(tempfile.mkdtemp(prefix="ipt-ray-overhead-"))
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    result: dict[str, Any] = {"config": config, "cpus": cpus, "runners": {}}
+    ray.init(num_cpus=cpus, include_dashboard=True, log_to_driver=False)
     try:
-        summary = run_search(
-            parse_space(space_text),
-            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-            artifact_root=root / "mlartifacts",
-            storage=root / "ray",
-            cpus_per_worker=float(cpus),
-            progress=between_trials,
-        )
+        for runner in args.runners.split(","):
+            plain, trials = search_round(runner, config, args.rounds, cpus)
+            startups = [float(t["startup_seconds"]) for t in trials]
+            row = {
+                "plain": plain,
+                "trials": trials,
+                "plain_startup_median": median(plain, "startup_seconds"),
+                "trial_startup_median": statistics.median(startups),
+                "trial_startup_first": startups[0],
+                "trial_startup_later_median": statistics.median(startups[1:] or startups),
+                "plain_throughput_median": median(plain, "samples_per_second"),
+                "trial_throughput_median": median(trials, "samples_per_second"),
+            }
+            row["startup_ratio"] = row["trial_startup_median"] / row["plain_startup_median"]
+            row["throughput_ratio"] = (
+                row["trial_throughput_median"] / row["plain_throughput_median"]
+            )
+            result["runners"][runner] = row
     finally:
         ray.shutdown()
-    trials = [
-        {k: t.metrics.get(k) for k in ("startup_seconds", "samples_per_second", "torch_threads")}
-        for t in summary.trials
-    ]
-    for t in trials:
-        print(f"  trial: {t}", flush=True)
-
-    def median(rows: list[dict[str, Any]], key: str) -> float:
-        return statistics.median(float(r[key]) for r in rows if r.get(key) is not None)
-
-    result = {
-        "config": config,
-        "cpus": cpus,
-        "plain": plain,
-        "trials": trials,
-        "plain_startup_median": median(plain, "startup_seconds"),
-        "trial_startup_median": median(trials, "startup_seconds"),
-        "plain_throughput_median": median(plain, "samples_per_second"),
-        "trial_throughput_median": median(trials, "samples_per_second"),
-    }
-    result["startup_ratio"] = result["trial_startup_median"] / result["plain_startup_median"]
-    result["throughput_ratio"] = (
-        result["trial_throughput_median"] / result["plain_throughput_median"]
-    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(
-        f"\nstart-up to first step: plain {result['plain_startup_median']:.1f} s, trial "
-        f"{result['trial_startup_median']:.1f} s ({result['startup_ratio']:.2f}x)\n"
-        f"throughput: plain {result['plain_throughput_median']:.1f}, trial "
-        f"{result['trial_throughput_median']:.1f} samples/s ({result['throughput_ratio']:.3f}x)"
-        f"; threads plain {plain[0]['torch_threads']}, trial {trials[0]['torch_threads']}"
-    )
+    print("\n| runner | plain start | trial start: median (first, later) | ratio |"
+          " throughput plain / trial | ratio |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- |")
+    for runner, row in result["runners"].items():
+        print(
+            f"| {runner} | {row['plain_startup_median']:.1f} s | "
+            f"{row['trial_startup_median']:.1f} s ({row['trial_startup_first']:.1f}, "
+            f"{row['trial_startup_later_median']:.1f}) | {row['startup_ratio']:.2f}x | "
+            f"{row['plain_throughput_median']:.1f} / {row['trial_throughput_median']:.1f} | "
+            f"{row['throughput_ratio']:.3f}x |"
+        )
 
 
 if __name__ == "__main__":

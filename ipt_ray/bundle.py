@@ -276,6 +276,12 @@ def bundle_config_from_checkpoint(
 
 
 # -- the model card ----------------------------------------------------------------------------
+def _prompt_place(layer: Any) -> str:
+    if not layer:
+        return "the input embeddings"
+    return f"the input of layer {layer} (a late prompt: layers below it see the text alone)"
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "n/a"
@@ -297,6 +303,7 @@ def model_card(config: Mapping[str, Any]) -> str:
         ("labels", ", ".join(config["label_names"])),
         ("generator", f"{generator['name']} ({knobs})"),
         ("prompt length", config["prompt_length"]),
+        ("prompt joins", _prompt_place(training["train_config"].get("prompt_layer", 0))),
         ("backbone (frozen)", model),
         (
             "trainable parameters",
@@ -816,6 +823,12 @@ def load_bundle(
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     generator = config["generator"]
     options = {k: v for k, v in generator["options"].items() if k != "prompt_length"}
+    prompt_layer = config["training"]["train_config"].get("prompt_layer", 0)
+    if not isinstance(prompt_layer, int) or isinstance(prompt_layer, bool) or prompt_layer < 0:
+        raise UserError(
+            f"{CONFIG_NAME}: training.train_config.prompt_layer must be a whole number from 0, "
+            f"got {prompt_layer!r}"
+        )
     train = TrainConfig(
         model=model_ref,
         revision=revision,
@@ -825,6 +838,7 @@ def load_bundle(
         generator_options=options,
         max_length=int(config["max_length"]),
         pooling=config["pooling"],
+        prompt_layer=prompt_layer,
         head_dropout=0.0,
     )
     model, tokenizer = build_model(

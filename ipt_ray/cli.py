@@ -163,6 +163,13 @@ def train(
         str, typer.Option(help="task, prefix, ipt-lookup, ipt-encoder or idpg")
     ] = "task",
     prompt_length: Annotated[int, typer.Option(help="prompt vectors P")] = 16,
+    prompt_layer: Annotated[
+        int,
+        typer.Option(
+            help="layer whose input the prompt joins: 0 = the embeddings, k > 0 = a late "
+            "prompt after k frozen layers (their output is cached)"
+        ),
+    ] = 0,
     lr: Annotated[
         float | None, typer.Option(help="generator learning rate (default: the generator's)")
     ] = None,
@@ -204,6 +211,7 @@ def train(
         model=model,
         generator=generator,
         prompt_length=prompt_length,
+        prompt_layer=prompt_layer,
         lr=lr,
         head_lr=head_lr,
         epochs=epochs,

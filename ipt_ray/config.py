@@ -46,6 +46,12 @@ class TrainConfig:
     generator: str = _help("task", "generator name: task, prefix, ipt-lookup, ipt-encoder, idpg")
     prompt_length: int = _help(16, "number of prompt vectors P")
     generator_options: dict[str, Any] = _help({}, "the generator's own knobs")
+    prompt_layer: int = _help(
+        0,
+        "the layer whose input the input prompt joins: 0 = the word embeddings; k > 0 = "
+        "after the frozen layers 0..k-1, which then see the text alone and are computed "
+        "once per instance (a late prompt)",
+    )
     pooling: str | None = _help(
         None, "first, mean or last; default: mean for encoders, last for decoders"
     )
@@ -76,8 +82,8 @@ class TrainConfig:
     )
     cache_features: bool = _help(
         True,
-        "compute frozen features a generator reads (IDPG's "
-        "sentence vector) once and reuse them across epochs and trials",
+        "compute frozen features once and reuse them across epochs and trials: IDPG's "
+        "sentence vector, and a late prompt's text states below prompt_layer",
     )
     eval_test_every_epoch: bool = _help(False, "also evaluate the test split every epoch")
 
@@ -98,6 +104,7 @@ class TrainConfig:
         if self.head_lr is not None:
             _positive("head_lr", self.head_lr)
         _int_range("prompt_length", self.prompt_length, 1, 4096)
+        _int_range("prompt_layer", self.prompt_layer, 0, 4096)
         _int_range("epochs", self.epochs, 1, 100_000)
         _int_range("batch_size", self.batch_size, 1, 1 << 20)
         _int_range("max_length", self.max_length, 2, 1 << 20)

@@ -1,20 +1,33 @@
-"""Frozen-feature cache: what a generator reads that no trainable parameter changes.
+"""Frozen-feature cache: what a run reads that no trainable parameter changes.
 
-IDPG conditions on the frozen backbone's pooled representation of the instance. Because the
-backbone is frozen and in eval mode (see :mod:`ipt_ray.model`), that vector is a fixed function
-of the tokenized instance: it is computed once per (backbone weights, tokenized data, pooling)
-and reused across epochs, and, through a safetensors file under ``cache_root()/features/``,
-across trials and searches on the same machine. A file lock makes concurrent trials compute it
-once; writes are atomic.
+Because the backbone is frozen and in eval mode (see :mod:`ipt_ray.model`), two things are
+fixed functions of the tokenized instance, computed once and reused across epochs and, through
+files under ``cache_root()/features/``, across trials and searches on the same machine:
+
+- :func:`sentence_features`: the pooled representation IDPG conditions on, (N, H) per split,
+  one safetensors file per (backbone weights, tokenized data, pooling);
+- :func:`layer_states`: a late prompt's text states at the input of layer ``prompt_layer``
+  (the output of the frozen layers below it), per split the real tokens' (len_i, H) rows of
+  every instance in one float32 ``.npy`` file with their offsets, per (backbone weights,
+  tokenized data, layer). Read memory-mapped: concurrent trials on a machine share the pages,
+  and a late prompt's epoch never runs the layers below it.
+
+A file lock makes concurrent trials compute each once; writes are atomic.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -26,6 +39,7 @@ if TYPE_CHECKING:
     from ipt_ray.model import IPTModel
 
 FORMAT = 1
+STATES_FORMAT = 1
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
@@ -118,3 +132,118 @@ def _compute(
         out[name] = torch.cat(parts) if parts else torch.empty(0, width)
     model.train(was_training)
     return out
+
+
+@dataclass(frozen=True)
+class LayerStates:
+    """One split's cached text states at a layer.
+
+    Instance i's real tokens have the rows ``values[offsets[i]:offsets[i + 1]]``.
+
+    Attributes:
+        values: (sum of lengths, H) float32, memory-mapped read-only.
+        offsets: (N + 1,) int64.
+    """
+
+    values: np.ndarray
+    offsets: np.ndarray
+
+    def batch(self, index: torch.Tensor, width: int) -> torch.Tensor:
+        """(B, width, H) states of the instances ``index`` (B,), zero past each one's end."""
+        out = torch.zeros(len(index), width, self.values.shape[1])
+        for row, i in enumerate(index.tolist()):
+            start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+            n = min(end - start, width)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a read-only memory map
+                out[row, :n] = torch.from_numpy(self.values[start : start + n])
+        return out
+
+
+def layer_states(
+    model: IPTModel,
+    data: dict[str, TokenizedSplit],
+    *,
+    device: torch.device,
+    batch_size: int = 128,
+) -> dict[str, LayerStates]:
+    """The text states at the input of ``model.prompt_layer`` for every split (see the module
+    docstring), from the cache or computed and written to it."""
+    key = json.dumps(
+        {
+            "format": STATES_FORMAT,
+            "backbone": module_fingerprint(model.backbone),
+            "layer": model.prompt_layer,
+            "splits": {name: data_fingerprint(split) for name, split in sorted(data.items())},
+        },
+        sort_keys=True,
+    )
+    folder = cache_root() / "features" / f"states-{hashlib.sha256(key.encode()).hexdigest()}"
+    with file_lock(folder.with_suffix(".lock")):
+        if not _states_complete(folder, key, data):
+            _write_states(model, data, device, batch_size, folder, key)
+    return {
+        name: LayerStates(
+            np.load(folder / f"{name}.values.npy", mmap_mode="r"),
+            np.load(folder / f"{name}.offsets.npy"),
+        )
+        for name in data
+    }
+
+
+def _states_complete(folder: Path, key: str, data: dict[str, TokenizedSplit]) -> bool:
+    try:
+        if (folder / "key.json").read_text("utf-8") != key:
+            return False
+    except OSError:
+        return False
+    return all((folder / f"{name}.values.npy").is_file() for name in data)
+
+
+@torch.no_grad()
+def _write_states(
+    model: IPTModel,
+    data: dict[str, TokenizedSplit],
+    device: torch.device,
+    batch_size: int,
+    folder: Path,
+    key: str,
+) -> None:
+    from ipt_ray.loop import batches
+
+    was_training = model.training
+    model.eval()
+    hidden = int(model.backbone.config.hidden_size)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        for name, split in data.items():
+            lengths = split.attention_mask.sum(dim=1).to(torch.int64)
+            offsets = np.zeros(len(split) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum(lengths.numpy())
+            values = np.lib.format.open_memmap(
+                tmp / f"{name}.values.npy", mode="w+", dtype=np.float32,
+                shape=(int(offsets[-1]), hidden),
+            )  # fmt: skip
+            for batch in batches(split, batch_size):
+                types = batch.get("token_type_ids")
+                states, _ = model.frozen_states(
+                    batch["input_ids"].to(device),
+                    batch["attention_mask"].to(device),
+                    None if types is None else types.to(device),
+                )
+                rows = states.float().cpu().numpy()
+                for row, i in enumerate(batch["index"].tolist()):
+                    start, end = int(offsets[i]), int(offsets[i + 1])
+                    values[start:end] = rows[row, : end - start]
+            values.flush()
+            del values
+            np.save(tmp / f"{name}.offsets.npy", offsets)
+        (tmp / "key.json").write_text(key, "utf-8")
+        for item in tmp.iterdir():
+            item.chmod(0o644)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.train(was_training)

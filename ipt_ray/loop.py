@@ -31,6 +31,7 @@ from ipt_ray import constants as C
 from ipt_ray.config import TrainConfig
 from ipt_ray.data import TaskData, TokenizedSplit, load_task, tokenize_task
 from ipt_ray.errors import ConfigError, TrainingDiverged
+from ipt_ray.features import LayerStates
 from ipt_ray.metrics import classification_metrics
 from ipt_ray.model import IPTModel, build_model
 
@@ -177,6 +178,11 @@ class TrainingRun:
             from ipt_ray.features import sentence_features
 
             self.features = sentence_features(self.model, self.data, device=self.device)
+        self.layer_states: dict[str, LayerStates] | None = None
+        if config.cache_features and config.prompt_layer:
+            from ipt_ray.features import layer_states
+
+            self.layer_states = layer_states(self.model, self.data, device=self.device)
         self.net: nn.Module = self.model
         if world_size > 1 and torch.distributed.is_initialized():
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -245,6 +251,13 @@ class TrainingRun:
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         if self.features is not None:
             out["sentence_embedding"] = self.features[split][batch["index"]].to(self.device)
+        if self.layer_states is not None:
+            width = int(batch["input_ids"].shape[1])
+            out["layer_states"] = (
+                self.layer_states[split]
+                .batch(batch["index"], width)
+                .to(self.device, non_blocking=True)
+            )
         return out
 
     def _forward(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -253,6 +266,7 @@ class TrainingRun:
             batch["attention_mask"],
             batch.get("token_type_ids"),
             batch.get("sentence_embedding"),
+            batch.get("layer_states"),
         )
 
     def train_epoch(self) -> dict[str, float]:

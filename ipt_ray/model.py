@@ -8,6 +8,14 @@ prefix of length P also occupies positions 0..P-1: the text is shifted to P..P+T
 P-tuning v2 and PEFT (where the prefix is a key/value cache of length P), so that a prefix
 trained here gives the same logits under PEFT. Pooling reads text positions only.
 
+Late prompts (``prompt_layer`` k > 0; Late Prompt Tuning, Liu et al., 2022): the input prompt
+joins the sequence at the input of layer k instead of at the embeddings. Layers 0..k-1 run on
+the text alone, so their output, the text's states at layer k, is a frozen feature of the
+instance: computed live (no gradient), or read from a cache (``layer_states``,
+:mod:`ipt_ray.features`), in which case layers below k are not run at all. Layers k..L-1 then
+run on [prompt; text states] with the mask grown by P. The text keeps the positions it had
+below layer k (0..T-1); prompt vectors enter as hidden states and carry no position.
+
 Dropout: the backbone stays in eval mode even while training, so it is a fixed function of
 its input. Its dropout would perturb the frozen features that every generator conditions on
 (and that can be cached); regularisation belongs to the trainable parts (``dropout`` knob of
@@ -16,7 +24,8 @@ each generator, ``head_dropout``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -48,6 +57,52 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+#: Architectures whose layer loop late prompts (``prompt_layer`` > 0) are tested on.
+LATE_PROMPT_MODEL_TYPES = ("bert", "distilbert", "electra", "gpt2", "llama", "roberta")
+#: Where the layer list lives, by attribute path, in the architectures above.
+_LAYER_PATHS = ("encoder.layer", "transformer.layer", "h", "layers")
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the wanted states are in hand."""
+
+
+def layer_list(backbone: PreTrainedModel) -> tuple[nn.Module, str, nn.ModuleList]:
+    """(parent module, attribute name, the ModuleList of its L transformer layers).
+
+    Raises:
+        ConfigError: the backbone is not one of :data:`LATE_PROMPT_MODEL_TYPES`.
+    """
+    model_type = str(backbone.config.model_type)
+    num_layers = int(backbone.config.num_hidden_layers)
+    if model_type in LATE_PROMPT_MODEL_TYPES:
+        for path in _LAYER_PATHS:
+            parent_path, _, attr = path.rpartition(".")
+            try:
+                parent = backbone.get_submodule(parent_path) if parent_path else backbone
+            except AttributeError:
+                continue
+            layers = getattr(parent, attr, None)
+            if isinstance(layers, nn.ModuleList) and len(layers) == num_layers:
+                return parent, attr, layers
+    raise ConfigError(
+        f"prompt_layer > 0 (a late prompt) is not supported on {model_type!r} backbones; "
+        f"allowed: {', '.join(LATE_PROMPT_MODEL_TYPES)}, or prompt_layer 0"
+    )
+
+
+def _hidden_states(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_hidden_states(
+    args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
 class IPTModel(nn.Module):
     """Frozen backbone + generator + head. Only ``generator`` and ``head`` have gradients.
 
@@ -57,6 +112,12 @@ class IPTModel(nn.Module):
         num_labels: classes C of the head.
         pooling: ``first``, ``mean`` or ``last`` (over text positions).
         head_dropout: dropout before the head.
+        prompt_layer: the layer whose input the input prompt joins (0: the embeddings; see
+            the module docstring on late prompts).
+
+    Raises:
+        ConfigError: ``prompt_layer`` outside 0..L-1, with a generator that makes a prefix
+            for every layer, or on an architecture late prompts are not supported on.
     """
 
     def __init__(
@@ -66,12 +127,28 @@ class IPTModel(nn.Module):
         num_labels: int,
         pooling: str,
         head_dropout: float = 0.0,
+        prompt_layer: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = freeze(backbone)
         self.token_types = uses_token_types(backbone)
         self.generator = generator
         self.pooling = pooling
+        self.prompt_layer = prompt_layer
+        if prompt_layer:
+            num_layers = int(backbone.config.num_hidden_layers)
+            if not 0 < prompt_layer < num_layers:
+                raise ConfigError(
+                    f"prompt_layer {prompt_layer} is not a layer of this {num_layers}-layer "
+                    f"backbone; allowed: 0 to {num_layers - 1}"
+                )
+            if generator.deep:
+                raise ConfigError(
+                    f"prompt_layer {prompt_layer} moves the input prompt, but generator "
+                    f"{generator.name!r} with these knobs makes a key/value prefix for every "
+                    "layer; use prompt_layer 0"
+                )
+            layer_list(backbone)  # refuses architectures late prompts are not tested on
         hidden = int(backbone.config.hidden_size)
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(hidden, num_labels)
@@ -88,12 +165,21 @@ class IPTModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None,
         prompts: Prompts | None,
+        layer_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run the backbone with prompts; return text states (B, T, H), prompt positions removed."""
-        embeds = self.backbone.get_input_embeddings()(input_ids)  # (B, T, H)
-        mask = attention_mask
+        """Run the backbone with prompts; return text states (B, T, H), prompt positions removed.
+
+        ``layer_states`` (B, T, H): the text's frozen states at the input of layer
+        ``prompt_layer`` (a late prompt); computed here when not given.
+        """
         if not self.token_types:
             token_type_ids = None
+        if self.prompt_layer and prompts is not None and prompts.input is not None:
+            if layer_states is None:
+                layer_states, _ = self.frozen_states(input_ids, attention_mask, token_type_ids)
+            return self._encode_late(attention_mask, token_type_ids, prompts.input, layer_states)
+        embeds = self.backbone.get_input_embeddings()(input_ids)  # (B, T, H)
+        mask = attention_mask
         P = 0
         if prompts is not None and prompts.input is not None:
             P = prompts.input_length
@@ -113,6 +199,87 @@ class IPTModel(nn.Module):
         with layer_prefix(None if prompts is None else prompts.layer_kv):
             hidden = self.backbone(**kwargs, use_cache=False).last_hidden_state  # (B, P+T, H)
         return hidden[:, P:]
+
+    @torch.no_grad()
+    def frozen_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        full: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The text alone through the frozen layers below ``prompt_layer``; no gradient.
+
+        Returns the (B, T, H) states at the input of layer ``prompt_layer``, and with
+        ``full`` also the last layer's (B, T, H) output of the same pass (None otherwise: the
+        pass stops at layer ``prompt_layer``).
+        """
+        _, _, layers = layer_list(self.backbone)
+        captured: list[torch.Tensor] = []
+
+        def grab(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            captured.append(_hidden_states(args, kwargs))
+            if not full:
+                raise _StopForward
+
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.token_types and token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        handle = layers[self.prompt_layer].register_forward_pre_hook(grab, with_kwargs=True)
+        last = None
+        try:
+            last = self.backbone(**kwargs, use_cache=False).last_hidden_state
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return captured[0], last
+
+    def _encode_late(
+        self,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        prompt: torch.Tensor,
+        states: torch.Tensor,
+    ) -> torch.Tensor:
+        """Layers ``prompt_layer``..L-1 on [prompt (B, P, H); states (B, T, H)] -> (B, T, H).
+
+        The backbone's own forward runs with its layer list cut to those layers; a hook puts
+        the sequence in as the first layer's input. What the embeddings compute from the
+        placeholder input is discarded; the backbone builds the mask for P + T positions.
+        """
+        P = int(prompt.shape[1])
+        hidden = torch.cat([prompt.to(states.dtype), states], dim=1)  # (B, P+T, H)
+        mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], P), attention_mask], 1)
+        kwargs: dict[str, Any] = {"inputs_embeds": hidden.detach(), "attention_mask": mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = torch.cat(
+                [token_type_ids.new_zeros(token_type_ids.shape[0], P), token_type_ids], dim=1
+            )
+
+        def inject(
+            module: nn.Module, args: tuple[Any, ...], kw: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            return _with_hidden_states(args, kw, hidden)
+
+        with self._layers_from(self.prompt_layer) as first:
+            handle = first.register_forward_pre_hook(inject, with_kwargs=True)
+            try:
+                out = self.backbone(**kwargs, use_cache=False).last_hidden_state  # (B, P+T, H)
+            finally:
+                handle.remove()
+        return out[:, P:]
+
+    @contextmanager
+    def _layers_from(self, start: int) -> Iterator[nn.Module]:
+        """Within the block the backbone has only layers ``start``..L-1; yields the first."""
+        parent, attr, layers = layer_list(self.backbone)
+        setattr(parent, attr, layers[start:])
+        try:
+            yield layers[start]
+        finally:
+            setattr(parent, attr, layers)
 
     def shifted_positions(
         self, batch: int, length: int, shift: int, device: torch.device
@@ -160,14 +327,25 @@ class IPTModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         sentence_embedding: torch.Tensor | None = None,
+        layer_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T) ids and mask -> (B, C) logits.
 
-        ``sentence_embedding`` (B, H) may be passed precomputed (a cache); otherwise it is
-        computed when the generator needs it.
+        ``sentence_embedding`` (B, H) and, for a late prompt, ``layer_states`` (B, T, H) may
+        be passed precomputed (a cache); otherwise they are computed when needed (one frozen
+        pass of the text gives both).
         """
+        if self.prompt_layer and layer_states is None:
+            wants_sentence = self.generator.needs_sentence_embedding and sentence_embedding is None
+            layer_states, last = self.frozen_states(
+                input_ids, attention_mask, token_type_ids, full=wants_sentence
+            )
+            if last is not None:
+                sentence_embedding = pool(last, attention_mask, self.pooling)
         prompts = self.prompts(input_ids, attention_mask, token_type_ids, sentence_embedding)
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, prompts)  # (B, T, H)
+        hidden = self.encode(  # (B, T, H)
+            input_ids, attention_mask, token_type_ids, prompts, layer_states
+        )
         pooled = pool(hidden, attention_mask, self.pooling)
         return self.head(self.head_dropout(pooled))  # (B, C)
 
@@ -235,5 +413,7 @@ def build_model(
             f"prompt_length + max_length <= {info.max_positions}"
         )
     pooling = config.pooling or default_pooling(info)
-    model = IPTModel(backbone, generator, num_labels, pooling, config.head_dropout)
+    model = IPTModel(
+        backbone, generator, num_labels, pooling, config.head_dropout, config.prompt_layer
+    )
     return model, tokenizer

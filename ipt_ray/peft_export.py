@@ -204,6 +204,12 @@ def write_peft_adapter(source: Path, out_dir: Path, *, trust_remote_code: bool =
             f"generator {name!r} is unknown to ipt-ray {__version__}; allowed for "
             f"PEFT: {', '.join(PEFT_TYPES)}"
         )
+    prompt_layer = config["training"]["train_config"].get("prompt_layer", 0)
+    if prompt_layer:
+        raise UserError(
+            f"this prompt joins the input of layer {prompt_layer} (a late prompt), which PEFT "
+            "has no form for; use --format ipt"
+        )
     peft_type = PEFT_TYPES[name]
     backbone = config["backbone"]
     hf_config = _backbone_config(backbone, trust_remote_code)

@@ -44,15 +44,16 @@ from ipt_ray.testing import write_toy_csv
 TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun", "zzz unknown"]
 PAIRS = ["a film", "it was fine", "the story is bland and the cast is flat", "warm"]
 CASES = {
-    "bert-task": ("bert", "task", {}),
-    "bert-prefix-reparam": ("bert", "prefix", {"reparam": True, "reparam_hidden": 8}),
-    "gpt2-prefix": ("gpt2", "prefix", {}),
-    "bert-idpg": ("bert", "idpg", {"bottleneck": 8}),
+    "bert-task": ("bert", "task", {}, {}),
+    "bert-prefix-reparam": ("bert", "prefix", {"reparam": True, "reparam_hidden": 8}, {}),
+    "gpt2-prefix": ("gpt2", "prefix", {}, {}),
+    "bert-idpg": ("bert", "idpg", {"bottleneck": 8}, {}),
+    "bert-late-idpg": ("bert", "idpg", {"bottleneck": 8}, {"prompt_layer": 1}),
 }
 
 
 def train_checkpoint(
-    directory: Path, model_dir: Path, task: Path, generator: str, options: dict
+    directory: Path, model_dir: Path, task: Path, generator: str, options: dict, **settings
 ) -> Path:
     run = TrainingRun(
         TrainConfig(
@@ -65,6 +66,7 @@ def train_checkpoint(
             batch_size=16,
             epochs=1,
             max_samples=40,
+            **settings,
         )
     )
     run.fit()
@@ -76,8 +78,8 @@ def train_checkpoint(
 def checkpoints(tiny_models, toy_csv, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("checkpoints")
     out = {
-        key: train_checkpoint(root / key, tiny_models[arch], toy_csv, gen, opts)
-        for key, (arch, gen, opts) in CASES.items()
+        key: train_checkpoint(root / key, tiny_models[arch], toy_csv, gen, opts, **settings)
+        for key, (arch, gen, opts, settings) in CASES.items()
     }
     pair_csv = write_toy_csv(root / "pairs.csv", n=60, pair=True)
     out["bert-pair"] = train_checkpoint(

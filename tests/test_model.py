@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,134 @@ def test_cached_sentence_features_equal_the_live_ones(tiny_models, toy_csv, tmp_
     monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("recomputed"))
     again = _run(tiny_models, toy_csv, generator="idpg")
     torch.testing.assert_close(again.features["train"], cached.features["train"])
+
+
+# -- late prompts (prompt_layer > 0) ------------------------------------------------------------
+LATE_ARCHS = ["bert", "roberta", "distilbert", "electra", "gpt2", "llama"]
+LATE_GENERATORS = ["task", "lookup", "encoder-cnn", "idpg"]
+LATE_CASES = [(a, g) for a in LATE_ARCHS for g in LATE_GENERATORS]
+
+
+def make_late(model_dir: Path, key: str, prompt_layer: int = 1) -> tuple[IPTModel, object]:
+    name, options = GENERATORS[key]
+    config = TrainConfig(
+        model=str(model_dir),
+        generator=name,
+        prompt_length=4,
+        prompt_layer=prompt_layer,
+        generator_options=dict(options),
+        max_length=24,
+        head_dropout=0.0,
+    )
+    torch.manual_seed(0)
+    return build_model(config, num_labels=3)
+
+
+@pytest.mark.parametrize(("arch", "key"), LATE_CASES)
+def test_late_prompt_trains_only_generator_and_head_and_ignores_padding(tiny_models, arch, key):
+    model, tok = make_late(tiny_models[arch], key)
+    model.eval()
+    batch = encode(tok, TEXTS)
+    batched = forward(model, batch)
+    for i, text in enumerate(TEXTS):
+        torch.testing.assert_close(
+            forward(model, encode(tok, [text]))[0], batched[i], atol=1e-5, rtol=1e-4
+        )
+    model.train()
+    forward(model, batch).logsumexp(-1).sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    for name, p in [*model.generator.named_parameters(), *model.head.named_parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient for {name}"
+
+
+@pytest.mark.parametrize(("arch", "key"), LATE_CASES)
+def test_late_prompt_from_cached_states_equals_the_live_pass(tiny_models, arch, key):
+    """Given the text's states at the prompt layer, the layers below it are not needed."""
+    model, tok = make_late(tiny_models[arch], key)
+    model.eval()
+    batch = encode(tok, TEXTS)
+    types = batch.get("token_type_ids")
+    live = forward(model, batch)
+    states, _ = model.frozen_states(batch["input_ids"], batch["attention_mask"], types)
+    sentence = None
+    if model.generator.needs_sentence_embedding:
+        sentence = model.sentence_embedding(batch["input_ids"], batch["attention_mask"], types)
+    cached = model(batch["input_ids"], batch["attention_mask"], types, sentence, states)
+    torch.testing.assert_close(cached, live, atol=1e-6, rtol=1e-5)
+
+
+def test_late_prompt_is_the_prompt_joining_the_text_at_layer_k(tiny_models):
+    """A hand-written BERT layer loop: embeddings, layer 0 on the text alone, then layer 1 on
+    [prompt; text states] with the prompt visible to every token; equals IPTModel's logits."""
+    from ipt_ray.generators import GeneratorInputs
+    from ipt_ray.model import pool
+
+    model, tok = make_late(tiny_models["bert"], "task")
+    model.eval()
+    batch = encode(tok, TEXTS)
+    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    net = model.backbone
+    with torch.no_grad():
+        hidden = net.embeddings(input_ids=ids, token_type_ids=types)  # positions 0..T-1
+        keys = mask.bool()[:, None, None, :]  # (B, 1, 1, T): real tokens are visible
+        hidden = net.encoder.layer[0](hidden, attention_mask=keys)
+        prompt = model.generator(GeneratorInputs(ids, mask, net.embeddings.word_embeddings(ids)))
+        P = prompt.input.shape[1]
+        joined = torch.cat([prompt.input, hidden], dim=1)
+        keys = torch.cat([torch.ones(len(ids), P, dtype=torch.bool), mask.bool()], 1)
+        out = net.encoder.layer[1](joined, attention_mask=keys[:, None, None, :])[:, P:]
+        expected = model.head(pool(out, mask, model.pooling))
+        torch.testing.assert_close(forward(model, batch), expected, atol=1e-6, rtol=1e-5)
+        # And prompt_layer 0 is not that: the prompt is at the input.
+        early, _ = make(tiny_models["bert"], "task")
+        early.load_state_dict(model.state_dict())
+        assert not torch.allclose(forward(early.eval(), batch), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("arch", "key", "prompt_layer", "message"),
+    [
+        ("bert", "prefix", 1, "makes a key/value prefix for every layer; use prompt_layer 0"),
+        ("bert", "idpg-phm-layers", 1, "makes a key/value prefix for every layer"),
+        (
+            "bert",
+            "task",
+            2,
+            "prompt_layer 2 is not a layer of this 2-layer backbone; allowed: 0 to 1",
+        ),
+        ("deberta-v2", "task", 1, "not supported on 'deberta-v2' backbones; allowed: bert"),
+    ],
+)
+def test_late_prompt_refusals(tiny_models, arch, key, prompt_layer, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_late(tiny_models[arch], key, prompt_layer)
+
+
+def test_cached_layer_states_equal_the_live_pass_and_are_read_back(
+    tiny_models, toy_csv, tmp_path, monkeypatch
+):
+    """A late prompt's run reads the frozen states from the cache: the same predictions and
+    losses as computing them every step, and a second run reads the files."""
+    monkeypatch.setenv("IPT_RAY_CACHE", str(tmp_path))
+    cached = _run(tiny_models, toy_csv, generator="idpg", prompt_layer=1)
+    live = _run(tiny_models, toy_csv, generator="idpg", prompt_layer=1, cache_features=False)
+    assert cached.layer_states is not None and live.layer_states is None
+    (folder,) = [p for p in (tmp_path / "features").glob("states-*") if p.is_dir()]
+    assert {p.name for p in folder.glob("*.npy")} == {
+        f"{s}.{kind}.npy" for s in ("train", "validation", "test") for kind in ("values", "offsets")
+    }
+    torch.testing.assert_close(
+        cached.predict_logits("test"), live.predict_logits("test"), atol=1e-5, rtol=1e-4
+    )
+    first, second = cached.fit(), live.fit()
+    assert first.history[-1].metrics["train_loss"] == pytest.approx(
+        second.history[-1].metrics["train_loss"], rel=1e-4
+    )
+    import ipt_ray.features as features
+
+    monkeypatch.setattr(features, "_write_states", lambda *a, **k: pytest.fail("recomputed"))
+    again = _run(tiny_models, toy_csv, generator="idpg", prompt_layer=1)
+    index = torch.arange(len(again.data["train"]))
+    torch.testing.assert_close(
+        again.layer_states["train"].batch(index, 16), cached.layer_states["train"].batch(index, 16)
+    )

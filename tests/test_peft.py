@@ -210,6 +210,23 @@ def test_instance_wise_generators_have_no_peft_form(checkpoints, tmp_path, gener
     assert not (tmp_path / "adapter").exists()
 
 
+def test_a_late_task_prompt_has_no_peft_form(tiny_models, toy_csv, tmp_path):
+    """PEFT puts a task prompt at the input; one trained at layer 1 would give other logits."""
+    run = TrainingRun(
+        TrainConfig(
+            task=str(toy_csv), model=str(tiny_models["bert"]), generator="task",
+            prompt_length=2, prompt_layer=1, max_length=16, epochs=1, max_samples=20,
+        )
+    )  # fmt: skip
+    run.fit()
+    run.save_checkpoint(tmp_path / "late")
+    bundle = write_bundle(tmp_path / "late", tmp_path / "bundle")
+    for source in (tmp_path / "late", bundle):
+        with pytest.raises(UserError, match=r"joins the input of layer 1 .* use --format ipt"):
+            write_peft_adapter(source, tmp_path / "adapter")
+        assert not (tmp_path / "adapter").exists()
+
+
 def test_real_idpg_checkpoint_and_bundle_are_refused(tiny_models, toy_csv, tmp_path):
     checkpoint = tmp_path / "idpg"
     run = TrainingRun(
