@@ -355,19 +355,28 @@ def _quiet_tune() -> Iterator[None]:
     info logs while the search runs; progress goes through :class:`ProgressEvent`."""
     import optuna
 
-    old_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    overrides = {
+        # The new output engine prints its banner even at verbose=0; the old one does not.
+        "RAY_AIR_NEW_OUTPUT": "0",
+        # Tune snapshots the experiment after every checkpoint when num_to_keep is set (the
+        # actor runner's checkpoints are Tune's): by design here, so no warning about it.
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": os.environ.get(
+            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
+        ),
+    }
+    old_env = {key: os.environ.get(key) for key in overrides}
     old_level = optuna.logging.get_verbosity()
-    # The new output engine prints its banner even at verbose=0; the old one does not.
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.update(overrides)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         yield
     finally:
         optuna.logging.set_verbosity(old_level)
-        if old_env is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = old_env
+        for key, value in old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def default_max_concurrent(
