@@ -5,7 +5,7 @@ Issue 7's fidelity table. On each task (default `mr` and `bbc-news`) with frozen
 1. with ``--search`` (the default), each generator's configuration is searched first, with
    ipt-ray's own search (Ray Tune + Optuna TPE + ASHA, actor runner, local Ray): learning rate
    (log-uniform around the generator's default), prompt length {8, 16}, the generator's main
-   knobs and, for input-level generators, the prompt layer {0, 3} (a late prompt); 8 trials
+   knobs and, for input-level generators, the prompt layer {0, 3, 5} (a late prompt); 8 trials
    of at most 2 epochs on a 2,000-sentence training subset (validation whole), best by
    validation accuracy. ``--no-search`` uses each generator's defaults instead;
 2. for each seed, the five generators with those settings on the full training split, full
@@ -51,19 +51,19 @@ FT_LR, FT_HEAD_LR, PROBE_LR, PROBE_EPOCHS = 5e-5, 1e-3, 1e-2, 20
 SEARCH_SAMPLES, SEARCH_EPOCHS = 2000, 2
 #: Each generator's sub-space of the search: its lr range and knobs (YAML flow mappings).
 SEARCH_SPACES = {
-    "task": ("3.0e-3", "1.0e-1", "{init: [vocab, random], prompt_layer: [0, 3]}"),
+    "task": ("3.0e-3", "1.0e-1", "{init: [vocab, random], prompt_layer: [0, 3, 5]}"),
     "prefix": ("1.0e-3", "3.0e-2", "{reparam: [false, true], reparam_hidden: 128}"),
     "ipt-lookup": (
-        "1.0e-3", "3.0e-2", "{mode: [input, hybrid], rank: [0, 64], prompt_layer: [0, 3]}"
+        "1.0e-3", "3.0e-2", "{mode: [input, hybrid], rank: [0, 64], prompt_layer: [0, 3, 5]}"
     ),
     "ipt-encoder": (
         "1.0e-4", "3.0e-3",
         "{encoder: [cnn, lstm, mlp], hidden: {type: int, low: 32, high: 256, log: true}, "
-        "prompt_layer: [0, 3]}",
+        "prompt_layer: [0, 3, 5]}",
     ),
     "idpg": (
         "1.0e-4", "3.0e-3",
-        "{bottleneck: {type: int, low: 16, high: 128, log: true}, prompt_layer: [0, 3]}",
+        "{bottleneck: {type: int, low: 16, high: 128, log: true}, prompt_layer: [0, 3, 5]}",
     ),
 }  # fmt: skip
 

@@ -1,6 +1,7 @@
 """Frozen backbone weights held once per node in Ray's object store, mapped by every trial.
 
-The search's driver loads the backbone once and puts its tensors (every parameter and buffer,
+The search's driver loads the backbone once (before Ray starts: a backbone that does not load is
+a one-line error) and puts its tensors (every parameter and buffer,
 as raw bytes in one buffer) into the object store: :func:`publish_backbone`. A trial process
 calls :func:`materialize`: Ray copies the object to the process's node the first time any
 process there asks for it, and every process on the node then maps those same shared-memory
@@ -15,8 +16,9 @@ silent, the pages that hold the weights are made read-only in each trial process
 Linux; guard bytes around the weights keep other objects out of those pages): a write there
 is a segmentation fault of that process, not a quiet change of every other trial's backbone.
 
-Not shared (loaded by each trial as before): backbones with ``trust_remote_code`` (their
-classes live in modules a trial process may not import the same way).
+Not shared (the search does not publish them, so each trial loads its own): backbones with
+``trust_remote_code`` (their classes live in modules a trial process may not import the same
+way), and searches whose trials use different backbones.
 """
 
 from __future__ import annotations
@@ -86,22 +88,17 @@ def _named_tensors(net: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
 
 
 def publish_backbone(
-    model: str, *, revision: str | None = None, trust_remote_code: bool = False
-) -> SharedBackbone | None:
-    """Load the backbone here and put its weights into the object store (needs ``ray.init``).
+    net: PreTrainedModel, *, model: str, revision: str | None = None
+) -> SharedBackbone:
+    """Put the weights of ``net`` into the object store (needs ``ray.init``).
 
-    Returns None for ``trust_remote_code`` backbones (not shared; see the module docstring).
-
-    Raises:
-        UserError: the model cannot be loaded (as :func:`ipt_ray.backbone.load_backbone`).
+    Args:
+        net: the backbone as :func:`ipt_ray.backbone.load_backbone` loaded it.
+        model, revision: how runs name it (``TrainConfig.model`` and ``revision``); trials
+            whose config names the same use the shared copy.
     """
     import ray
 
-    from ipt_ray.backbone import load_backbone
-
-    if trust_remote_code:
-        return None
-    net, _ = load_backbone(model, revision=revision)
     index: dict[str, tuple[int, str, tuple[int, ...]]] = {}
     aliases: dict[str, str] = {}
     first_name: dict[int, str] = {}
@@ -126,6 +123,7 @@ def publish_backbone(
             raw = flat.view(torch.uint8).numpy()
             buffer[start : start + raw.nbytes] = raw
     ref = ray.put(buffer)
+    del buffer
     return SharedBackbone(
         model,
         revision,

@@ -568,11 +568,16 @@ def run_search(
             experiment_path=f"{where.storage_path}/{record.experiment_dir}",
         )
     emit: ProgressFn = progress or (lambda event: None)
+    # Before Ray starts: a backbone that does not load is one line, and nothing is written.
+    loaded = _load_shared_backbone(space) if share_backbone else None
     with _ray_session(address, ray_init_kwargs or {}) as cluster:
         check_shared_storage(where.storage_path)
-        # Before the MLflow store is opened: a backbone that does not load is one line.
-        backbone = space.fixed_backbone() if share_backbone else None
-        shared = _publish(backbone) if backbone is not None else None
+        shared = None
+        if loaded is not None:
+            from ipt_ray.shared_backbone import publish_backbone
+
+            shared = publish_backbone(loaded[0], model=loaded[1], revision=loaded[2])
+            del loaded
         # Only now (Ray is up, the storage fits it) is the MLflow store opened.
         tracker = SearchTracker(
             where.tracking_uri,
@@ -722,12 +727,21 @@ class SearchLocations:
         )
 
 
-def _publish(backbone: tuple[str, str | None, bool]) -> Any:
-    """The search's backbone in the object store (see :mod:`ipt_ray.shared_backbone`)."""
-    from ipt_ray.shared_backbone import publish_backbone
+def _load_shared_backbone(space: SearchSpace) -> tuple[Any, str, str | None] | None:
+    """(backbone, model, revision) to publish for the search, or None when its trials use
+    several backbones or one with remote code (each trial then loads its own).
 
-    model, revision, trust_remote_code = backbone
-    return publish_backbone(model, revision=revision, trust_remote_code=trust_remote_code)
+    Raises:
+        UserError: the backbone cannot be loaded.
+    """
+    from ipt_ray.backbone import load_backbone
+
+    backbone = space.fixed_backbone()
+    if backbone is None or backbone[2]:
+        return None
+    model, revision, _ = backbone
+    net, _ = load_backbone(model, revision=revision)
+    return net, model, revision
 
 
 def _log_plots(tracker: SearchTracker) -> None:

@@ -96,13 +96,16 @@ def clear() -> None:
 
 
 def release_memory() -> None:
-    """Collect garbage and hand freed heap memory back to the OS.
+    """Collect garbage and hand freed heap (and cached GPU) memory back.
 
     glibc keeps freed memory for reuse: after a run, most of a process's peak (the
     activations of every batch width it saw) would otherwise stay resident while it waits
     for its next trial.
     """
     gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()  # a GPU shared with other trials gets the cached blocks back
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -202,6 +202,11 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, Content], list[str]]] = {
         {},
         ["--cpus-per-worker and --gpus-per-worker cannot be negative"],
     ),
+    "search-backbone-that-does-not-load": (
+        ["search", "smoke", "--set", "model=no-such-org/no-such-model", *STORE],
+        {},
+        ["could not load model 'no-such-org/no-such-model'", "offline: use a local directory"],
+    ),
     "search-unknown-runner": (
         ["search", "smoke", "--runner", "acter", *STORE],
         {},

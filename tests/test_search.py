@@ -150,6 +150,27 @@ def test_the_actor_runner_trains_trial_after_trial_in_one_process(
     assert all(c.data.metrics[C.STARTUP_SECONDS] > 0 for c in children)
 
 
+def test_a_search_over_backbones_loads_each_trials_own(
+    ray_session: None, tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any]
+) -> None:
+    """With ``model`` searched nothing is published: each trial process loads the backbone
+    its trial names (and keeps only the last one)."""
+    models = [str(tiny_models["bert"]), str(tiny_models["gpt2"])]
+    text = space_text(
+        tiny_models["bert"],
+        toy_csv,
+        search="num_samples: 4\nseed: 3\nscheduler: none\nmax_concurrent: 1",
+        params=f"model: {json.dumps(models)}\ngenerator: {{choices: {{task: {{}}}}}}",
+        epochs=1,
+    ).replace(f"  model: {json.dumps(str(tiny_models['bert']))}\n", "")
+    summary = run(parse_space(text), paths)
+    assert summary.finished == 4
+    parent, children = search_runs(paths["tracking_uri"], summary)
+    assert parent.data.params["shared_backbone_bytes"] == "0"
+    used = {c.data.params["model"] for c in children}
+    assert used == set(models), used  # seed 3 samples both
+
+
 def test_resources_must_fit(ray_session: None) -> None:
     from ipt_ray.errors import UserError
     from ipt_ray.tuning import default_max_concurrent

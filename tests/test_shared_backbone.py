@@ -24,8 +24,7 @@ def test_materialized_backbone_equals_the_loaded_one(
     from ipt_ray.shared_backbone import materialize, publish_backbone
 
     loaded, _ = load_backbone(str(tiny_models[arch]))
-    shared = publish_backbone(str(tiny_models[arch]))
-    assert shared is not None
+    shared = publish_backbone(loaded, model=str(tiny_models[arch]))
     net = materialize(shared)
     assert type(net) is type(loaded) and not net.training
     theirs = dict([*loaded.named_parameters(), *loaded.named_buffers()])
@@ -49,10 +48,12 @@ def test_a_write_to_the_shared_weights_kills_the_writer_not_the_other_trials(
     process, and the node's copy (what every other trial reads) is unchanged."""
     import ray
 
+    from ipt_ray.backbone import load_backbone
     from ipt_ray.shared_backbone import materialize, publish_backbone
 
-    shared = publish_backbone(str(tiny_models["bert"]))
-    assert shared is not None
+    original, _ = load_backbone(str(tiny_models["bert"]))
+    expected = original.embeddings.word_embeddings.weight.clone()
+    shared = publish_backbone(original, model=str(tiny_models["bert"]))
 
     @ray.remote(max_retries=0)
     def write(shared_backbone: object) -> None:
@@ -62,27 +63,18 @@ def test_a_write_to_the_shared_weights_kills_the_writer_not_the_other_trials(
 
     with pytest.raises(ray.exceptions.WorkerCrashedError):
         ray.get(write.remote(shared))
-    before = materialize(shared).embeddings.word_embeddings.weight.clone()
-    from ipt_ray.backbone import load_backbone
-
-    original, _ = load_backbone(str(tiny_models["bert"]))
-    assert torch.equal(before, original.embeddings.word_embeddings.weight)
-
-
-def test_trust_remote_code_backbones_are_not_shared(ray_session: None) -> None:
-    from ipt_ray.shared_backbone import publish_backbone
-
-    assert publish_backbone("anything/at-all", trust_remote_code=True) is None
+    assert torch.equal(materialize(shared).embeddings.word_embeddings.weight, expected)
 
 
 def test_the_process_cache_builds_a_backbone_once_and_serves_the_shared_copy(
     ray_session: None, tiny_models: dict[str, Path]
 ) -> None:
     from ipt_ray import warm
+    from ipt_ray.backbone import load_backbone
     from ipt_ray.shared_backbone import publish_backbone
 
     model = str(tiny_models["bert"])
-    shared = publish_backbone(model)
+    shared = publish_backbone(load_backbone(model)[0], model=model)
     warm.clear()
     try:
         net, tokenizer = warm.backbone(TrainConfig(model=model), shared)
@@ -97,6 +89,40 @@ def test_the_process_cache_builds_a_backbone_once_and_serves_the_shared_copy(
         assert warm.backbone(TrainConfig(model=model), shared)[0] is not net
     finally:
         warm.clear()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("fixed: {model: M}\nparams: {generator: {choices: {task: {}}}}", ("M", None, False)),
+        ("fixed: {}\nparams: {generator: {choices: {task: {}}}}", ("minilm", None, False)),
+        (
+            "fixed: {model: M, revision: v2}\nparams: {generator: {choices: {task: {}}}}",
+            ("M", "v2", False),
+        ),
+        ("fixed: {}\nparams: {model: [M, N], generator: {choices: {task: {}}}}", None),
+        ("fixed: {}\nparams: {generator: {choices: {task: {model: N}, prefix: {}}}}", None),
+    ],
+    ids=["fixed", "default", "revision", "searched", "per-generator"],
+)
+def test_a_search_shares_its_backbone_only_when_every_trial_uses_it(body, expected):
+    from ipt_ray.space import parse_space
+
+    assert parse_space(body).fixed_backbone() == expected
+
+
+def test_remote_code_backbones_are_not_published(tiny_models: dict[str, Path]) -> None:
+    """Their classes come from the hub's code, which a trial process may import otherwise:
+    each trial loads its own (nothing is loaded by the driver)."""
+    from ipt_ray.space import parse_space
+    from ipt_ray.tuning import _load_shared_backbone
+
+    body = "params: {generator: {choices: {task: {}}}}"
+    model = str(tiny_models["bert"])
+    remote = parse_space(f"fixed: {{model: {model}, trust_remote_code: true}}\n{body}")
+    assert _load_shared_backbone(remote) is None
+    net, name, revision = _load_shared_backbone(parse_space(f"fixed: {{model: {model}}}\n{body}"))
+    assert (name, revision) == (model, None) and not net.training
 
 
 @pytest.mark.parametrize(
