@@ -23,9 +23,10 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -59,6 +60,20 @@ def data_fingerprint(split: TokenizedSplit) -> str:
     return digest.hexdigest()
 
 
+def _cache_key(model: IPTModel, data: dict[str, TokenizedSplit], **what: object) -> tuple[str, str]:
+    """(key, its sha256): what a cached feature depends on, the backbone's weights and the
+    tokenized splits included."""
+    key = json.dumps(
+        {
+            **what,
+            "backbone": module_fingerprint(model.backbone),
+            "splits": {name: data_fingerprint(split) for name, split in sorted(data.items())},
+        },
+        sort_keys=True,
+    )
+    return key, hashlib.sha256(key.encode()).hexdigest()
+
+
 def sentence_features(
     model: IPTModel,
     data: dict[str, TokenizedSplit],
@@ -72,16 +87,8 @@ def sentence_features(
     ``model`` is an :class:`ipt_ray.model.IPTModel` (its ``sentence_embedding`` and
     ``pooling`` are used). With ``cache`` the result is read from / written to disk.
     """
-    key = json.dumps(
-        {
-            "format": FORMAT,
-            "backbone": module_fingerprint(model.backbone),
-            "pooling": model.pooling,
-            "splits": {name: data_fingerprint(split) for name, split in sorted(data.items())},
-        },
-        sort_keys=True,
-    )
-    path = cache_root() / "features" / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
+    key, digest = _cache_key(model, data, format=FORMAT, pooling=model.pooling)
+    path = cache_root() / "features" / f"{digest}.safetensors"
     if not cache:
         return _compute(model, data, device, batch_size)
     with file_lock(path.with_suffix(".lock")):
@@ -106,28 +113,36 @@ def _load(path: Path, key: str) -> dict[str, torch.Tensor] | None:
         return None
 
 
+def _device_batches(
+    split: TokenizedSplit, batch_size: int, device: torch.device
+) -> Iterator[tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor, Any]]]:
+    """Batches of a split in order, with (input_ids, attention_mask, token_type_ids or None)
+    on ``device``."""
+    from ipt_ray.loop import batches
+
+    for batch in batches(split, batch_size):
+        types = batch.get("token_type_ids")
+        yield (
+            batch,
+            (
+                batch["input_ids"].to(device),
+                batch["attention_mask"].to(device),
+                None if types is None else types.to(device),
+            ),
+        )
+
+
 @torch.no_grad()
 def _compute(
     model: IPTModel, data: dict[str, TokenizedSplit], device: torch.device, batch_size: int
 ) -> dict[str, torch.Tensor]:
-    from ipt_ray.loop import batches
-
     was_training = model.training
     model.eval()
     out: dict[str, torch.Tensor] = {}
     for name, split in data.items():
         parts = []
-        for batch in batches(split, batch_size):
-            types = batch.get("token_type_ids")
-            parts.append(
-                model.sentence_embedding(
-                    batch["input_ids"].to(device),
-                    batch["attention_mask"].to(device),
-                    None if types is None else types.to(device),
-                )
-                .float()
-                .cpu()
-            )
+        for _, inputs in _device_batches(split, batch_size, device):
+            parts.append(model.sentence_embedding(*inputs).float().cpu())
         width = int(model.backbone.config.hidden_size)
         out[name] = torch.cat(parts) if parts else torch.empty(0, width)
     model.train(was_training)
@@ -169,16 +184,8 @@ def layer_states(
 ) -> dict[str, LayerStates]:
     """The text states at the input of ``model.prompt_layer`` for every split (see the module
     docstring), from the cache or computed and written to it."""
-    key = json.dumps(
-        {
-            "format": STATES_FORMAT,
-            "backbone": module_fingerprint(model.backbone),
-            "layer": model.prompt_layer,
-            "splits": {name: data_fingerprint(split) for name, split in sorted(data.items())},
-        },
-        sort_keys=True,
-    )
-    folder = cache_root() / "features" / f"states-{hashlib.sha256(key.encode()).hexdigest()}"
+    key, digest = _cache_key(model, data, format=STATES_FORMAT, layer=model.prompt_layer)
+    folder = cache_root() / "features" / f"states-{digest}"
     with file_lock(folder.with_suffix(".lock")):
         if not _states_complete(folder, key, data):
             _write_states(model, data, device, batch_size, folder, key)
@@ -209,8 +216,6 @@ def _write_states(
     folder: Path,
     key: str,
 ) -> None:
-    from ipt_ray.loop import batches
-
     was_training = model.training
     model.eval()
     hidden = int(model.backbone.config.hidden_size)
@@ -225,13 +230,8 @@ def _write_states(
                 tmp / f"{name}.values.npy", mode="w+", dtype=np.float32,
                 shape=(int(offsets[-1]), hidden),
             )  # fmt: skip
-            for batch in batches(split, batch_size):
-                types = batch.get("token_type_ids")
-                states, _ = model.frozen_states(
-                    batch["input_ids"].to(device),
-                    batch["attention_mask"].to(device),
-                    None if types is None else types.to(device),
-                )
+            for batch, inputs in _device_batches(split, batch_size, device):
+                states, _ = model.frozen_states(*inputs)
                 rows = states.float().cpu().numpy()
                 for row, i in enumerate(batch["index"].tolist()):
                     start, end = int(offsets[i]), int(offsets[i + 1])

@@ -234,6 +234,19 @@ def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
     return [m.step for m in history]
 
 
+def alive_actor_pids(class_name: str) -> list[int]:
+    """PIDs of the live Ray actors whose class name contains ``class_name`` (needs the Ray
+    dashboard's state API: ``ray[default]``). Tune's trial actors are ``ImplicitFunc``, Ray
+    Train's workers ``RayTrainWorker``."""
+    import ray
+    from ray.util.state import list_actors
+
+    # This process's Ray, also when another Ray runs on the machine ("auto" finds both).
+    address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True)
+    return [int(a.pid) for a in actors if a.pid is not None and class_name in (a.class_name or "")]
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     import socket

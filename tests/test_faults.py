@@ -25,6 +25,7 @@ from ipt_ray import constants as C
 from ipt_ray.space import parse_space
 from ipt_ray.testing import (
     MlflowServer,
+    alive_actor_pids,
     metric_steps,
     search_runs,
     tiny_space_text,
@@ -91,81 +92,42 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(
     assert_nothing_running(uri, summary)
 
 
-def _train_worker_pids() -> list[int]:
-    from ray.util.state import list_actors
-
-    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-    return [int(a.pid) for a in actors if "RayTrainWorker" in (a.class_name or "")]
-
-
-def test_a_killed_worker_resumes_from_its_checkpoint_without_gap_or_repeat(
-    ray_session: None, tiny_models: dict[str, Path], slow_csv: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("runner", "process", "delay", "retries"),
+    [
+        ("train", "RayTrainWorker", 0.0, {"worker_failures": 1}),
+        ("actor", "ImplicitFunc", 0.5, {"max_failures": 1}),
+    ],
+    ids=["ray-train-worker", "actor-trial-process"],
+)
+def test_a_killed_training_process_resumes_from_its_checkpoint_without_gap_or_repeat(
+    ray_session: None,
+    tiny_models: dict[str, Path],
+    slow_csv: Path,
+    tmp_path: Path,
+    runner: str,
+    process: str,
+    delay: float,
+    retries: dict[str, int],
 ) -> None:
-    """SIGKILL the trial's training worker right after it reported epoch 1 (so during epoch
-    2); with --worker-failures 1 Ray Train restarts it from the epoch-1 checkpoint."""
-    from ipt_ray.tuning import ProgressEvent
-
-    killed: list[int] = []
-
-    def kill_after_first_epoch(event: ProgressEvent) -> None:
-        if event.kind == "result" and event.epoch == 1 and not killed:
-            pids = _train_worker_pids()
-            assert len(pids) == 1, pids
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
-
-    text = tiny_space_text(
-        tiny_models["bert"],
-        slow_csv,
-        search="num_samples: 1\nseed: 0\nscheduler: none",
-        params=f"lr: [1.0e-2]\n{ONE_GENERATOR}",
-        epochs=3,
-        max_samples=None,
-        batch_size=8,
-        max_length=32,
-    )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = run(
-        text, uri, tmp_path, runner="train", worker_failures=1, progress=kill_after_first_epoch
-    )
-    assert killed, "the worker was never killed"
-    with pytest.raises(ProcessLookupError):
-        os.kill(killed[0], 0)
-    assert summary.finished == 1 and summary.failed == 0
-    (trial,) = summary.trials
-    assert trial.epochs == 3
-    for key in ("val_accuracy", C.TRAIN_LOSS):
-        assert metric_steps(uri, trial.run_id, key) == [1, 2, 3]
-    assert_nothing_running(uri, summary)
-
-
-def _trial_actor_pids() -> list[int]:
-    from ray.util.state import list_actors
-
-    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-    return [int(a.pid) for a in actors if (a.class_name or "").endswith("ImplicitFunc")]
-
-
-def test_a_killed_trial_process_resumes_from_its_checkpoint_without_gap_or_repeat(
-    ray_session: None, tiny_models: dict[str, Path], slow_csv: Path, tmp_path: Path
-) -> None:
-    """The actor runner trains in Tune's trial process: SIGKILL it during epoch 2 (half a
-    second after epoch 1 was reported: Tune registers a function trainable's checkpoint just
-    after its result); with --max-failures 1 Tune starts the trial again from its epoch-1
-    checkpoint."""
+    """SIGKILL the process that trains the trial during epoch 2, after it reported epoch 1:
+    the train runner's Ray Train worker (--worker-failures 1: Ray Train restarts it), or the
+    actor runner's trial process (--max-failures 1: Tune starts the trial again; killed half a
+    second after the result, since Tune registers a function trainable's checkpoint just
+    after it). Either way the trial goes on from its epoch-1 checkpoint."""
     from ipt_ray.tuning import ProgressEvent
 
     killed: list[int] = []
     killers: list[threading.Thread] = []
 
     def kill(pid: int) -> None:
-        time.sleep(0.5)
+        time.sleep(delay)
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
     def kill_after_first_epoch(event: ProgressEvent) -> None:
         if event.kind == "result" and event.epoch == 1 and not killers:
-            pids = _trial_actor_pids()
+            pids = alive_actor_pids(process)
             assert len(pids) == 1, pids
             killers.append(threading.Thread(target=kill, args=(pids[0],)))
             killers[0].start()
@@ -181,11 +143,9 @@ def test_a_killed_trial_process_resumes_from_its_checkpoint_without_gap_or_repea
         max_length=32,
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = run(
-        text, uri, tmp_path, runner="actor", max_failures=1, progress=kill_after_first_epoch
-    )
+    summary = run(text, uri, tmp_path, runner=runner, progress=kill_after_first_epoch, **retries)
     killers[0].join()
-    assert killed, "the trial process was never killed"
+    assert killed, "the training process was never killed"
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)
     assert summary.finished == 1 and summary.failed == 0

@@ -116,19 +116,15 @@ def test_the_actor_runner_trains_trial_after_trial_in_one_process(
 ) -> None:
     """4 trials one at a time: one trial process trains them all (torch, transformers, the
     backbone and the task are loaded once), reading the backbone from the object store."""
-    from ray.util.state import list_actors
-
     from ipt_ray.backbone import load_backbone
+    from ipt_ray.testing import alive_actor_pids
     from ipt_ray.tuning import ProgressEvent, run_search
 
     trial_pids: list[set[int]] = []
 
     def note_trial_processes(event: ProgressEvent) -> None:
         if event.kind == "result":
-            actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-            trial_pids.append(
-                {int(a.pid) for a in actors if (a.class_name or "").endswith("ImplicitFunc")}
-            )
+            trial_pids.append(set(alive_actor_pids("ImplicitFunc")))
 
     text = space_text(
         tiny_models["bert"],
