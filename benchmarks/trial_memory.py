@@ -11,7 +11,10 @@ cost of one more concurrent trial is the difference of the peaks. Linux only
 (``/proc/PID/smaps_rollup``).
 
     .venv/bin/python benchmarks/trial_memory.py [--max-samples 1000] [--runners actor,train]
-        [--out benchmarks/out/trial_memory.json]
+        [--prompt-layer 0] [--out benchmarks/out/trial_memory.json]
+
+``--prompt-layer k`` trains a late prompt instead (the layers below k are cached: their
+activations are never held).
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ def ray_worker_pss_bytes() -> tuple[int, dict[str, int]]:
     return total, by_name
 
 
-def search_peak(concurrent: int, max_samples: int, runner: str) -> dict[str, object]:
+def search_peak(
+    concurrent: int, max_samples: int, runner: str, prompt_layer: int
+) -> dict[str, object]:
     import ray
 
     from ipt_ray.space import parse_space
@@ -58,6 +63,7 @@ def search_peak(concurrent: int, max_samples: int, runner: str) -> dict[str, obj
     space = (
         "name: trial-memory\nfixed:\n  task: mr\n  model: minilm\n"
         f"  max_samples: {max_samples}\n  max_length: 64\n  batch_size: 32\n  epochs: 1\n"
+        f"  prompt_layer: {prompt_layer}\n"
         f"search:\n  num_samples: 4\n  seed: 0\n  scheduler: none\n"
         f"  max_concurrent: {concurrent}\n"
         "params:\n  lr: [0.02]\n  generator: {choices: {task: {}}}\n"
@@ -102,12 +108,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-samples", type=int, default=1000)
     parser.add_argument("--runners", default="actor,train")
+    parser.add_argument("--prompt-layer", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/out/trial_memory.json")
     args = parser.parse_args()
     gib = 2**30
     out: dict[str, object] = {"runners": {}}
     for runner in args.runners.split(","):
-        rows = [search_peak(k, args.max_samples, runner) for k in (1, 2)]
+        rows = [search_peak(k, args.max_samples, runner, args.prompt_layer) for k in (1, 2)]
         for row in rows:
             names = ", ".join(
                 f"{n} {b / gib:.2f}"

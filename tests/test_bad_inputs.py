@@ -304,6 +304,16 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, Content], list[str]]] = {
         {},
         ["--set expects KEY=VALUE, got 'hidden'"],
     ),
+    "prompt-layer-outside-the-backbone": (
+        _train(prompt_layer="2"),
+        {},
+        ["prompt_layer 2 is not a layer of this 2-layer backbone; allowed: 0 to 1"],
+    ),
+    "late-prompt-with-a-layer-prefix": (
+        _train(generator="prefix", prompt_layer="1"),
+        {},
+        ["prompt_layer 1 moves the input prompt, but generator 'prefix'", "use prompt_layer 0"],
+    ),
     "zero-epochs": (
         _train(epochs="0"),
         {},
