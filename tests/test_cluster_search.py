@@ -82,6 +82,13 @@ def test_submitted_search_runs_on_both_nodes_and_is_browsable(
         f"task={toy_csv}",
         "--set",
         "max_samples=null",
+        # Trials of several seconds (batch 1): a trial that ends before the other node has
+        # started the second trial's process hands its own warm process to that trial (Tune's
+        # actor reuse), and both would run on one node.
+        "--set",
+        "batch_size=1",
+        "--set",
+        "epochs=4",
         "--json",
         env=env,
     )
