@@ -48,7 +48,8 @@ def test_bf16_autocast_learns_and_keeps_fp32_weights(tiny_models, toy_csv):
 
 @pytest.mark.ray
 def test_two_trials_share_one_gpu(tiny_models, toy_csv, paths: dict[str, Any]) -> None:
-    """gpus_per_worker 0.5 on a one-GPU Ray: both trials run, on the GPU, at the same time."""
+    """gpus_per_worker 0.5 on a one-GPU Ray: both trials hold half of it at the same time
+    (trials of several seconds, so that Tune cannot reuse the first trial's process)."""
     import ray
 
     from ipt_ray.tuning import run_search
@@ -58,6 +59,9 @@ def test_two_trials_share_one_gpu(tiny_models, toy_csv, paths: dict[str, Any]) -
         toy_csv,
         "num_samples: 2\nmax_concurrent: 2\nseed: 0\nscheduler: none",
         "lr: [0.01, 0.03]\ngenerator: {choices: {task: {}}}",
+        max_samples=None,
+        batch_size=1,
+        epochs=4,
     )
     events: list[Any] = []
     ray.init(num_cpus=2, num_gpus=1, log_to_driver=False)
