@@ -171,6 +171,7 @@ def fractional(args: argparse.Namespace) -> list[dict[str, Any]]:
     ray.init(num_gpus=gpus, log_to_driver=False)
     try:
         for share in (float(s) for s in args.shares.split(",")):
+            concurrent = max(1, int(gpus / share))
             space = parse_space(
                 f"name: gpu-share-{share:g}\n"
                 "fixed: {task: mr, model: minilm, epochs: 1, batch_size: 32, max_length: 64, "
@@ -188,7 +189,7 @@ def fractional(args: argparse.Namespace) -> list[dict[str, Any]]:
                 storage=root / "ray",
                 cpus_per_worker=args.cpus_per_trial,
                 gpus_per_worker=share,
-                max_concurrent=max(1, int(gpus / share)),
+                max_concurrent=concurrent,
                 runner="actor",
             )
             seconds = time.perf_counter() - start
@@ -199,7 +200,7 @@ def fractional(args: argparse.Namespace) -> list[dict[str, Any]]:
             ]
             row = {
                 "gpu_share": share,
-                "concurrent": max(1, int(gpus / share)),
+                "concurrent": concurrent,
                 "trials": len(summary.trials),
                 "seconds": seconds,
                 "trials_per_hour": 3600 * len(summary.trials) / seconds,
