@@ -28,6 +28,7 @@ message, which Tune records as the trial's error. No MLflow here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -53,6 +54,11 @@ if TYPE_CHECKING:
 CHECKPOINT_PATH_KEY = "checkpoint_path"
 #: Resources of the driver function of a ``train`` trial (Ray refuses ``{"cpu": 0}`` alone).
 DRIVER_RESOURCES = {"cpu": 0, "memory": 1 << 20}
+#: Default of :attr:`TrialSetup.placement_timeout` (seconds).
+DEFAULT_PLACEMENT_TIMEOUT_S = 180.0
+#: How long Ray Train's controller waits for a worker group to be placed (read by Ray Train,
+#: propagated from the process that calls ``fit()`` to its controller).
+_PLACEMENT_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 
 class TrialConfigConverter(Protocol):
@@ -86,6 +92,10 @@ class TrialSetup:
             checkpoint) before the trial fails (``train`` runner).
         runner: ``actor`` or ``train`` (the module docstring;
             :func:`ipt_ray.runner.resolve_runner`).
+        placement_timeout: seconds a ``train`` trial waits for its workers to be placed before
+            it fails (``WorkersNotPlaced: ...``, naming the resources; Tune's ``max_failures``
+            retries it). Ray Train's own default retries forever, which hangs a search whose
+            cluster lost a node for good. Raise it where an autoscaler adds nodes.
         backbone: the search's backbone in the object store, or None (each trial loads it).
         train_fn: the per-worker function of the ``train`` runner (tests substitute their own).
     """
@@ -97,6 +107,7 @@ class TrialSetup:
     gpus_per_worker: float = 0.0
     worker_failures: int = 0
     runner: str = "train"
+    placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT_S
     backbone: SharedBackbone | None = None
     train_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker
 
@@ -131,7 +142,12 @@ def build_trainer(train_config: TrainConfig, setup: TrialSetup, trial_id: str) -
             name=run_name(trial_id),
             storage_path=setup.storage_path,
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
-            failure_config=ray.train.FailureConfig(max_failures=setup.worker_failures),
+            # A worker group that cannot be placed within placement_timeout fails the trial
+            # (controller_failure_limit 0) instead of being retried forever.
+            failure_config=ray.train.FailureConfig(  # Train V2's (mypy sees V1's)
+                max_failures=setup.worker_failures,
+                controller_failure_limit=0,  # type: ignore[call-arg]
+            ),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1,  # the best epoch's; Ray Train always keeps the latest too
                 checkpoint_score_attribute=CHECKPOINT_SCORE_KEY,
@@ -141,8 +157,23 @@ def build_trainer(train_config: TrainConfig, setup: TrialSetup, trial_id: str) -
     )
 
 
-def short_error(exc: BaseException) -> str:
-    """``ErrorType: first line`` of the root cause of a (Ray Train) failure, at most 500 chars."""
+def short_error(exc: BaseException, setup: TrialSetup | None = None) -> str:
+    """``ErrorType: first line`` of the root cause of a (Ray Train) failure, at most 500 chars.
+
+    A worker group that was not placed in time reads ``WorkersNotPlaced: ...``, naming the
+    resources it waited for (from ``setup``).
+    """
+    controller_failure = getattr(exc, "controller_failure", None)
+    if type(controller_failure).__name__ == "WorkerGroupStartupTimeoutError" and setup:
+        resources = {"CPU": setup.cpus_per_worker}
+        if setup.use_gpu:
+            resources["GPU"] = setup.gpus_per_worker
+        from ipt_ray.watchdog import describe_bundles
+
+        return (
+            f"WorkersNotPlaced: waited {setup.placement_timeout:g} s for "
+            f"{describe_bundles([resources] * setup.workers)} (placement timeout)"
+        )
     failures = getattr(exc, "worker_failures", None)
     if isinstance(failures, Mapping) and failures:
         exc = failures[min(failures)]
@@ -177,10 +208,12 @@ def train_driver_fn(config: dict[str, Any], setup: TrialSetup) -> None:
             raise TrialFailed(short_error(exc)) from exc
         return
     trainer = build_trainer(train_config, setup, trial_id)
+    # Ray Train reads it here and hands it to the controller it starts.
+    os.environ[_PLACEMENT_TIMEOUT_ENV] = f"{setup.placement_timeout:g}"
     try:
         trainer.fit()
     except ray.train.TrainingFailedError as exc:
-        raise TrialFailed(short_error(exc)) from exc
+        raise TrialFailed(short_error(exc, setup)) from exc
 
 
 def trainable(setup: TrialSetup) -> Any:
@@ -202,6 +235,7 @@ def trainable(setup: TrialSetup) -> Any:
 
 __all__ = [
     "CHECKPOINT_PATH_KEY",
+    "DEFAULT_PLACEMENT_TIMEOUT_S",
     "DRIVER_RESOURCES",
     "TrialConfigConverter",
     "TrialFailed",

@@ -247,6 +247,15 @@ def alive_actor_pids(class_name: str) -> list[int]:
     return [int(a.pid) for a in actors if a.pid is not None and class_name in (a.class_name or "")]
 
 
+def stalled_worker(config: dict[str, Any]) -> None:
+    """A Ray Train per-worker function that never reports (a hung collective, say): what the
+    search watchdog must notice. Sleeps for an hour, in short naps so a kill lands at once."""
+    import time
+
+    for _ in range(36_000):
+        time.sleep(0.1)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     import socket

@@ -101,7 +101,9 @@ def test_a_killed_worker_node_leaves_the_search_to_finish_on_the_head(
     """A 2-node local cluster (1 CPU each), the driver on the head (``--address HOST:PORT``),
     2 trials at a time: once the first epoch is reported, every process of the worker node
     is SIGKILLed. Trials there are restarted on the head (from their last checkpoint), and
-    the search completes with every trial finished and nothing RUNNING."""
+    the search completes with every trial finished, nothing RUNNING and no placement group
+    left. (Before the watchdog reaped orphaned placement groups, this hung about one run in
+    two: a dead controller's group kept the head's only CPU.)"""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = cluster.client_env()
     env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
@@ -143,6 +145,9 @@ def test_a_killed_worker_node_leaves_the_search_to_finish_on_the_head(
     assert summary["counts"]["trials"] == 4
     assert summary["counts"]["failed"] == 0, output[-3000:]
     assert summary["tracking_calls_lost"] == 0
+    # What the dead node's trials held was given back: nothing of the search still reserves
+    # or waits for resources (their orphaned placement groups, if any, were reaped).
+    assert summary["placement_groups_left"] == 0, output[-3000:]
     from mlflow import MlflowClient
 
     runs = MlflowClient(tracking_uri=uri).search_runs([summary["experiment_id"]])

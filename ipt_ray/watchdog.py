@@ -1,0 +1,336 @@
+"""What keeps a search from hanging: orphaned placement groups reaped, stalled trials failed.
+
+Two mechanisms, both run by :class:`SearchWatchdog`, a Tune callback in the driver:
+
+**Orphaned placement groups.** Ray removes a placement group created by an actor only once
+both that actor *and* its job are dead (GCS ``IsPlacementGroupLifetimeDone``). A Ray Train
+controller is an actor of the search's job, so a controller that dies without removing its
+worker group's placement group (its trial was stopped or lost with its node while the group
+was being placed or rescheduled) leaves that group holding CPUs until the whole search ends.
+On a small cluster that is every CPU, and the next trials wait forever (measured: a 2-node
+loopback cluster, the worker node SIGKILLed, one CREATED ``{CPU: 1}`` group owned by a dead
+controller, two PENDING ones). The watchdog gives placement groups the lifetime a user
+expects, that of their creator: every few seconds it removes the search's groups whose creator
+actor is dead (:func:`reap_orphaned_placement_groups`). A group created by the driver itself
+(Tune's own trial groups) has no creator actor and is never touched.
+
+**Stalled trials.** When trials are RUNNING but none of them has started or reported for
+``stall_timeout`` seconds, the search is stuck (a worker group that cannot be placed, a hung
+collective). The watchdog fails the trial that has waited longest, with one line saying what
+it waited for (``TrialStalled: ...``), by killing its Tune actor; Tune records the error and
+``max_failures`` retries it from its last checkpoint.
+
+Reading placement groups uses the GCS table (the state API hides creator actors). That table
+is not a public API: if it cannot be read, reaping is off with one warning and the stall
+watchdog alone remains. No MLflow here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.tune import Callback
+
+logger = logging.getLogger(__name__)
+
+#: States of a placement group that reserves, or waits to reserve, resources.
+LIVE_STATES = frozenset({"PENDING", "PREPARED", "CREATED", "RESCHEDULING"})
+#: Default of :attr:`SearchWatchdog.stall_timeout`: a search with RUNNING trials of which none
+#: started or reported for this long is stuck (seconds; longer than any epoch we measured).
+DEFAULT_STALL_TIMEOUT_S = 1800.0
+#: How often the watchdog looks for orphaned placement groups (seconds).
+REAP_INTERVAL_S = 5.0
+
+_table_unreadable_warned = False
+
+
+@dataclass(frozen=True)
+class PlacementGroupInfo:
+    """One placement group as the GCS sees it.
+
+    Attributes:
+        id: hex id.
+        state: ``PENDING``, ``PREPARED``, ``CREATED``, ``RESCHEDULING`` or ``REMOVED``.
+        bundles: resources of each bundle, e.g. ``[{"CPU": 1.0}]``.
+        job_id: hex id of the creating job.
+        creator_actor_id: hex id of the creating actor, or None when a driver created it.
+        creator_actor_dead: whether that actor is dead.
+        detached: created with ``lifetime="detached"`` (outlives its creator on purpose).
+    """
+
+    id: str
+    state: str
+    bundles: tuple[Mapping[str, float], ...]
+    job_id: str
+    creator_actor_id: str | None
+    creator_actor_dead: bool
+    detached: bool
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def orphaned(self) -> bool:
+        """Live, not detached, and created by an actor that is dead."""
+        return (
+            self.live
+            and not self.detached
+            and self.creator_actor_id is not None
+            and self.creator_actor_dead
+        )
+
+
+def describe_bundles(bundles: Iterable[Mapping[str, float]]) -> str:
+    """``1 x {CPU: 1}`` or ``2 x {CPU: 1, GPU: 0.5}``: equal bundles counted, others listed."""
+    counts: dict[str, int] = {}
+    for bundle in bundles:
+        text = ", ".join(f"{k}: {v:g}" for k, v in sorted(bundle.items()) if v)
+        counts["{" + text + "}"] = counts.get("{" + text + "}", 0) + 1
+    return " + ".join(f"{n} x {text}" for text, n in counts.items()) or "nothing"
+
+
+def _is_nil(hex_id: str) -> bool:
+    # A driver's groups carry Ray's nil actor id (all 0xff bytes), or none at all.
+    return not hex_id or set(hex_id) <= {"f"} or set(hex_id) <= {"0"}
+
+
+def _unit_resources(bundle: Any) -> dict[str, float]:
+    return {str(k): float(v) for k, v in dict(bundle.unit_resources).items()}
+
+
+def placement_groups(job_id: str | None = None) -> list[PlacementGroupInfo] | None:
+    """Every placement group of the connected cluster (of job ``job_id`` when given).
+
+    Returns:
+        The groups, or None when the GCS table cannot be read (warned once).
+    """
+    global _table_unreadable_warned
+    try:
+        from ray._private.state import state
+        from ray.core.generated import gcs_pb2
+
+        raw = state._global_state_accessor.get_placement_group_table()  # type: ignore[union-attr]
+        groups = []
+        for item in raw:
+            data = gcs_pb2.PlacementGroupTableData.FromString(item)  # type: ignore[attr-defined]
+            creator = data.creator_actor_id.hex()
+            groups.append(
+                PlacementGroupInfo(
+                    id=data.placement_group_id.hex(),
+                    state=gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(  # type: ignore[attr-defined]
+                        data.state
+                    ),
+                    bundles=tuple(_unit_resources(b) for b in data.bundles),
+                    job_id=data.creator_job_id.hex(),
+                    creator_actor_id=None if _is_nil(creator) else creator,
+                    creator_actor_dead=bool(data.creator_actor_dead),
+                    detached=bool(data.is_detached),
+                )
+            )
+    except Exception as exc:  # a Ray whose private table moved: reaping is off, not the search
+        if not _table_unreadable_warned:
+            logger.warning("cannot read Ray's placement group table (%s): orphans not reaped", exc)
+            _table_unreadable_warned = True
+        return None
+    return [g for g in groups if job_id is None or g.job_id == job_id]
+
+
+def reap_orphaned_placement_groups(job_id: str | None = None) -> list[PlacementGroupInfo]:
+    """Remove the live placement groups (of job ``job_id``) whose creator actor is dead.
+
+    Returns:
+        The groups removed (empty when none, or when the table cannot be read).
+    """
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    reaped = []
+    for group in placement_groups(job_id) or []:
+        if not group.orphaned:
+            continue
+        try:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group.id))))
+        except Exception as exc:  # removed meanwhile, or the GCS is restarting: next round
+            logger.debug("cannot remove placement group %s: %s", group.id, exc)
+            continue
+        reaped.append(group)
+    return reaped
+
+
+def current_job_id() -> str:
+    """Hex id of this driver's Ray job."""
+    return ray.get_runtime_context().get_job_id()
+
+
+@dataclass
+class WatchdogReport:
+    """What a search's watchdog did, kept by search key so that the callback Tune unpickles
+    on a resumed search reports into the same object (:func:`watchdog_report`).
+
+    Attributes:
+        reaped: orphaned placement groups removed.
+        stalled: trial id -> the one-line reason it was failed.
+        on_stall: called with ``(trial_id, message)`` before a stalled trial is failed.
+    """
+
+    reaped: list[PlacementGroupInfo] = field(default_factory=list)
+    stalled: dict[str, str] = field(default_factory=dict)
+    on_stall: Callable[[str, str], None] | None = None
+
+
+_REPORTS: dict[str, WatchdogReport] = {}
+
+
+def watchdog_report(key: str) -> WatchdogReport:
+    """The report of the search ``key`` in this process (created on first use)."""
+    return _REPORTS.setdefault(key, WatchdogReport())
+
+
+@dataclass
+class _Clock:
+    """When each RUNNING trial last showed life (started, restored or reported)."""
+
+    seen: dict[str, float] = field(default_factory=dict)
+
+    def touch(self, trial_id: str, now: float | None = None) -> None:
+        self.seen[trial_id] = time.monotonic() if now is None else now
+
+
+class SearchWatchdog(Callback):
+    """Tune callback (driver side): reaps orphaned placement groups and fails stalled trials
+    (see the module docstring).
+
+    Args:
+        key: the search's key: what it did goes to :func:`watchdog_report` of it.
+        stall_timeout: seconds without a start or report from any RUNNING trial after which the
+            longest-waiting one is failed; 0 or less: never.
+        reap_interval: seconds between looks for orphaned placement groups.
+        clock: monotonic seconds (tests).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
+        *,
+        reap_interval: float = REAP_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.key = key
+        self.stall_timeout = stall_timeout
+        self.reap_interval = reap_interval
+        self.clock = clock
+        self.report = watchdog_report(key)
+        self._job_id: str | None = None
+        self._last_reap = -math.inf
+        self._life = _Clock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks into its experiment state: keep the settings only.
+        return {
+            "key": self.key,
+            "stall_timeout": self.stall_timeout,
+            "reap_interval": self.reap_interval,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    # -- Tune's hooks --------------------------------------------------------------------------
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._life.touch(trial.trial_id, self.clock())
+
+    def on_trial_restore(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._life.touch(trial.trial_id, self.clock())
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self._life.touch(trial.trial_id, self.clock())
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        now = self.clock()
+        if now - self._last_reap >= self.reap_interval:
+            self._last_reap = now
+            self.reap()
+        running = [t for t in trials if t.status == "RUNNING"]
+        victim = self.stalled_trial(running, now)
+        if victim is not None:
+            self.fail(victim, now)
+
+    # -- the two mechanisms ---------------------------------------------------------------------
+
+    def reap(self) -> list[PlacementGroupInfo]:
+        """Remove this job's orphaned placement groups now; returns those removed."""
+        if self._job_id is None:
+            self._job_id = current_job_id()
+        reaped = reap_orphaned_placement_groups(self._job_id)
+        for group in reaped:
+            logger.warning(
+                "removed placement group %s (%s, %s): its creator, a dead Ray Train "
+                "controller, left it holding %s",
+                group.id[:12],
+                group.state,
+                "reserved" if group.state == "CREATED" else "waiting",
+                describe_bundles(group.bundles),
+            )
+        self.report.reaped += reaped
+        return reaped
+
+    def stalled_trial(self, running: list[Any], now: float) -> Any | None:
+        """The RUNNING trial to fail, if none of ``running`` showed life within the timeout."""
+        if self.stall_timeout <= 0 or not running:
+            return None
+        seen = {t.trial_id: self._life.seen.setdefault(t.trial_id, now) for t in running}
+        if now - max(seen.values()) < self.stall_timeout:
+            return None
+        return min(running, key=lambda t: seen[t.trial_id])
+
+    def waiting_for(self) -> str:
+        """What the search's pending placement groups wait for (``""`` if none, or unknown)."""
+        if self._job_id is None:
+            self._job_id = current_job_id()
+        pending = [
+            b
+            for g in placement_groups(self._job_id) or []
+            if g.state in ("PENDING", "RESCHEDULING")
+            for b in g.bundles
+        ]
+        return describe_bundles(pending) if pending else ""
+
+    def fail(self, trial: Any, now: float) -> None:
+        """Fail ``trial`` as stalled: record why, then kill its Tune actor."""
+        waited = now - self._life.seen.get(trial.trial_id, now)
+        message = f"TrialStalled: no trial started or reported for {waited:.0f} s"
+        what = self.waiting_for()
+        message += f"; workers waiting for {what}" if what else "; no placement group pending"
+        self.report.stalled[trial.trial_id] = message
+        logger.warning("trial %s: %s", trial.trial_id, message)
+        if self.report.on_stall is not None:
+            self.report.on_stall(trial.trial_id, message)
+        self._life.touch(trial.trial_id, now)  # one kill per timeout, not one per step
+        actor = getattr(getattr(trial, "temporary_state", None), "ray_actor", None)
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
+
+
+__all__ = [
+    "DEFAULT_STALL_TIMEOUT_S",
+    "LIVE_STATES",
+    "REAP_INTERVAL_S",
+    "PlacementGroupInfo",
+    "SearchWatchdog",
+    "WatchdogReport",
+    "current_job_id",
+    "describe_bundles",
+    "placement_groups",
+    "reap_orphaned_placement_groups",
+    "watchdog_report",
+]
