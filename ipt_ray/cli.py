@@ -326,8 +326,8 @@ def search(
     storage: Annotated[
         str | None,
         typer.Option(
-            help="Ray results and checkpoints: a path shared by all "
-            "nodes or an s3:// / gs:// URI (default: ./ipt-ray-runs/ray)"
+            help="Ray results and checkpoints: a path shared by all nodes or an s3:// / gs:// "
+            "URI (default: ray/ beside a sqlite store, else ./ipt-ray-runs/ray)"
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="search name = MLflow experiment")] = None,
@@ -357,6 +357,20 @@ def search(
             "node), from the trial's last checkpoint"
         ),
     ] = 0,
+    placement_timeout: Annotated[
+        float,
+        typer.Option(
+            help="seconds a trial waits for its Ray Train workers to be placed before it fails "
+            "(and --max-failures retries it); raise it where an autoscaler adds nodes"
+        ),
+    ] = 180.0,
+    stall_timeout: Annotated[
+        float,
+        typer.Option(
+            help="seconds with trials running but none started or reported, after which the "
+            "longest-waiting trial is failed; 0 = never"
+        ),
+    ] = 1800.0,
     runner: Annotated[
         str,
         typer.Option(
@@ -388,6 +402,7 @@ def search(
     quiet_libraries()
     from ipt_ray import preflight
     from ipt_ray.space import load_space
+    from ipt_ray.store import absolute_tracking_uri, default_storage, default_tracking_uri
 
     if resume is not None and fresh:
         raise UserError("--resume and --fresh contradict each other")
@@ -424,10 +439,17 @@ def search(
     from ipt_ray.runner import resolve_runner
 
     resolve_runner(runner, workers_per_trial, worker_failures)
+    if not placement_timeout > 0:
+        raise UserError(
+            f"--placement-timeout must be more than 0 seconds, got {placement_timeout:g}"
+        )
     preflight.check_ray_address(address)
     if preflight.is_dashboard_address(address):
         from ipt_ray.submit import submit_search
 
+        # The job runs in a folder of its own on the cluster: a relative sqlite path would
+        # name another store there (and put the Ray results beside that one).
+        tracking_uri = absolute_tracking_uri(tracking_uri) if tracking_uri else None
         job_args = [
             f"--{k.replace('_', '-')}={v}"
             for k, v in (
@@ -442,6 +464,8 @@ def search(
                 ("gpus_per_worker", gpus_per_worker),
                 ("max_failures", max_failures),
                 ("worker_failures", worker_failures),
+                ("placement_timeout", placement_timeout),
+                ("stall_timeout", stall_timeout),
                 ("runner", runner),
             )
             if v is not None
@@ -461,6 +485,12 @@ def search(
             )
         )
 
+    # The defaults the search will use (ipt_ray.store), checked like given ones: the store's
+    # folder writable, room for checkpoints beside it.
+    if tracking_uri is None:
+        preflight.check_tracking_uri(default_tracking_uri())
+    if storage is None:
+        preflight.check_storage(str(default_storage(tracking_uri)))
     from ipt_ray.tuning import LineProgress, run_search
 
     summary = run_search(
@@ -475,6 +505,8 @@ def search(
         gpus_per_worker=gpus_per_worker,
         max_failures=max_failures,
         worker_failures=worker_failures,
+        placement_timeout=placement_timeout,
+        stall_timeout=stall_timeout,
         runner=runner,
         progress=LineProgress(sys.stderr if as_json else sys.stdout),
     )
@@ -609,6 +641,9 @@ def search_json(summary: Any) -> dict[str, Any]:
         },
         "seconds": summary.seconds,
         "tracking_calls_lost": summary.tracking_calls_lost,
+        "placement_groups_reaped": summary.placement_groups_reaped,
+        "placement_groups_left": summary.placement_groups_left,
+        "trials_stalled": summary.trials_stalled,
     }
 
 
@@ -788,7 +823,7 @@ def ui(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
 ) -> None:
     """Open the MLflow UI on the local store (bound to 127.0.0.1)."""
-    from ipt_ray.store import default_tracking_uri, sqlite_path
+    from ipt_ray.store import default_artifact_root, default_tracking_uri, sqlite_path
 
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):
@@ -810,6 +845,11 @@ def ui(
         "--port",
         str(port),
     ]
+    artifacts = default_artifact_root(uri)
+    if artifacts is not None:
+        # MLflow's default is ./mlartifacts of the current folder: artifacts uploaded through
+        # the UI belong beside the store, with the searches' own.
+        command += ["--artifacts-destination", str(artifacts)]
     print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
     os.execvp(command[0], command)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ipt_ray.errors import ConfigError, UserError, did_you_mean
+from ipt_ray.store import sqlite_path, store_dir
 
 #: Below this much free space a storage path is refused up front (checkpoints of a search).
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -55,11 +56,13 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
             reason = getattr(exc, "reason", exc)
             raise UserError(f"cannot reach the MLflow tracking server {uri}: {reason}") from None
     elif parsed.scheme == "sqlite":
-        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-        if path is not None:
+        path, folder = sqlite_path(uri), store_dir(uri)
+        if path is not None and folder is not None:  # not an in-memory store
             if path.exists():
                 check_sqlite_file(path)
-            check_writable_dir(path.parent, "MLflow store folder")
+            # The folder the search writes into: the store, and its artifacts and Ray
+            # results unless they are placed elsewhere.
+            check_writable_dir(folder, "MLflow store folder")
     elif parsed.scheme in ("", "file") and not uri.startswith("databricks"):
         raise UserError(
             f"tracking URI {uri!r}: MLflow 3 refuses file stores; use sqlite:///PATH/mlflow.db "

@@ -2,6 +2,13 @@
 
 No Ray and no MLflow imports here: browsing (``ipt-ray best``, ``export``, ``ui``) and the
 search share these defaults without paying for either.
+
+One rule places everything a search writes by default (:func:`runs_dir`): beside its MLflow
+store. ``sqlite:///DIR/mlflow.db`` keeps its artifacts in ``DIR/mlartifacts`` and the Ray
+results in ``DIR/ray``, whichever folder a command runs in; without ``--tracking-uri`` the
+store is ``./ipt-ray-runs/mlflow.db``, so that ``DIR`` is ``./ipt-ray-runs``. A store without
+a folder on this machine (a tracking server) keeps its own artifacts, and Ray results go to
+``./ipt-ray-runs/ray``. An explicit artifact root or storage always wins over these defaults.
 """
 
 from __future__ import annotations
@@ -18,9 +25,15 @@ def local_tracking_uri(root: str | Path) -> str:
     return f"sqlite:///{(Path(root).resolve() / 'mlflow.db').as_posix()}"
 
 
+def default_runs_dir() -> Path:
+    """``<abs cwd>/ipt-ray-runs``: the folder of the store a command without
+    ``--tracking-uri`` uses."""
+    return Path.cwd().resolve() / RUNS_DIR
+
+
 def default_tracking_uri() -> str:
     """The store a search without ``--tracking-uri`` uses: ``./ipt-ray-runs/mlflow.db``."""
-    return local_tracking_uri(Path.cwd() / RUNS_DIR)
+    return local_tracking_uri(default_runs_dir())
 
 
 def is_local_uri(uri: str) -> bool:
@@ -31,6 +44,54 @@ def is_local_uri(uri: str) -> bool:
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, else None."""
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def store_dir(tracking_uri: str | None) -> Path | None:
+    """The folder of an MLflow store on this machine, absolute; None when it has none.
+
+    None as ``tracking_uri`` (no ``--tracking-uri``) is the default store, whose folder is
+    ``./ipt-ray-runs``. ``sqlite:///PATH`` is the folder of PATH (a relative PATH counts from
+    the current folder, as SQLite reads it). A tracking server, another database server or an
+    in-memory SQLite store has no folder here: None. Creates nothing, raises nothing.
+    """
+    if tracking_uri is None:
+        return default_runs_dir()
+    path = sqlite_path(tracking_uri)
+    if path is None or path.name in ("", ":memory:"):
+        return None
+    # Resolve the folder, not the file: a symlinked database stays "here", where the user
+    # pointed, and its neighbours with it.
+    return (Path.cwd() / path.parent).resolve()
+
+
+def runs_dir(tracking_uri: str | None) -> Path:
+    """Where a search keeps its files by default: the store's folder (:func:`store_dir`),
+    or ``./ipt-ray-runs`` for a store without one (a tracking server). Absolute."""
+    return store_dir(tracking_uri) or default_runs_dir()
+
+
+def default_artifact_root(tracking_uri: str | None) -> Path | None:
+    """``<runs_dir>/mlartifacts``: the artifact root of a new experiment in a store on this
+    machine; None for a server, which serves its own artifacts."""
+    if tracking_uri is not None and not is_local_uri(tracking_uri):
+        return None
+    return runs_dir(tracking_uri) / "mlartifacts"
+
+
+def default_storage(tracking_uri: str | None) -> Path:
+    """``<runs_dir>/ray``: Ray results and checkpoints of a search without ``--storage``."""
+    return runs_dir(tracking_uri) / "ray"
+
+
+def absolute_tracking_uri(tracking_uri: str) -> str:
+    """``tracking_uri`` with a relative SQLite path made absolute (against the current
+    folder, as SQLite reads it), so that the URI names the same store from any folder or
+    node; any other URI unchanged. Creates nothing, raises nothing."""
+    path = sqlite_path(tracking_uri)
+    folder = store_dir(tracking_uri)
+    if path is None or folder is None or path.is_absolute():
+        return tracking_uri
+    return f"sqlite:///{(folder / path.name).as_posix()}"
 
 
 def ui_command(tracking_uri: str) -> str:

@@ -12,7 +12,9 @@ trials). What reaches the cluster through the job's runtime environment:
 
 A submitted search cannot use the submitter's local MLflow store or results folder: it needs
 ``--tracking-uri`` (an MLflow server the cluster reaches, or a sqlite path on a shared file
-system) and ``--storage`` (shared by all nodes, or an object-store URI).
+system) and, with a server, ``--storage`` (shared by all nodes, or an object-store URI). A
+sqlite store on a shared file system keeps the Ray results beside it (``DIR/ray``, the rule of
+:func:`ipt_ray.store.runs_dir`) unless ``--storage`` says otherwise.
 
 Token authentication (on by default in Ray 2.60) is read by Ray's client from the
 environment: ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` (or ``RAY_AUTH_TOKEN``).
@@ -115,22 +117,27 @@ def submit_search(
     """Submit ``ipt-ray search`` as a Ray Job; follow its logs; return the exit status.
 
     ``search_args`` are the job's options after the space (``--tracking-uri`` and
-    ``--storage`` included). Returns 0 when the job succeeded (or was submitted, with
-    ``wait=False``), 1 otherwise.
+    ``--storage`` included, paths absolute). Without ``storage`` the job keeps its Ray
+    results beside a sqlite store (:func:`ipt_ray.store.store_dir`), which is then on a
+    shared file system; the job itself checks that every node sees that folder. Returns 0
+    when the job succeeded (or was submitted, with ``wait=False``), 1 otherwise.
 
     Raises:
-        UserError: missing tracking URI or storage, a bad ``code`` mode, or a dashboard
-            that cannot be reached or refuses the token.
+        UserError: missing tracking URI, no storage with a store that has no folder (a
+            tracking server), a bad ``code`` mode, or a dashboard that cannot be reached or
+            refuses the token.
     """
+    from ipt_ray.store import store_dir
+
     if tracking_uri is None:
         raise UserError(
             "a search submitted to a cluster needs --tracking-uri: an MLflow server "
             "the cluster reaches (http://HOST:5000) or sqlite:///SHARED/PATH"
         )
-    if storage is None:
+    if storage is None and store_dir(tracking_uri) is None:
         raise UserError(
-            "a search submitted to a cluster needs --storage: a folder every node "
-            "shares, or an s3:// / gs:// URI"
+            f"a search submitted to a cluster with the store {tracking_uri} needs --storage: "
+            "a folder every node shares, or an s3:// / gs:// URI"
         )
     if code not in ("ship", "installed"):
         raise UserError(f"--code must be ship or installed, got {code!r}")

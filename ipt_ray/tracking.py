@@ -28,6 +28,15 @@ order, in a backlog that is replayed as soon as the store answers again (retried
 before its metrics are logged, and metrics before the run is closed). :meth:`finish_search`
 waits up to ``flush_timeout`` seconds for the backlog to drain. A call the store refuses (a
 4xx answer, an invalid value) is logged as a warning and dropped.
+
+Buffered calls are data, not closures (:class:`ipt_ray.journal.PendingCall`: an operation
+name and JSON-able arguments; :meth:`SearchTracker._apply` is the one place that turns one
+into MlflowClient calls), so that the backlog can also be a journal on disk: with
+``journal=`` each call is appended (and fsynced) there as it is queued, and a tracker built
+on the same journal (a resumed search) replays what a killed driver left, in order, before
+any new call. Replays never duplicate: a trial's run is looked up by its tags before it is
+created, metric batches carry the timestamp they were queued with, and a batch that may
+have reached MLflow already is checked first.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from ray.tune import Callback
 
 from ipt_ray import constants as C
 from ipt_ray.errors import UserError
+from ipt_ray.journal import Journal, JournalContents, PendingCall
 from ipt_ray.store import (
     experiment_artifact_location,
     is_local_uri,
@@ -135,6 +145,40 @@ _QUICK_HTTP = {
 FLUSH_TIMEOUT_ENV = "IPT_RAY_MLFLOW_FLUSH_TIMEOUT"
 DEFAULT_FLUSH_TIMEOUT = 600.0
 
+# The MLflow writes a tracker makes, as the names its pending calls carry (journaled: an
+# earlier version's journal must still read, so these names do not change).
+OP_CREATE_TRIAL_RUN = "create_trial_run"
+OP_LOG_PARAMS = "log_params"
+OP_LOG_METRICS = "log_metrics"
+OP_SET_TAG = "set_tag"
+OP_TAG_BEST_TRIAL = "tag_best_trial"
+OP_SET_STATUS = "set_status"
+OP_SET_TERMINATED = "set_terminated"
+OP_LOG_TEXT = "log_text"
+OP_LOG_DICT = "log_dict"
+OP_UPLOAD_CHECKPOINT = "upload_checkpoint"
+# The argument naming the run a call writes to: its id, or (its creation still pending when
+# the call was queued) the trial whose run it is.
+ARG_RUN = "run"
+ARG_RUN_OF_TRIAL = "run_of_trial"
+_OPS = frozenset(
+    {
+        OP_CREATE_TRIAL_RUN,
+        OP_LOG_PARAMS,
+        OP_LOG_METRICS,
+        OP_SET_TAG,
+        OP_TAG_BEST_TRIAL,
+        OP_SET_STATUS,
+        OP_SET_TERMINATED,
+        OP_LOG_TEXT,
+        OP_LOG_DICT,
+        OP_UPLOAD_CHECKPOINT,
+    }
+)
+#: Pending calls done with before the journal is compacted although some are still pending
+#: (a store that keeps coming and going must not grow the file without bound).
+_COMPACT_AFTER = 1000
+
 
 #: How often a call the store *answered* with a server-side error is tried before it is
 #: dropped (an unreachable store is waited for without a limit: see ``flush_timeout``).
@@ -169,15 +213,6 @@ def _quick_http_requests() -> Iterator[None]:
     finally:
         for k in added:
             os.environ.pop(k, None)
-
-
-@dataclass
-class _Pending:
-    """A buffered MLflow call: ``call()`` does it (and raises if it fails)."""
-
-    what: str
-    call: Callable[[], Any]
-    attempts: int = 0
 
 
 class TrackingError(UserError):
@@ -300,7 +335,13 @@ class SearchTracker:
         retry_interval: seconds between attempts to replay buffered calls.
         flush_timeout: how long :meth:`finish_search` waits for buffered calls to reach an
             unreachable store (default: ``$IPT_RAY_MLFLOW_FLUSH_TIMEOUT`` or 600 s); what is
-            still buffered then is counted in ``lost_calls`` and reported as a warning.
+            still buffered then is counted in ``lost_calls`` and reported as a warning (and,
+            with a journal, kept in it for a resume).
+        journal: a file that every buffered call is appended to as it is queued (see
+            :mod:`ipt_ray.journal`; ``run_search`` puts it in the search's Ray experiment
+            folder). Calls an earlier driver left in it are read here and replayed, in
+            order, before any new call (at the latest by :meth:`resume_search`). None: the
+            backlog lives in memory only and dies with the process.
     """
 
     def __init__(
@@ -316,6 +357,7 @@ class SearchTracker:
         checkpoint_score_key: str | None = None,
         retry_interval: float = 5.0,
         flush_timeout: float | None = None,
+        journal: str | Path | None = None,
     ) -> None:
         if client is None:
             from mlflow import MlflowClient
@@ -338,63 +380,278 @@ class SearchTracker:
         if flush_timeout is None:
             flush_timeout = float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT))
         self.flush_timeout = flush_timeout
-        self._backlog: deque[_Pending] = deque()
+        self._backlog: deque[PendingCall] = deque()
         self._next_retry = 0.0
+        # Run ids of trials whose run a replayed call created (or found): the calls behind it
+        # may name the run by its trial, and the trial's record may not exist yet (a resumed
+        # search: journaled calls are replayed before Tune restores the records).
+        self._trial_runs: dict[str, str] = {}
+        # Calls flush() gave up on: lost to this process, but kept in the journal for a resume.
+        self._given_up: list[PendingCall] = []
+        self._seq = 0
+        self._done_since_rewrite = 0
+        self.journal: Journal | None = None
+        if journal is not None:
+            self.journal = Journal(journal)
+            self._load_journal()
+
+    # -- the journal -----------------------------------------------------------------------
+    def _load_journal(self) -> None:
+        """Queue the calls an earlier driver journaled (replayed before any new call), and
+        rewrite the journal without its done calls and a truncated last line (appends must
+        not land on a half-written line)."""
+        assert self.journal is not None
+        try:
+            contents = self.journal.read()
+        except OSError as exc:
+            logger.warning("MLflow journal %s cannot be read (ignored): %s", self.journal.path, exc)
+            contents = JournalContents()
+        self._trial_runs.update(contents.runs)
+        self._seq = contents.next_seq - 1
+        if contents.pending:
+            # Every done line is fsynced before the next call is tried: only the first
+            # pending call may have reached MLflow without one (see _apply).
+            contents.pending[0].attempts = 1
+            self._backlog.extend(contents.pending)
+            logger.warning(
+                "MLflow: %d call(s) an earlier driver could not make are in %s; they are "
+                "replayed, in order, before any new call",
+                len(contents.pending),
+                self.journal.path,
+            )
+        if contents.pending or contents.runs or contents.truncated or contents.bad_lines:
+            self._rewrite_journal()
+
+    def _journal_failed(self, exc: OSError) -> None:
+        """Go on without a journal (the backlog stays in memory): a disk that cannot take it
+        must not stop the search. The file is removed: a partial journal replayed later
+        would miss calls."""
+        assert self.journal is not None
+        logger.warning(
+            "MLflow journal %s cannot be written (%s): buffered calls are kept in memory only",
+            self.journal.path,
+            exc,
+        )
+        journal, self.journal = self.journal, None
+        with contextlib.suppress(OSError):
+            journal.close()
+            journal.path.unlink()
+
+    def _journal_runs(self, calls: Sequence[PendingCall]) -> dict[str, str]:
+        """Known run ids of the trials that ``calls`` name by trial (to keep on a rewrite)."""
+        refs = [c.args for c in calls] + [c.args["best"] for c in calls if "best" in c.args]
+        trials = {ref[ARG_RUN_OF_TRIAL] for ref in refs if ARG_RUN_OF_TRIAL in ref}
+        return {t: run_id for t in sorted(trials) if (run_id := self._trial_run_id(t))}
+
+    def _rewrite_journal(self) -> None:
+        """Compact the journal to what is still pending (removed when nothing is)."""
+        if self.journal is None:
+            return
+        calls = [*self._given_up, *self._backlog]
+        try:
+            self.journal.rewrite(calls, self._journal_runs(calls))
+        except OSError as exc:
+            self._journal_failed(exc)
+        self._done_since_rewrite = 0
+
+    def _enqueue(self, call: PendingCall) -> None:
+        """Append ``call`` to the backlog, journaled first (durable before it is queued)."""
+        self._seq += 1
+        call.seq = self._seq
+        if self.journal is not None:
+            try:
+                self.journal.append(call)
+            except OSError as exc:
+                self._journal_failed(exc)
+        self._backlog.append(call)
+
+    def _dequeue(self) -> None:
+        """Done with the first buffered call: drop it, and say so in the journal."""
+        call = self._backlog.popleft()
+        if self.journal is None or not call.journaled:
+            return
+        trial = call.args.get("trial") if call.op == OP_CREATE_TRIAL_RUN else None
+        run_id = self._trial_run_id(trial) if isinstance(trial, str) else None
+        try:
+            self.journal.done(call.seq, trial=trial, run_id=run_id)
+        except OSError as exc:
+            self._journal_failed(exc)
+        self._done_since_rewrite += 1
 
     # -- helpers ---------------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Do one MLflow write now, or buffer it (see the module docstring); never raises."""
-        self._submit(_Pending(what, lambda: fn(*args, **kwargs)))
+    def _call(self, op: str, what: str, run: Run | None = None, **args: Any) -> None:
+        """Do one MLflow write now, or buffer it (see the module docstring); never raises.
 
-    def _write(
-        self, run: Run, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> None:
-        """:meth:`_call` ``fn(run_id, *args)``. ``run`` is a run id, or a trial whose run id
-        may not be known yet (its creation is buffered); a trial run that was never created
-        drops the call."""
-        if isinstance(run, str):
-            self._call(what, fn, run, *args, **kwargs)
+        ``op`` and ``args`` are what :meth:`_apply` turns into the client call. ``run`` is a
+        run id, or a trial whose run id may not be known yet (its creation is buffered): the
+        call then names the trial and finds the id when it is made; a trial run that was
+        never created drops the call.
+        """
+        if run is not None:
+            if isinstance(run, str):
+                args[ARG_RUN] = run
+            elif run.run_id is not None:
+                args[ARG_RUN] = run.run_id
+            else:
+                args[ARG_RUN_OF_TRIAL] = run.trial_id
+        self._submit(PendingCall(op, args, what))
+
+    def _trial_run_id(self, trial_id: str) -> str | None:
+        record = self.trials.get(trial_id)
+        return (record.run_id if record is not None else None) or self._trial_runs.get(trial_id)
+
+    def _set_trial_run(self, trial_id: str, run_id: str) -> None:
+        self._trial_runs[trial_id] = run_id
+        record = self.trials.get(trial_id)
+        if record is not None:
+            record.run_id, record.run_requested = run_id, True
+
+    def _run_id(self, args: Mapping[str, Any]) -> str:
+        """The run a call writes to.
+
+        Raises:
+            _NoRun: it names a trial whose run was never created.
+        """
+        if ARG_RUN in args:
+            return str(args[ARG_RUN])
+        trial_id = str(args.get(ARG_RUN_OF_TRIAL))
+        run_id = self._trial_run_id(trial_id)
+        if run_id is None:
+            raise _NoRun(f"trial {trial_id} has no MLflow run")
+        return run_id
+
+    def _apply(self, call: PendingCall) -> None:
+        """Make the MlflowClient call that ``call`` describes: the one place that turns a
+        pending call (in memory or journaled) into MLflow writes.
+
+        A call tried before (``attempts > 1``, or the first call of a journal left by a dead
+        driver) may have reached MLflow although no answer came: the writes MLflow would
+        repeat are checked first (a trial's run is looked up before it is created, a metric
+        batch already logged is not logged again); the others (params of the same value,
+        tags, statuses, artifacts) are idempotent in MLflow.
+
+        Raises:
+            _NoRun: the call names a trial whose run was never created.
+            ValueError: an unknown operation (a journal from another version).
+            Exception: whatever the client raises (see :func:`is_transient`).
+        """
+        from mlflow.entities import Metric, Param
+
+        op, args = call.op, call.args
+        if op not in _OPS:
+            raise ValueError(f"unknown MLflow call {op!r} (journaled by another version?)")
+        maybe_applied = call.attempts > 1
+        if op == OP_CREATE_TRIAL_RUN:
+            self._create_trial_run(args)
             return
-        record = run
+        if op == OP_TAG_BEST_TRIAL:
+            # The best trial's run id may itself have been unknown when this was queued.
+            best = self._run_id(args["best"])
+            self.client.set_tag(self._run_id(args), C.TAG_BEST_TRIAL, best)
+            return
+        run_id = self._run_id(args)
+        if op == OP_LOG_PARAMS:
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in args["params"]])
+        elif op == OP_LOG_METRICS:
+            step, timestamp = int(args["step"]), int(args["timestamp"])
+            metrics = [Metric(k, float(v), timestamp, step) for k, v in args["metrics"].items()]
+            if maybe_applied and metrics and self._logged(run_id, metrics[0]):
+                return  # the batch reached MLflow before (a log_batch is one transaction)
+            self.client.log_batch(run_id, metrics=metrics)
+        elif op == OP_SET_TAG:
+            self.client.set_tag(run_id, args["key"], args["value"])
+        elif op == OP_SET_STATUS:
+            self.client.update_run(run_id, status=args["status"])
+        elif op == OP_SET_TERMINATED:
+            self.client.set_terminated(run_id, args["status"])
+        elif op == OP_LOG_TEXT:
+            self.client.log_text(run_id, args["text"], args["artifact_file"])
+        elif op == OP_LOG_DICT:
+            self.client.log_dict(run_id, args["data"], args["artifact_file"])
+        elif op == OP_UPLOAD_CHECKPOINT:
+            self._upload_checkpoint(run_id, args["trial"], args["paths"])
 
-        def call() -> None:
-            if record.run_id is None:
-                raise _NoRun(f"trial {record.trial_id} has no MLflow run")
-            fn(record.run_id, *args, **kwargs)
+    def _create_trial_run(self, args: Mapping[str, Any]) -> None:
+        """Create a trial's run, unless it exists: a replay (after an answer that never came,
+        or by a resumed driver) must not create a second run for the trial."""
+        trial_id = str(args["trial"])
+        if self._trial_run_id(trial_id) is not None:
+            return
+        tags = dict(args["tags"])
+        run_id = self._find_trial_run(str(args["experiment_id"]), trial_id, tags)
+        if run_id is None:
+            run = self.client.create_run(
+                str(args["experiment_id"]), run_name=args["run_name"], tags=tags
+            )
+            run_id = run.info.run_id
+        self._set_trial_run(trial_id, run_id)
 
-        self._submit(_Pending(what, call))
+    def _find_trial_run(
+        self, experiment_id: str, trial_id: str, tags: Mapping[str, str]
+    ) -> str | None:
+        """The run of ``trial_id`` (in its search's parent run) already in MLflow, or None."""
+        if "'" in trial_id:  # not a Tune trial id; MLflow's filter has no escape for it
+            return None
+        parts = [f"tags.`{C.TAG_TRIAL_ID}` = '{trial_id}'"]
+        parent = tags.get(C.TAG_PARENT_RUN)
+        if parent:
+            parts.append(f"tags.`{C.TAG_PARENT_RUN}` = '{parent}'")
+        found = self.client.search_runs(
+            [experiment_id], filter_string=" and ".join(parts), max_results=1
+        )
+        return str(found[0].info.run_id) if found else None
 
-    def _attempt(self, op: _Pending) -> bool:
-        """Try ``op``: True when done with it (succeeded, or refused and dropped)."""
-        op.attempts += 1
+    def _logged(self, run_id: str, metric: Any) -> bool:
+        """Whether ``metric`` (same key, step and timestamp) is in the run's history."""
+        history = self.client.get_metric_history(run_id, metric.key)
+        return any(m.step == metric.step and m.timestamp == metric.timestamp for m in history)
+
+    def _upload_checkpoint(self, run_id: str, trial_id: str, paths: Sequence[str]) -> None:
+        """Upload the first checkpoint of ``paths`` (best first) that still exists."""
+        for path in paths:
+            with self.resolve_checkpoint(path) as directory:
+                if directory is None:
+                    continue
+                for file in sorted(directory.iterdir()):
+                    if file.is_file() and not file.name.startswith(CHECKPOINT_SKIP_PREFIXES):
+                        self.client.log_artifact(run_id, str(file), CHECKPOINT_ARTIFACT_DIR)
+            record = self.trials.get(trial_id)
+            if record is not None:
+                record.uploaded_checkpoint = path
+            return
+
+    def _attempt(self, call: PendingCall) -> bool:
+        """Try ``call``: True when done with it (succeeded, or refused and dropped)."""
+        call.attempts += 1
         try:
             with _quick_http_requests():
-                op.call()
+                self._apply(call)
             return True
         except _NoRun:
             self.lost_calls += 1
             return True
         except Exception as exc:
             self.failed_calls += 1
-            if is_transient(exc, op.attempts):
+            if is_transient(exc, call.attempts):
                 return False
             self.lost_calls += 1
-            logger.warning("MLflow: %s failed (the search goes on): %s", op.what, exc)
+            logger.warning("MLflow: %s failed (the search goes on): %s", call.what, exc)
             return True
 
-    def _submit(self, op: _Pending) -> None:
+    def _submit(self, call: PendingCall) -> None:
         if self._backlog:
             self._drain()
         if self._backlog:
-            self._backlog.append(op)
-        elif not self._attempt(op):
-            self._backlog.append(op)
+            self._enqueue(call)
+        elif not self._attempt(call):
+            self._enqueue(call)
             self._next_retry = time.monotonic() + self.retry_interval
             logger.warning(
                 "MLflow at %s is unreachable (%s failed); the search goes on and its calls "
-                "are kept and replayed when it answers again",
+                "are kept%s and replayed when it answers again",
                 self.tracking_uri,
-                op.what,
+                call.what,
+                f" (journaled in {self.journal.path})" if self.journal is not None else "",
             )
 
     def _drain(self, *, force: bool = False) -> None:
@@ -406,9 +663,12 @@ class SearchTracker:
         while self._backlog:
             if not self._attempt(self._backlog[0]):
                 self._next_retry = time.monotonic() + self.retry_interval
+                if self._done_since_rewrite >= _COMPACT_AFTER:
+                    self._rewrite_journal()
                 return
-            self._backlog.popleft()
+            self._dequeue()
             replayed += 1
+        self._rewrite_journal()  # nothing pending: the journal goes
         logger.warning("MLflow answers again: %d buffered call(s) replayed", replayed)
 
     @property
@@ -419,7 +679,8 @@ class SearchTracker:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every buffered call has reached MLflow, at most ``timeout`` seconds
         (default ``flush_timeout``). Returns True when nothing is left; otherwise the calls
-        left are dropped, counted in ``lost_calls`` and reported."""
+        left are dropped from memory, counted in ``lost_calls`` and reported; a journal keeps
+        them (they are replayed if the search is resumed)."""
         timeout = self.flush_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         if self._backlog:
@@ -436,44 +697,45 @@ class SearchTracker:
             if time.monotonic() >= deadline:
                 self.lost_calls += len(self._backlog)
                 logger.warning(
-                    "MLflow at %s did not answer for %.0f s: %d call(s) not logged (%s, ...)",
+                    "MLflow at %s did not answer for %.0f s: %d call(s) not logged (%s, ...)%s",
                     self.tracking_uri,
                     timeout,
                     len(self._backlog),
                     self._backlog[0].what,
+                    f"; they stay in {self.journal.path} and are replayed if the search is resumed"
+                    if self.journal is not None
+                    else "",
                 )
+                if self.journal is not None:
+                    self._given_up.extend(self._backlog)
                 self._backlog.clear()
                 return False
             time.sleep(min(self.retry_interval, max(0.0, deadline - time.monotonic())))
         return True
 
     def _log_params(self, run: Run, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(str(k)[:250], _param_value(v)) for k, v in params.items()]
+        items = [[str(k)[:250], _param_value(v)] for k, v in params.items()]
         for start in range(0, len(items), _BATCH_PARAMS):
-            self._write(
-                run,
-                "log params",
-                self.client.log_batch,
-                params=items[start : start + _BATCH_PARAMS],
+            self._call(
+                OP_LOG_PARAMS, "log params", run, params=items[start : start + _BATCH_PARAMS]
             )
 
     def _log_metrics(self, run: Run, values: Mapping[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
+        # The timestamp is fixed now, not at replay: a replayed batch is the same batch.
         now = int(time.time() * 1000)
-        items = [Metric(k, v, now, step) for k, v in values.items()]
+        items = list(values.items())
         for start in range(0, len(items), _BATCH_METRICS):
-            self._write(
-                run,
+            self._call(
+                OP_LOG_METRICS,
                 f"log metrics (step {step})",
-                self.client.log_batch,
-                metrics=items[start : start + _BATCH_METRICS],
+                run,
+                metrics=dict(items[start : start + _BATCH_METRICS]),
+                step=step,
+                timestamp=now,
             )
 
     def _terminate(self, run: Run, status: str) -> None:
-        self._write(run, f"set run status {status}", self.client.set_terminated, status)
+        self._call(OP_SET_TERMINATED, f"set run status {status}", run, status=status)
 
     # -- the search ------------------------------------------------------------------------
     def _experiment(self) -> str:
@@ -526,16 +788,17 @@ class SearchTracker:
             self._log_params(self.parent_run_id, params)
         if space_text is not None:
             self._call(
+                OP_LOG_TEXT,
                 "log the search space",
-                self.client.log_text,
                 self.parent_run_id,
-                space_text,
-                SPACE_ARTIFACT,
+                text=space_text,
+                artifact_file=SPACE_ARTIFACT,
             )
         return self.parent_run_id
 
     def resume_search(self, parent_run_id: str) -> str:
-        """Continue an interrupted search: reopen its parent run (no new run is created).
+        """Continue an interrupted search: replay the calls its journal holds (what the
+        killed driver could not log), then reopen its parent run (no new run is created).
 
         Raises:
             TrackingError: the parent run cannot be found in the tracking store.
@@ -543,7 +806,6 @@ class SearchTracker:
         try:
             run = self.client.get_run(parent_run_id)
             self.experiment_id = run.info.experiment_id
-            self.client.update_run(parent_run_id, status="RUNNING")
         except Exception as exc:
             raise TrackingError(
                 f"cannot resume: parent run {parent_run_id} is not in {self.tracking_uri} "
@@ -551,6 +813,20 @@ class SearchTracker:
             ) from exc
         self.parent_run_id = parent_run_id
         self.parent_status = STATUS_RUNNING
+        # The journal first: it may close the parent (a driver interrupted during an outage),
+        # which the reopening must follow, and the records Tune restores next need the run
+        # ids its run creations give.
+        self._drain(force=True)
+        if self._backlog:  # the store went away again: the reopening queues behind them
+            self._call(OP_SET_STATUS, "reopen the search's run", parent_run_id, status="RUNNING")
+            return parent_run_id
+        try:
+            self.client.update_run(parent_run_id, status="RUNNING")
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot resume: parent run {parent_run_id} cannot be reopened in "
+                f"{self.tracking_uri} ({type(exc).__name__})"
+            ) from exc
         return parent_run_id
 
     def state(self) -> dict[str, Any]:
@@ -564,6 +840,8 @@ class SearchTracker:
                 # What was still buffered when the state was saved died with that process: a
                 # run creation, or epochs (MLflow says which are logged: see _backfill).
                 record = TrialRecord(**values)
+                if record.run_id is None:  # its creation was journaled, and replayed since
+                    record.run_id = self._trial_runs.get(trial_id)
                 record.run_requested = record.run_id is not None
                 record.logged_epochs = []
                 self.trials[trial_id] = record
@@ -587,9 +865,7 @@ class SearchTracker:
             reopen = record.status != STATUS_RUNNING and record.has_run
             record.status, record.ended, record.error = STATUS_RUNNING, None, None
             if reopen:
-                self._write(
-                    record, "reopen a resumed trial's run", self.client.update_run, status="RUNNING"
-                )
+                self._call(OP_SET_STATUS, "reopen a resumed trial's run", record, status="RUNNING")
             if record.has_run:
                 return record
             # else: its run was never created (MLflow was down when the driver died): now
@@ -610,15 +886,15 @@ class SearchTracker:
                 trial_id,
             )
             return record
-        experiment_id = self.experiment_id
-
-        def create() -> None:
-            if record.run_id is None:  # a replay after a lost answer must not create twice
-                run = self.client.create_run(experiment_id, run_name=f"trial-{trial_id}", tags=tags)
-                record.run_id = run.info.run_id
-
         record.run_requested = True
-        self._call(f"create the run of trial {trial_id}", create)
+        self._call(
+            OP_CREATE_TRIAL_RUN,
+            f"create the run of trial {trial_id}",
+            trial=trial_id,
+            experiment_id=self.experiment_id,
+            run_name=f"trial-{trial_id}",
+            tags=tags,
+        )
         self._log_params(record, record.settings)
         return record
 
@@ -661,7 +937,7 @@ class SearchTracker:
             return
         if isinstance(node, str) and node != record.node:
             record.node = node
-            self._write(record, "set the node tag", self.client.set_tag, C.TAG_NODE, node)
+            self._call(OP_SET_TAG, "set the node tag", record, key=C.TAG_NODE, value=node)
         if checkpoint and any(e not in record.logged_epochs for e in range(1, epoch)):
             self._backfill(record, checkpoint, epoch)
         if values:
@@ -740,19 +1016,16 @@ class SearchTracker:
         record = self.trials.get(trial_id)
         if record is None or not record.has_run or record.uploaded_checkpoint:
             return
-
-        def upload(run_id: str) -> None:
-            for path in self._checkpoint_order(record):
-                with self.resolve_checkpoint(path) as directory:
-                    if directory is None:
-                        continue
-                    for file in sorted(directory.iterdir()):
-                        if file.is_file() and not file.name.startswith(CHECKPOINT_SKIP_PREFIXES):
-                            self.client.log_artifact(run_id, str(file), CHECKPOINT_ARTIFACT_DIR)
-                record.uploaded_checkpoint = path
-                return
-
-        self._write(record, f"upload the checkpoint of trial {trial_id}", upload)
+        paths = self._checkpoint_order(record)
+        if not paths:
+            return
+        self._call(
+            OP_UPLOAD_CHECKPOINT,
+            f"upload the checkpoint of trial {trial_id}",
+            record,
+            trial=trial_id,
+            paths=paths,
+        )
 
     def end_trial(self, trial_id: str, *, error: str | None = None) -> TrialRecord:
         """Close the trial's run: FAILED with an ``error`` tag, or FINISHED (``pruned`` tag
@@ -769,16 +1042,16 @@ class SearchTracker:
             return record
         self.upload_best_checkpoint(trial_id)
         if error is not None:
-            self._write(
-                record,
+            self._call(
+                OP_SET_TAG,
                 "set the error tag",
-                self.client.set_tag,
-                C.TAG_ERROR,
-                error[:5000] or "error",
+                record,
+                key=C.TAG_ERROR,
+                value=error[:5000] or "error",
             )
         else:
             pruned = "true" if record.status == STATUS_PRUNED else "false"
-            self._write(record, "set the pruned tag", self.client.set_tag, C.TAG_PRUNED, pruned)
+            self._call(OP_SET_TAG, "set the pruned tag", record, key=C.TAG_PRUNED, value=pruned)
         self._terminate(record, _MLFLOW_STATUS[record.status])
         return record
 
@@ -837,18 +1110,19 @@ class SearchTracker:
             return
         if summary is not None:
             self._call(
+                OP_LOG_DICT,
                 "log the search summary",
-                self.client.log_dict,
                 run_id,
-                dict(summary),
-                SUMMARY_ARTIFACT,
+                data=dict(summary),
+                artifact_file=SUMMARY_ARTIFACT,
             )
         if self.parent_status != STATUS_RUNNING:
             self.flush()
             return
         best = self.best_trial()
         if best is not None and best.has_run:
-            self._write(best, "set the best-trial tag", self._tag_best, run_id)
+            best_run = {ARG_RUN: best.run_id} if best.run_id else {ARG_RUN_OF_TRIAL: best.trial_id}
+            self._call(OP_TAG_BEST_TRIAL, "set the best-trial tag", run_id, best=best_run)
         counts = self.counts()
         values = {f"trials_{k}": float(v) for k, v in counts.items() if k != STATUS_RUNNING}
         if best is not None and best.best_value is not None:
@@ -857,9 +1131,6 @@ class SearchTracker:
         self.parent_status = STATUS_KILLED if interrupted else STATUS_FINISHED
         self._terminate(run_id, "KILLED" if interrupted else "FINISHED")
         self.flush()
-
-    def _tag_best(self, best_run_id: str, parent_run_id: str) -> None:
-        self.client.set_tag(parent_run_id, C.TAG_BEST_TRIAL, best_run_id)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@
 4. returns a :class:`SearchSummary` (best trial, counts, the top trials, where to look).
 
 Paths are absolute everywhere (trials may run on other nodes, in other working directories).
-Defaults, under ``./ipt-ray-runs/`` of the current directory: the MLflow store
-``sqlite:///<abs>/ipt-ray-runs/mlflow.db``, artifacts in ``<abs>/ipt-ray-runs/mlartifacts``,
-Ray results in ``<abs>/ipt-ray-runs/ray``. On a multi-node cluster, ``storage`` must be
+Defaults follow the MLflow store (:func:`ipt_ray.store.runs_dir`): artifacts in
+``<store folder>/mlartifacts``, Ray results in ``<store folder>/ray``, where the store folder
+is ``DIR`` for ``sqlite:///DIR/mlflow.db`` and ``./ipt-ray-runs`` without a tracking URI (the
+store is then ``./ipt-ray-runs/mlflow.db``). On a multi-node cluster, ``storage`` must be
 shared by all nodes (NFS, S3, ...) and the tracking URI reachable from the driver.
 
 An interrupted search (Ctrl-C, an exception) leaves no MLflow run RUNNING: open trial runs
@@ -39,9 +40,15 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from ipt_ray import constants as C
-from ipt_ray.driver import CHECKPOINT_PATH_KEY, TrialSetup, trainable
+from ipt_ray.driver import (
+    CHECKPOINT_PATH_KEY,
+    DEFAULT_PLACEMENT_TIMEOUT_S,
+    TrialSetup,
+    trainable,
+)
 from ipt_ray.driver import run_name as train_run_name
 from ipt_ray.errors import UserError
+from ipt_ray.journal import journal_path
 from ipt_ray.runner import resolve_runner
 from ipt_ray.search_record import (
     FINISHED,
@@ -52,7 +59,14 @@ from ipt_ray.search_record import (
 )
 from ipt_ray.shared_storage import check_shared_storage
 from ipt_ray.space import SearchSpace
-from ipt_ray.store import RUNS_DIR
+from ipt_ray.store import (
+    RUNS_DIR,
+    absolute_tracking_uri,
+    default_artifact_root,
+    default_storage,
+    default_tracking_uri,
+    store_dir,
+)
 from ipt_ray.tracking import (
     STATUS_FAILED,
     STATUS_FINISHED,
@@ -63,11 +77,17 @@ from ipt_ray.tracking import (
     SearchTracker,
     TrialRecord,
     experiment_artifact_location,
-    is_local_uri,
     live,
-    local_tracking_uri,
     register_live,
     ui_command,
+)
+from ipt_ray.watchdog import (
+    DEFAULT_STALL_TIMEOUT_S,
+    SearchWatchdog,
+    current_job_id,
+    placement_groups,
+    reap_orphaned_placement_groups,
+    watchdog_report,
 )
 from ipt_ray.worker import BEST_PREFIX, CHECKPOINT_SCORE_KEY, remove_scratch_dirs
 
@@ -83,7 +103,8 @@ class ProgressEvent:
     """One line of progress.
 
     ``kind`` is ``start`` (where things go), ``trial_start``, ``result`` (one epoch),
-    ``trial_end`` (``status`` finished, pruned or failed) or ``end``. ``message`` is the line
+    ``stalled`` (the watchdog fails a trial), ``trial_end`` (``status`` finished, pruned or
+    failed) or ``end``. ``message`` is the line
     ready to print; the other fields are for callers that format their own.
     """
 
@@ -283,6 +304,12 @@ class SearchSummary:
     trials: list[TrialSummary] = field(default_factory=list)
     #: MLflow calls that never reached the store (refused, or it stayed unreachable).
     tracking_calls_lost: int = 0
+    #: Placement groups of dead Ray Train controllers that the watchdog removed.
+    placement_groups_reaped: int = 0
+    #: Placement groups of this search still reserving or waiting after it ended (should be 0).
+    placement_groups_left: int = 0
+    #: Trials the watchdog failed because the search had stalled.
+    trials_stalled: int = 0
 
     @property
     def finished(self) -> int:
@@ -504,6 +531,8 @@ def run_search(
     max_failures: int = 0,
     worker_failures: int = 0,
     runner: str = "auto",
+    placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT_S,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
     share_backbone: bool = True,
     progress: ProgressFn | None = None,
     top_k: int = 10,
@@ -519,15 +548,21 @@ def run_search(
         address: Ray cluster address (``auto``, ``ray://...``, ``host:port``); None starts a
             local Ray for the search (unless this process already runs one).
         tracking_uri: MLflow tracking URI; default ``sqlite:///<abs>/ipt-ray-runs/mlflow.db``.
-        artifact_root: artifact root of a new experiment; default
-            ``<abs>/ipt-ray-runs/mlartifacts`` for a local store, the server's for a server.
-        storage: Ray results and checkpoints (path or URI); default ``<abs>/ipt-ray-runs/ray``.
-            Must be shared by all nodes of a multi-node cluster.
+        artifact_root: artifact root of a new experiment; default ``mlartifacts`` beside a
+            local store (``DIR/mlartifacts`` for ``sqlite:///DIR/mlflow.db``), the server's
+            for a server (see :meth:`SearchLocations.resolve`).
+        storage: Ray results and checkpoints (path or URI); default ``ray`` beside a local
+            store, ``<abs>/ipt-ray-runs/ray`` with a server. Must be shared by all nodes of a
+            multi-node cluster.
         num_samples, max_concurrent: override the space's ``search`` settings; the default
             ``max_concurrent`` fills the cluster: CPUs / (workers x CPUs per worker).
         workers_per_trial, cpus_per_worker, gpus_per_worker: DDP workers of each trial.
         max_failures: Tune restarts a failed trial this often (resuming its last checkpoint).
         worker_failures: Ray Train restarts a trial's failed workers this often.
+        placement_timeout: seconds a ``train`` trial waits for its workers to be placed
+            before it fails (and ``max_failures`` retries it).
+        stall_timeout: seconds after which, when no RUNNING trial has started or reported, the
+            longest-waiting trial is failed (:mod:`ipt_ray.watchdog`); 0 or less: never.
         runner: how a trial trains: ``actor`` (in Tune's trial process, reused by the next
             trial), ``train`` (a Ray Train TorchTrainer with ``workers_per_trial`` DDP
             workers) or ``auto`` (see :func:`ipt_ray.runner.resolve_runner`).
@@ -555,6 +590,8 @@ def run_search(
         raise UserError(f"workers per trial must be at least 1, got {workers_per_trial}")
     if cpus_per_worker < 0 or gpus_per_worker < 0:
         raise UserError("CPUs and GPUs per worker cannot be negative")
+    if not placement_timeout > 0:
+        raise UserError(f"placement timeout must be more than 0 s, got {placement_timeout:g}")
     runner = resolve_runner(runner, workers_per_trial, worker_failures)
     where = SearchLocations.resolve(
         search_name, tracking_uri=tracking_uri, artifact_root=artifact_root, storage=storage
@@ -587,6 +624,7 @@ def run_search(
             artifact_location=where.artifact_location,
             resolve_checkpoint=_checkpoint_resolver(where.storage_path),
             checkpoint_score_key=CHECKPOINT_SCORE_KEY,
+            journal=journal_path(where.experiment_path),
         )
         concurrency = (
             max_concurrent
@@ -602,11 +640,16 @@ def run_search(
             gpus_per_worker=gpus_per_worker,
             worker_failures=worker_failures,
             runner=runner,
+            placement_timeout=placement_timeout,
             backbone=shared,
             **({"train_fn": train_fn} if train_fn is not None else {}),
         )
         key = where.experiment_dir
         register_live(key, tracker, emit)
+        report = watchdog_report(key)
+        report.on_stall = lambda trial_id, message: emit(
+            ProgressEvent("stalled", f"trial {trial_id}: {message}", trial_id=trial_id)
+        )
         if record is not None:
             parent = tracker.resume_search(record.parent_run_id)
         else:
@@ -665,8 +708,10 @@ def run_search(
                         num_samples=num_samples,
                         concurrency=concurrency,
                         max_failures=max_failures,
+                        stall_timeout=stall_timeout,
                     )
                 tuner.fit()
+            left = _placement_groups_left(key)
         except BaseException:
             tracker.finish_search(interrupted=True)
             record.status = INTERRUPTED
@@ -677,6 +722,9 @@ def run_search(
             for trial_id in tracker.trials:  # what killed workers left on this machine
                 remove_scratch_dirs(train_run_name(trial_id))
     summary = _summarize(tracker, where, top_k, time.time() - started)
+    summary.placement_groups_reaped = len(report.reaped)
+    summary.placement_groups_left = left
+    summary.trials_stalled = len(report.stalled)
     tracker.finish_search(summary=summary.to_dict())
     _log_plots(tracker)
     record.status = INTERRUPTED if summary.interrupted else FINISHED
@@ -704,19 +752,38 @@ class SearchLocations:
         artifact_root: str | Path | None,
         storage: str | Path | None,
     ) -> SearchLocations:
-        """Apply the defaults under ``./ipt-ray-runs`` and make every path absolute."""
-        runs_dir = Path.cwd().resolve() / RUNS_DIR
-        tracking_uri = tracking_uri or local_tracking_uri(runs_dir)
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        if artifact_root is None and is_local_uri(tracking_uri):
-            artifact_root = runs_dir / "mlartifacts"
+        """Apply the defaults and make every path absolute; create the store's folder.
+
+        Defaults follow the store (:mod:`ipt_ray.store`), whichever folder this runs in:
+
+        - ``sqlite:///DIR/mlflow.db``: artifacts in ``DIR/mlartifacts``, Ray results in
+          ``DIR/ray`` (a relative DIR counts from the current folder and is made absolute);
+        - no tracking URI: the store ``./ipt-ray-runs/mlflow.db``, so ``./ipt-ray-runs``
+          holds all three, as before;
+        - a tracking server: the server keeps the artifacts; Ray results in
+          ``./ipt-ray-runs/ray`` (the server has no folder here to put them beside).
+
+        What is given wins: an explicit ``artifact_root`` or ``storage`` replaces its default
+        only. ``storage`` alone does not move the store: without a tracking URI it stays
+        ``./ipt-ray-runs/mlflow.db`` with its artifacts in ``./ipt-ray-runs/mlartifacts``.
+
+        Raises:
+            OSError: the store's folder cannot be created.
+        """
+        tracking_uri = absolute_tracking_uri(tracking_uri or default_tracking_uri())
+        folder = store_dir(tracking_uri)
+        if folder is not None:  # SQLite creates the database file, not its folder
+            folder.mkdir(parents=True, exist_ok=True)
+        if artifact_root is None:
+            artifact_root = default_artifact_root(tracking_uri)
         artifact_location = None
         if artifact_root is not None and "://" in str(artifact_root):
             artifact_location = f"{str(artifact_root).rstrip('/')}/{_safe_name(search_name)}"
         elif artifact_root is not None:
             artifact_location = experiment_artifact_location(artifact_root, search_name)
-        storage_path = _abs_storage(storage if storage is not None else runs_dir / "ray")
+        storage_path = _abs_storage(
+            storage if storage is not None else default_storage(tracking_uri)
+        )
         experiment_dir = f"{_safe_name(search_name)}-{time.strftime('%Y%m%d-%H%M%S')}"
         return cls(
             tracking_uri,
@@ -835,9 +902,10 @@ def _build_tuner(
     num_samples: int,
     concurrency: int,
     max_failures: int,
+    stall_timeout: float,
 ) -> Any:
-    """The Tuner: :func:`build_search_alg`, :func:`build_scheduler`, the MLflow and progress
-    callbacks."""
+    """The Tuner: :func:`build_search_alg`, :func:`build_scheduler`, the MLflow, progress and
+    watchdog callbacks."""
     import ray.tune
 
     settings = space.settings
@@ -851,6 +919,7 @@ def _build_tuner(
             key=key,
         ),
         _ProgressCallback(emit, tracker, settings.scheduler.max_t, key=key),
+        SearchWatchdog(key, stall_timeout),
     ]
     return ray.tune.Tuner(
         trainable(setup),
@@ -883,6 +952,22 @@ def _build_tuner(
             verbose=0,
         ),
     )
+
+
+def _placement_groups_left(key: str, wait: float = 15.0) -> int:
+    """Placement groups of this search's job still reserving or waiting once Tune is done,
+    after the orphans among them are removed. Ray removes the others asynchronously, so this
+    waits up to ``wait`` seconds for them to go (0 when the table cannot be read)."""
+    job_id = current_job_id()
+    deadline = time.monotonic() + wait
+    while True:
+        watchdog_report(key).reaped += reap_orphaned_placement_groups(job_id)
+        live = [g for g in placement_groups(job_id) or [] if g.live]
+        if not live or time.monotonic() > deadline:
+            for group in live:
+                logger.warning("placement group %s is still %s", group.id, group.state)
+            return len(live)
+        time.sleep(0.5)
 
 
 def _summarize(
