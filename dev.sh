@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point that installs what it needs, then runs.
-#   bash dev.sh demo      the main job: a search over search_spaces/demo.yaml on the embedded default
+#   bash dev.sh demo      the main job: a search over the shipped space `demo` on the embedded default
 #   bash dev.sh test      the test suite (offline, CPU)
 #   bash dev.sh lint      ruff + mypy
 #   bash dev.sh setup     only create/refresh .venv
@@ -39,7 +39,7 @@ case "$cmd" in
   setup) setup ;;
   demo)
     setup
-    exec "$VENV/bin/ipt-ray" search search_spaces/demo.yaml "$@"
+    exec "$VENV/bin/ipt-ray" search demo "$@"
     ;;
   train)
     setup

@@ -91,6 +91,7 @@ import typing
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -103,9 +104,6 @@ from ipt_ray.generators import generator_names, get_config_class, make_config
 
 if TYPE_CHECKING:
     import optuna
-
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
-"""Where the shipped search spaces live (the repository's ``search_spaces/`` folder)."""
 
 GENERATOR = "generator"
 KNOB_SEPARATOR = "."  # not "/": Ray's OptunaSearch unflattens keys on "/"
@@ -486,9 +484,23 @@ class SearchSpace:
 # Entry points
 
 
+def shipped_spaces_dir() -> Path:
+    """The folder of the shipped search spaces: the package data ``ipt_ray/search/spaces/``.
+
+    Found through :mod:`importlib.resources`, so it is the installed package's folder whether
+    ipt-ray was installed from a wheel (site-packages) or in editable mode (the checkout), and
+    whatever the current directory. The one place that knows where shipped spaces live.
+    """
+    folder = resources.files("ipt_ray.search").joinpath("spaces")
+    if not isinstance(folder, Path):
+        # Only an import from a zip archive gets here; pip always installs wheels unpacked.
+        raise RuntimeError(f"ipt_ray is not installed as files on disk ({folder})")
+    return folder
+
+
 def resolve_space_path(name_or_path: str | Path) -> Path:
     """A search space file: an existing path, or a shipped space by name (``demo``,
-    ``smoke.yaml``) from :data:`SPACES_DIR`.
+    ``smoke.yaml``) from :func:`shipped_spaces_dir`.
 
     Raises:
         ConfigError: nothing found; the message lists the shipped spaces.
@@ -500,9 +512,10 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
     if path.is_dir():
         raise ConfigError(f"search space {text!r} is a directory, not a YAML file")
     if "/" not in text and "\\" not in text:
+        folder = shipped_spaces_dir()
         for candidate in (text, f"{text}.yaml", f"{text}.yml"):
-            if (SPACES_DIR / candidate).is_file():
-                return SPACES_DIR / candidate
+            if (folder / candidate).is_file():
+                return folder / candidate
     shipped = shipped_spaces()
     raise ConfigError(
         f"search space {text!r} not found{did_you_mean(Path(text).stem, shipped)}; give a path "
@@ -511,10 +524,11 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
 
 
 def shipped_spaces() -> list[str]:
-    """Names of the search spaces shipped in :data:`SPACES_DIR`, sorted."""
-    if not SPACES_DIR.is_dir():
+    """Names of the search spaces shipped in :func:`shipped_spaces_dir`, sorted."""
+    folder = shipped_spaces_dir()
+    if not folder.is_dir():
         return []
-    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 def load_space(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SearchSpace:
@@ -1400,7 +1414,6 @@ def _apply_overrides(
 __all__ = [
     "GENERATOR",
     "KNOB_SEPARATOR",
-    "SPACES_DIR",
     "Distribution",
     "GeneratorSpace",
     "SchedulerSpec",
@@ -1410,4 +1423,5 @@ __all__ = [
     "parse_space",
     "resolve_space_path",
     "shipped_spaces",
+    "shipped_spaces_dir",
 ]

@@ -18,6 +18,8 @@ import pytest
 import ray
 import yaml
 
+from ipt_ray.space import shipped_spaces
+
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
 YAML_FILES = sorted(p for p in CLUSTER.rglob("*") if p.suffix in {".yaml", ".yml"})
 ALL_FILES = sorted(p for p in CLUSTER.rglob("*") if p.is_file())
@@ -160,7 +162,8 @@ def test_aws_keeps_token_auth_and_a_private_dashboard() -> None:
     assert "RAY_AUTH_MODE=token ray start --head" in head_start
     assert "--dashboard-host=127.0.0.1" in head_start
     assert "RAY_AUTH_MODE=token ray start --address" in worker_start
-    assert any(remote.endswith("search_spaces") for remote in mounts)
+    # The shipped search spaces come with the wheel (package data), not as a file mount.
+    assert not any(remote.endswith("search_spaces") for remote in mounts)
 
 
 # ----------------------------------------------------------------------------- KubeRay
@@ -199,7 +202,8 @@ def test_rayjob_runs_a_search_and_cleans_up() -> None:
     for _, doc in _kind("RayJob"):
         spec = doc["spec"]
         entry = spec["entrypoint"]
-        assert entry.startswith("ipt-ray search ") and "search_spaces/" in entry
+        assert entry.startswith("ipt-ray search ")
+        assert entry.split()[2] in shipped_spaces(), "a shipped space, by name"
         assert "--address auto" in entry
         assert re.search(r"--tracking-uri http://mlflow:5000\b", entry)
         assert re.search(r"--storage s3://", entry)

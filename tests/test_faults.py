@@ -262,7 +262,7 @@ def test_storage_that_cannot_take_checkpoints_is_refused_at_the_start(
             "-m",
             "ipt_ray.cli",
             "search",
-            "search_spaces/smoke.yaml",
+            "smoke",
             "--storage",
             str(storage),
             "--tracking-uri",

@@ -19,14 +19,15 @@ from ipt_ray.config import TrainConfig
 from ipt_ray.errors import ConfigError
 from ipt_ray.generators import generator_names
 from ipt_ray.space import (
-    SPACES_DIR,
     SearchSpace,
     load_space,
     parse_space,
     resolve_space_path,
     shipped_spaces,
+    shipped_spaces_dir,
 )
 
+SPACES_DIR = shipped_spaces_dir()
 SHIPPED = sorted(SPACES_DIR.glob("*.yaml"))
 
 # A small valid space; error cases below each change one thing in it.

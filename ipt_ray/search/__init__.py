@@ -1,0 +1,1 @@
+"""The search layer of ipt-ray; ``spaces/`` holds the shipped search spaces (package data)."""
