@@ -381,6 +381,8 @@ class SearchTracker:
             flush_timeout = float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT))
         self.flush_timeout = flush_timeout
         self._backlog: deque[PendingCall] = deque()
+        # trial id -> why the search itself failed it (the watchdog), for its error tag
+        self._failure_reasons: dict[str, str] = {}
         self._next_retry = 0.0
         # Run ids of trials whose run a replayed call created (or found): the calls behind it
         # may name the run by its trial, and the trial's record may not exist yet (a resumed
@@ -1027,11 +1029,20 @@ class SearchTracker:
             paths=paths,
         )
 
+    def explain_failure(self, trial_id: str, reason: str) -> None:
+        """Record why the search itself is failing a trial (a one-line reason, such as the
+        watchdog's ``TrialStalled: ...``): its run's ``error`` tag says that, not the
+        actor death that Tune sees."""
+        self._failure_reasons[trial_id] = reason
+
     def end_trial(self, trial_id: str, *, error: str | None = None) -> TrialRecord:
         """Close the trial's run: FAILED with an ``error`` tag, or FINISHED (``pruned`` tag
         ``true`` when it stopped before its last epoch); upload its best checkpoint."""
         record = self.trials.get(trial_id) or self.start_trial(trial_id, params={})
         record.ended = time.time()
+        reason = self._failure_reasons.pop(trial_id, None)
+        if error is not None and reason is not None:
+            error = reason
         if error is not None:
             record.status, record.error = STATUS_FAILED, error
         elif record.max_epochs is not None and record.last_epoch < record.max_epochs:

@@ -647,9 +647,12 @@ def run_search(
         key = where.experiment_dir
         register_live(key, tracker, emit)
         report = watchdog_report(key)
-        report.on_stall = lambda trial_id, message: emit(
-            ProgressEvent("stalled", f"trial {trial_id}: {message}", trial_id=trial_id)
-        )
+
+        def on_stall(trial_id: str, message: str) -> None:
+            tracker.explain_failure(trial_id, message)
+            emit(ProgressEvent("stalled", f"trial {trial_id}: {message}", trial_id=trial_id))
+
+        report.on_stall = on_stall
         if record is not None:
             parent = tracker.resume_search(record.parent_run_id)
         else:
