@@ -247,6 +247,32 @@ def alive_actor_pids(class_name: str) -> list[int]:
     return [int(a.pid) for a in actors if a.pid is not None and class_name in (a.class_name or "")]
 
 
+class FlakyMlflowClient:
+    """An MlflowClient (or anything with its methods) that can be switched off: while
+    ``error`` is set every call raises it before reaching the store, and methods named in
+    ``failing`` raise a dropped connection; ``calls`` lists, in order, the calls that got
+    through. Tests of the tracker's outage handling use it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.error: BaseException | None = None
+        self.failing: set[str] = set()
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.error is not None:
+                raise self.error
+            if name in self.failing:
+                raise ConnectionError("Connection reset by peer")
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+
 def stalled_worker(config: dict[str, Any]) -> None:
     """A Ray Train per-worker function that never reports (a hung collective, say): what the
     search watchdog must notice. Sleeps for an hour, in short naps so a kill lands at once."""

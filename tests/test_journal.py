@@ -30,6 +30,7 @@ from ipt_ray.journal import (
     journal_path,
     read_journal,
 )
+from ipt_ray.testing import FlakyMlflowClient
 from ipt_ray.tracking import (
     OP_CREATE_TRIAL_RUN,
     OP_LOG_DICT,
@@ -47,30 +48,6 @@ from ipt_ray.tracking import (
 )
 
 NAME = "journaled search"
-
-
-class Client:
-    """An MlflowClient that can be switched off (every call then raises ``error`` before it
-    reaches the store) and that records the calls that reached it, in order."""
-
-    def __init__(self, uri: str) -> None:
-        self._client = MlflowClient(tracking_uri=uri)
-        self.error: BaseException | None = None
-        self.failing: set[str] = set()  # methods that raise ConnectionError while error is None
-        self.calls: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if self.error is not None:
-                raise self.error
-            if name in self.failing:
-                raise ConnectionError("Connection reset by peer")
-            self.calls.append(name)
-            return method(*args, **kwargs)
-
-        return call
 
 
 class Killed(BaseException):
@@ -96,7 +73,7 @@ def tracker(store: dict[str, Any], client: Any = None, **kwargs: Any) -> SearchT
         metric="val_accuracy",
         mode="max",
         artifact_location=store["artifacts"],
-        client=client or Client(store["uri"]),
+        client=client or FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"])),
         journal=store["journal"],
         retry_interval=0.0,
         **kwargs,
@@ -131,11 +108,11 @@ def all_runs(store: dict[str, Any], t: SearchTracker) -> dict[str | None, Any]:
 
 def driver_dies_during_an_outage(
     store: dict[str, Any], tmp_path: Path
-) -> tuple[SearchTracker, Client, dict[str, Any]]:
+) -> tuple[SearchTracker, FlakyMlflowClient, dict[str, Any]]:
     """A first driver: trial ``a`` logs epoch 1, then MLflow goes away; ``a`` logs epochs 2
     and 3 and ends, trial ``b`` starts (its run cannot be created) and logs 2 epochs. Returns
     the tracker (to be dropped, never flushed), its client and Tune's saved state."""
-    client = Client(store["uri"])
+    client = FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"]))
     first = tracker(store, client)
     first.start_search(run_name="search-1", params={"seed": 0}, space_text="name: x\n")
     first.start_trial("a", params={"lr": 0.1}, max_epochs=3)
@@ -180,7 +157,7 @@ def test_a_driver_killed_during_an_outage_loses_nothing(
     parent_run_id = first.parent_run_id or ""
     del first  # killed: no flush, no finish_search
 
-    client = Client(store["uri"])
+    client = FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"]))
     with caplog.at_level(logging.WARNING, logger="ipt_ray.tracking"):
         resumed = tracker(store, client)
         assert resumed.pending_calls == len(journaled)
@@ -250,7 +227,7 @@ def test_a_call_applied_just_before_the_kill_is_not_applied_twice(
     """The driver dies after MLflow took the first journaled call but before its done line
     was written: the replay finds the trial's run instead of creating a second one, and
     skips a metric batch already logged."""
-    client = Client(store["uri"])
+    client = FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"]))
     first = tracker(store, client)
     first.start_search(run_name="search-1")
     if head == "metrics":
@@ -274,7 +251,7 @@ def test_a_call_applied_just_before_the_kill_is_not_applied_twice(
     parent_run_id = first.parent_run_id or ""
     del first
 
-    client = Client(store["uri"])
+    client = FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"]))
     resumed = tracker(store, client)
     resumed.resume_search(parent_run_id)
     runs = all_runs(store, resumed)  # one run for a, not two
@@ -293,7 +270,7 @@ def test_a_run_created_by_a_partial_replay_is_remembered_across_a_restart(
     """MLflow comes back just long enough to create trial b's run, then goes away again and
     the driver dies: the journal remembers b's run id (its later calls name b only), so the
     resumed tracker logs into that run and creates none."""
-    client = Client(store["uri"])
+    client = FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"]))
     first = tracker(store, client)
     first.start_search(run_name="search-1")
     client.error = ConnectionError("Connection refused")
@@ -306,7 +283,7 @@ def test_a_run_created_by_a_partial_replay_is_remembered_across_a_restart(
     parent_run_id = first.parent_run_id or ""
     del first
 
-    client = Client(store["uri"])
+    client = FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"]))
     resumed = tracker(store, client)
     assert f'"run_id":"{run_id}"'.encode() in store["journal"].read_bytes(), "kept by a rewrite"
     resumed.resume_search(parent_run_id)
@@ -367,7 +344,7 @@ def test_a_journal_that_cannot_be_written_leaves_the_backlog_in_memory(
     store: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "ray").write_text("a file where the journal's folder should be")
-    client = Client(store["uri"])
+    client = FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"]))
     t = tracker(store, client)
     t.start_search(run_name="search-1")
     client.error = ConnectionError("Connection refused")

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from ipt_ray import constants as C
 from ipt_ray.config import TrainConfig
+from ipt_ray.testing import FlakyMlflowClient
 from ipt_ray.tracking import (
     SPACE_ARTIFACT,
     SUMMARY_ARTIFACT,
@@ -222,27 +223,6 @@ def test_restarted_trial_keeps_its_run(store: dict[str, Any]) -> None:
     assert history(store, first, "val_accuracy") == [(1, 0.5), (2, 0.6)]
 
 
-class FlakyClient:
-    """An MlflowClient that can be switched off: every call then raises ``error`` (a dropped
-    connection by default) before reaching the store; ``calls`` counts the calls that did."""
-
-    def __init__(self, client: MlflowClient) -> None:
-        self._client = client
-        self.error: Exception | None = None
-        self.calls: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if self.error is not None:
-                raise self.error
-            self.calls.append(name)
-            return method(*args, **kwargs)
-
-        return call
-
-
 def run_two_epochs(tracker: SearchTracker, tmp_path: Path, trial: str = "t") -> None:
     tracker.start_trial(trial, params={"lr": 0.1}, max_epochs=2)
     tracker.log_result(trial, epoch_result(1, 0.5), checkpoint=checkpoint(tmp_path, trial, 1))
@@ -253,7 +233,7 @@ def run_two_epochs(tracker: SearchTracker, tmp_path: Path, trial: str = "t") -> 
 def test_an_outage_is_buffered_and_replayed_in_order(
     store: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = FlakyClient(store["client"])
+    client = FlakyMlflowClient(store["client"])
     tracker = make_tracker(store, client=client, retry_interval=0.0)
     tracker.start_trial("before", params={"lr": 0.2}, max_epochs=1)
     tracker.log_result("before", epoch_result(1, 0.4))
@@ -283,7 +263,7 @@ def test_an_outage_is_buffered_and_replayed_in_order(
 def test_a_store_that_never_comes_back_costs_flush_timeout_not_the_search(
     store: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = FlakyClient(store["client"])
+    client = FlakyMlflowClient(store["client"])
     tracker = make_tracker(store, client=client, retry_interval=0.05, flush_timeout=0.3)
     client.error = ConnectionError("Connection refused")
     with caplog.at_level(logging.WARNING, logger="ipt_ray.tracking"):
@@ -302,7 +282,7 @@ def test_a_refused_call_is_a_warning_and_dropped(
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    client = FlakyClient(store["client"])
+    client = FlakyMlflowClient(store["client"])
     tracker = make_tracker(store, client=client)
     tracker.start_trial("t", params={"lr": 0.1}, max_epochs=2)
     client.error = MlflowException("bad value", error_code=INVALID_PARAMETER_VALUE)
@@ -446,7 +426,7 @@ def test_epochs_buffered_when_the_driver_died_come_back_from_the_checkpoint(
 ) -> None:
     """Epoch 2 was still buffered (MLflow down) when the driver died; the restored tracker
     learns from MLflow that it is missing and logs it from the next checkpoint's history."""
-    client = FlakyClient(store["client"])
+    client = FlakyMlflowClient(store["client"])
     first = make_tracker(store, client=client)
     first.start_trial("t", params={"lr": 0.1}, max_epochs=3)
     first.log_result("t", epoch_result(1, 0.5))
