@@ -66,6 +66,7 @@ __all__ = [
     "LocalCluster",
     "LocalClusterError",
     "LocalClusterStatus",
+    "add_worker_node",
     "cluster_processes",
     "local_cluster_status",
     "parse_bytes",
@@ -126,6 +127,8 @@ class LocalCluster:
         root: directory of the state file, the token file and ``logs/node-<i>.log``.
         node_ip: the loopback address every node advertises.
         nodes: number of nodes (head included).
+        node_args: the ``ray start`` options every node shares (CPUs, GPUs, memory, object
+            store, address, worker ports), reused by :func:`add_worker_node`.
     """
 
     head_address: str
@@ -136,6 +139,7 @@ class LocalCluster:
     root: Path = field(default_factory=Path)
     node_ip: str = DEFAULT_NODE_IP
     nodes: int = 0
+    node_args: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         """Environment variables a client needs (a driver, ``ray status``, ``ray job``).
@@ -436,6 +440,7 @@ def read_state(path: str | Path) -> LocalCluster:
             root=Path(data["root"]),
             node_ip=str(data["node_ip"]),
             nodes=int(data["nodes"]),
+            node_args=[str(arg) for arg in data.get("node_args", [])],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise LocalClusterError(f"{target} is missing or has a bad field: {exc}") from None
@@ -497,6 +502,51 @@ def _ray_start(args: list[str], *, env: Mapping[str, str], log: Path) -> subproc
         )
     _CHILDREN[proc.pid] = proc
     return proc
+
+
+def _node_args(node_ip: str, cpus: int, gpus: int, memory: int, store: int) -> list[str]:
+    """The ``ray start`` options every node of a local cluster shares."""
+    return [
+        "--node-ip-address",
+        node_ip,
+        "--num-cpus",
+        str(cpus),
+        "--num-gpus",
+        str(gpus),
+        "--memory",
+        str(memory),
+        "--object-store-memory",
+        str(store),
+        # Several raylets on one machine must not hand out the same worker ports.
+        "--min-worker-port",
+        "0",
+        "--max-worker-port",
+        "0",
+        "--disable-usage-stats",
+    ]
+
+
+def _start_worker_node(
+    cluster: LocalCluster, index: int, agent_port: int, env: Mapping[str, str]
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``ray start --address <head>`` for node ``index`` (temp dir ``n<index>``, log
+    ``logs/node-<index>.log``); returns the process and its log."""
+    log = cluster.root / "logs" / f"node-{index}.log"
+    log.write_bytes(b"")
+    proc = _ray_start(
+        [
+            "--address",
+            cluster.head_address,
+            "--dashboard-agent-listen-port",
+            str(agent_port),
+            "--temp-dir",
+            str(cluster.temp_dir / f"n{index}"),
+            *cluster.node_args,
+        ],
+        env=env,
+        log=log,
+    )
+    return proc, log
 
 
 def _tcp_open(host: str, port: int) -> bool:
@@ -651,29 +701,11 @@ def start_local_cluster(
         root=root,
         node_ip=node_ip,
         nodes=nodes,
+        node_args=_node_args(node_ip, cpus_per_node, gpus_per_node, memory, store),
     )
     env = _node_env(token_file)
-    common = [
-        "--node-ip-address",
-        node_ip,
-        "--num-cpus",
-        str(cpus_per_node),
-        "--num-gpus",
-        str(gpus_per_node),
-        "--memory",
-        str(memory),
-        "--object-store-memory",
-        str(store),
-        # Several raylets on one machine must not hand out the same worker ports.
-        "--min-worker-port",
-        "0",
-        "--max-worker-port",
-        "0",
-        "--disable-usage-stats",
-    ]
-    node_logs = [logs / f"node-{i}.log" for i in range(nodes)]
-    for log in node_logs:
-        log.write_bytes(b"")
+    node_logs = [logs / "node-0.log"]
+    node_logs[0].write_bytes(b"")
     deadline = time.monotonic() + timeout
     try:
         head = _ray_start(
@@ -691,7 +723,7 @@ def start_local_cluster(
                 str(agent_ports[0]),
                 "--temp-dir",
                 str(temp_base / "n0"),
-                *common,
+                *cluster.node_args,
             ],
             env=env,
             log=node_logs[0],
@@ -707,21 +739,10 @@ def start_local_cluster(
             what=f"the head's GCS on {cluster.head_address}",
         )
         for i in range(1, nodes):
-            proc = _ray_start(
-                [
-                    "--address",
-                    cluster.head_address,
-                    "--dashboard-agent-listen-port",
-                    str(agent_ports[i]),
-                    "--temp-dir",
-                    str(temp_base / f"n{i}"),
-                    *common,
-                ],
-                env=env,
-                log=node_logs[i],
-            )
+            proc, log = _start_worker_node(cluster, i, agent_ports[i], env)
             cluster.pids.append(proc.pid)
             procs.append(proc)
+            node_logs.append(log)
         write_state(cluster)
 
         def all_registered() -> bool:
@@ -747,6 +768,59 @@ def start_local_cluster(
         stop_local_cluster(cluster, remove_temp_dir=not temp_base.is_relative_to(root))
         raise
     return cluster
+
+
+def add_worker_node(cluster: LocalCluster, *, timeout: float = 90.0) -> int:
+    """Start one more worker node for ``cluster`` (the replacement of a lost one, say) with the
+    options its nodes were started with, and wait until it has registered with the head.
+
+    Leaders that are no longer running are dropped from ``cluster.pids`` first, so afterwards
+    ``cluster.pids`` and ``cluster.nodes`` describe the live nodes (the new one last); the state
+    file is rewritten. The node gets a temp dir and log of its own (``n<i>``, ``node-<i>.log``,
+    ``i`` never used before under this cluster).
+
+    Returns:
+        The pid of the new node's ``ray start --block`` (its process-group leader).
+
+    Raises:
+        LocalClusterError: the head is gone, the cluster predates ``node_args``, or the node
+            exited or did not register within ``timeout`` seconds (it is stopped then).
+    """
+    table = _ps_table()
+    alive = _owned_leaders(cluster, table)
+    if not cluster.pids or cluster.pids[0] not in alive:
+        raise LocalClusterError(f"the head of the cluster at {cluster.head_address} is not running")
+    if not cluster.node_args:
+        raise LocalClusterError("the cluster's state has no node options: restart it")
+    index = 1
+    while (cluster.temp_dir / f"n{index}").exists() or (
+        cluster.root / "logs" / f"node-{index}.log"
+    ).exists():
+        index += 1
+    (agent_port,) = _pick_ports(1)
+    proc, log = _start_worker_node(cluster, index, agent_port, _node_env(cluster.token_file))
+    cluster.pids = [pid for pid in cluster.pids if pid in alive] + [proc.pid]
+    cluster.nodes = len(cluster.pids)
+    write_state(cluster)
+    try:
+        _wait_until(
+            lambda: "Ray runtime started." in log.read_text(errors="replace"),
+            time.monotonic() + timeout,
+            [proc],
+            [log],
+            what=f"node {index} to register with the head",
+        )
+    except BaseException:
+        doomed = {proc.pid} | _descendants([proc.pid], _ps_table())
+        _signal_groups([proc.pid], signal.SIGTERM)  # `ray start --block` stops its node
+        for pid in _wait_gone(doomed, 10.0):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        cluster.pids.remove(proc.pid)
+        cluster.nodes = len(cluster.pids)
+        write_state(cluster)
+        raise
+    return proc.pid
 
 
 def _wait_until(
