@@ -85,8 +85,9 @@ from ipt_ray.watchdog import (
     DEFAULT_STALL_TIMEOUT_S,
     SearchWatchdog,
     current_job_id,
-    placement_groups,
-    reap_orphaned_placement_groups,
+    describe_bundles,
+    live_group_ids,
+    release_search_groups,
     watchdog_report,
 )
 from ipt_ray.worker import BEST_PREFIX, CHECKPOINT_SCORE_KEY, remove_scratch_dirs
@@ -103,9 +104,9 @@ class ProgressEvent:
     """One line of progress.
 
     ``kind`` is ``start`` (where things go), ``trial_start``, ``result`` (one epoch),
-    ``stalled`` (the watchdog fails a trial), ``trial_end`` (``status`` finished, pruned or
-    failed) or ``end``. ``message`` is the line
-    ready to print; the other fields are for callers that format their own.
+    ``stalled`` (the watchdog fails a trial), ``warning``, ``trial_end`` (``status``
+    finished, pruned or failed) or ``end``. ``message`` is the line ready to print; the
+    other fields are for callers that format their own.
     """
 
     kind: str
@@ -647,6 +648,8 @@ def run_search(
         key = where.experiment_dir
         register_live(key, tracker, emit)
         report = watchdog_report(key)
+        job_id = current_job_id()
+        existing_groups = live_group_ids(job_id)  # the caller's own, if any: never touched
 
         def on_stall(trial_id: str, message: str) -> None:
             tracker.explain_failure(trial_id, message)
@@ -714,7 +717,7 @@ def run_search(
                         stall_timeout=stall_timeout,
                     )
                 tuner.fit()
-            left = _placement_groups_left(key)
+            left = _release_placement_groups(key, job_id, existing_groups, emit)
         except BaseException:
             tracker.finish_search(interrupted=True)
             record.status = INTERRUPTED
@@ -957,20 +960,25 @@ def _build_tuner(
     )
 
 
-def _placement_groups_left(key: str, wait: float = 15.0) -> int:
-    """Placement groups of this search's job still reserving or waiting once Tune is done,
-    after the orphans among them are removed. Ray removes the others asynchronously, so this
-    waits up to ``wait`` seconds for them to go (0 when the table cannot be read)."""
-    job_id = current_job_id()
-    deadline = time.monotonic() + wait
-    while True:
-        watchdog_report(key).reaped += reap_orphaned_placement_groups(job_id)
-        live = [g for g in placement_groups(job_id) or [] if g.live]
-        if not live or time.monotonic() > deadline:
-            for group in live:
-                logger.warning("placement group %s is still %s", group.id, group.state)
-            return len(live)
-        time.sleep(0.5)
+def _release_placement_groups(key: str, job_id: str, existing: set[str], emit: ProgressFn) -> int:
+    """Give back what the search's placement groups still hold once Tune returned
+    (:func:`ipt_ray.watchdog.release_search_groups`); warn about each one that stays.
+
+    Returns:
+        How many stayed live (the summary's ``placement_groups_left``).
+    """
+    removed, left = release_search_groups(job_id, existing)
+    watchdog_report(key).reaped += removed
+    for group in left:
+        creator = group.creator_actor_id or "the driver"
+        emit(
+            ProgressEvent(
+                "warning",
+                f"warning: placement group {group.id} ({describe_bundles(group.bundles)}) is "
+                f"still {group.state} after the search; its creator {creator} is alive",
+            )
+        )
+    return len(left)
 
 
 def _summarize(

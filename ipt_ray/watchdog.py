@@ -142,18 +142,12 @@ def placement_groups(job_id: str | None = None) -> list[PlacementGroupInfo] | No
     return [g for g in groups if job_id is None or g.job_id == job_id]
 
 
-def reap_orphaned_placement_groups(job_id: str | None = None) -> list[PlacementGroupInfo]:
-    """Remove the live placement groups (of job ``job_id``) whose creator actor is dead.
-
-    Returns:
-        The groups removed (empty when none, or when the table cannot be read).
-    """
+def _remove(groups: Iterable[PlacementGroupInfo]) -> list[PlacementGroupInfo]:
+    """Remove ``groups``; returns those removed (one the GCS refuses is left for next time)."""
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     reaped = []
-    for group in placement_groups(job_id) or []:
-        if not group.orphaned:
-            continue
+    for group in groups:
         try:
             remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group.id))))
         except Exception as exc:  # removed meanwhile, or the GCS is restarting: next round
@@ -161,6 +155,46 @@ def reap_orphaned_placement_groups(job_id: str | None = None) -> list[PlacementG
             continue
         reaped.append(group)
     return reaped
+
+
+def reap_orphaned_placement_groups(job_id: str | None = None) -> list[PlacementGroupInfo]:
+    """Remove the live placement groups (of job ``job_id``) whose creator actor is dead.
+
+    Returns:
+        The groups removed (empty when none, or when the table cannot be read).
+    """
+    return _remove(g for g in placement_groups(job_id) or [] if g.orphaned)
+
+
+def live_group_ids(job_id: str) -> set[str]:
+    """Ids of the job's live placement groups (empty when the table cannot be read)."""
+    return {g.id for g in placement_groups(job_id) or [] if g.live}
+
+
+def release_search_groups(
+    job_id: str, existing: set[str], *, wait: float = 30.0
+) -> tuple[list[PlacementGroupInfo], list[PlacementGroupInfo]]:
+    """Once a search's Tune run has returned, give back what its placement groups hold.
+
+    Groups of the job that were live before the search (``existing``, e.g. the caller's own)
+    are left alone. Of the others, orphans and the driver's own (Tune's trial groups, which
+    Tune should have removed) are removed; a group whose creator actor is still alive (a
+    controller on its way out) is waited for, up to ``wait`` seconds.
+
+    Returns:
+        (the groups removed, the groups still live after the wait).
+    """
+    removed: list[PlacementGroupInfo] = []
+    deadline = time.monotonic() + wait
+    while True:
+        live = [g for g in placement_groups(job_id) or [] if g.live and g.id not in existing]
+        stale = [g for g in live if g.orphaned or g.creator_actor_id is None]
+        done = _remove(stale)
+        removed += done
+        left = [g for g in live if g not in done]
+        if not left or time.monotonic() > deadline:
+            return removed, left
+        time.sleep(0.5)
 
 
 def current_job_id() -> str:
@@ -330,7 +364,9 @@ __all__ = [
     "WatchdogReport",
     "current_job_id",
     "describe_bundles",
+    "live_group_ids",
     "placement_groups",
     "reap_orphaned_placement_groups",
+    "release_search_groups",
     "watchdog_report",
 ]

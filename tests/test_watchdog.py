@@ -160,3 +160,24 @@ def test_a_stalled_search_fails_the_trial_instead_of_hanging(
     assert children[0].data.tags[C.TAG_ERROR].startswith(
         "TrialStalled: no trial started or reported for"
     )
+
+
+@pytest.mark.ray
+def test_after_a_search_only_the_groups_it_left_are_released(ray_session: None) -> None:
+    """Groups live before the search (the caller's) stay; a driver group born during it
+    (a trial group Tune failed to remove) is removed, and nothing of the search is left."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from ipt_ray.watchdog import current_job_id, live_group_ids, release_search_groups
+
+    callers = placement_group([{"CPU": 1}])
+    ray.get(callers.ready())
+    job = current_job_id()
+    before = live_group_ids(job)
+    leftover = placement_group([{"CPU": 1}])
+    ray.get(leftover.ready())
+    removed, left = release_search_groups(job, before, wait=5)
+    assert [g.id for g in removed] == [leftover.id.hex()] and left == []
+    assert live_group_ids(job) == {callers.id.hex()}
+    remove_placement_group(callers)
