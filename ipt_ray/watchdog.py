@@ -308,8 +308,8 @@ class SearchWatchdog(Callback):
         reaped = reap_orphaned_placement_groups(self._job_id)
         for group in reaped:
             logger.warning(
-                "removed placement group %s (%s, %s): its creator, a dead Ray Train "
-                "controller, left it holding %s",
+                "removed placement group %s (%s, %s): its creator actor (a Ray Train "
+                "controller) is dead, and it held %s",
                 group.id[:12],
                 group.state,
                 "reserved" if group.state == "CREATED" else "waiting",
