@@ -4,12 +4,12 @@ Each round starts a 2-node loopback Ray cluster (``start_local_cluster``: 1 CPU,
 node) and runs ``ipt-ray search smoke --address HEAD`` as a subprocess: 12 trials, 2 at a
 time, ``--max-failures 3`` (and ``--worker-failures 2`` for ``--runner train``), a tiny random
 BERT on a 3,000-row toy task (3,000 samples, batch 4; 8 epochs on the actor runner, 3 on the
-train runner, whose worker group takes ~25 s to start: a trial takes 15-30 s). Meanwhile a
-killer thread SIGKILLs, every 15-30 s (seeded), one of: a Tune trial process
-(``ray::ImplicitFunc...``), a Ray Train worker (``ray::RayTrainWorker...``, train runner only)
-or the worker node (every process of it; a replacement node is started at once with
-``add_worker_node``, so the cluster is back to 2 nodes). At most 6 kills per search; the
-killer stops when the search ends. Per search it records:
+train runner, whose worker group takes ~25 s to start: an unpruned trial takes 15-35 s; ASHA
+prunes most trials after 1-2 epochs). Meanwhile a killer thread SIGKILLs, every 15-30 s
+(seeded), one of: a Tune trial process (``ray::ImplicitFunc...``), a Ray Train worker
+(``ray::RayTrainWorker...``, train runner only) or the worker node (every process of it; a
+replacement node is started at once with ``add_worker_node``, so the cluster is back to 2
+nodes). At most 6 kills per search; the killer stops when the search ends. Per search it records:
 
 - completed: exit 0 and a JSON summary as the last stdout line (a search still running after
   25 minutes is stopped and counts as hung: ``ray status`` and the placement groups are kept);
@@ -17,7 +17,8 @@ killer stops when the search ends. Per search it records:
 - gaps and repeats: trials whose ``val_accuracy`` steps in MLflow are not exactly 1..n;
 - RUNNING: runs of the experiment left RUNNING; leaked / reaped / stalled: the summary's
   ``placement_groups_left`` / ``placement_groups_reaped`` / ``trials_stalled``;
-  lost: ``tracking_calls_lost``; wall seconds; kills done by kind, and those it could not do.
+  lost: ``tracking_calls_lost``; wall seconds; kills done by kind, and those it could not do
+  (no such process at that moment); nodes the GCS counts at the end (2 once it has noticed).
 
 Goal: every search completes with 0 gaps, 0 repeats, 0 RUNNING, 0 leaked and 0 lost.
 
@@ -73,16 +74,11 @@ FAST_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "HF_HUB_OFFLINE": "1"}
 
 @contextlib.contextmanager
 def machine_lock(path: str | None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (nothing if None)."""
-    if not path:
+    """Hold an exclusive ``flock`` on ``path`` (nothing if None); closing the file frees it."""
+    with contextlib.ExitStack() as stack:
+        if path:
+            fcntl.flock(stack.enter_context(open(path, "a")), fcntl.LOCK_EX)
         yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def titled(cluster: LocalCluster, prefix: str) -> list[int]:
@@ -136,6 +132,17 @@ def ray_evidence(cluster: LocalCluster) -> dict[str, str]:
     return {"ray_status": status.stdout + status.stderr, "placement_groups": groups.stdout}
 
 
+def nodes_alive(cluster: LocalCluster, wait: float = 90.0) -> int | None:
+    """Live nodes as the GCS counts them, once it has noticed a node killed lately (its
+    health checks take a while): waits up to ``wait`` seconds for the cluster's 2 nodes."""
+    deadline = time.monotonic() + wait
+    status = local_cluster_status(cluster)
+    while not status.running and time.monotonic() < deadline:
+        time.sleep(2.0)
+        status = local_cluster_status(cluster)
+    return status.nodes_alive
+
+
 def mlflow_check(uri: str, experiment_id: str, parent: str) -> dict[str, int]:
     """Trials whose val_accuracy steps are not 1..n (gap / repeat), runs left RUNNING."""
     from mlflow import MlflowClient
@@ -177,7 +184,7 @@ def run_round(
     rng = random.Random(f"{seed}-{runner}-{index}")
     logs.mkdir(parents=True, exist_ok=True)
     os.environ.update(FAST_ENV)  # read by the nodes' processes too
-    with machine_lock(lock), tempfile.TemporaryDirectory(prefix="iptc-") as tmp:
+    with machine_lock(lock), tempfile.TemporaryDirectory(prefix="iptk-") as tmp:
         root = Path(tmp)  # short: Ray's socket paths are limited
         sizes = {"memory_per_node": "3GB", "object_store_memory": "300MB"}
         cluster = start_local_cluster(2, root=root, cpus_per_node=1, timeout=180, **sizes)
@@ -216,7 +223,7 @@ def run_round(
             summary = None
             with contextlib.suppress(IndexError, ValueError):
                 summary = json.loads(lines[-1])
-            record["nodes_at_end"] = local_cluster_status(cluster).nodes_alive
+            record["nodes_at_end"] = nodes_alive(cluster)
             if isinstance(summary, dict) and record["exit"] == 0:
                 record["completed"] = True
                 record.update(summary["counts"])
@@ -300,17 +307,15 @@ def main() -> None:
     from ipt_ray.testing import save_tiny_backbone, write_toy_csv
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    inputs = Path(tempfile.mkdtemp(prefix="ipt-chaos-"))
-    model = save_tiny_backbone("bert", inputs / "bert")
-    task = write_toy_csv(inputs / "toy.csv", n=3000)
-    for index in range(args.rounds):
-        for runner in args.runners.split(","):
+    with tempfile.TemporaryDirectory(prefix="ipt-chaos-") as tmp:
+        model = save_tiny_backbone("bert", Path(tmp) / "bert")
+        task = write_toy_csv(Path(tmp) / "toy.csv", n=3000)
+        todo = [(i, r) for i in range(args.rounds) for r in args.runners.split(",")]
+        for index, runner in todo:
             if any(r["runner"] == runner and r["round"] == index for r in data["rounds"]):
                 continue
-            logs = args.out.with_suffix(".logs")
-            record = run_round(
-                runner, index, args.seed, model, task, logs, os.environ.get("IPT_RAY_LOCK")
-            )
+            logs, lock = args.out.with_suffix(".logs"), os.environ.get("IPT_RAY_LOCK")
+            record = run_round(runner, index, args.seed, model, task, logs, lock)
             record["problems"] = problems(record)
             data["rounds"].append(record)
             save(args.out, data)
