@@ -60,6 +60,7 @@ from ipt_ray.cluster import (
     start_local_cluster,
     stop_local_cluster,
 )
+from ipt_ray.testing import ray_evidence
 
 TRIALS, CONCURRENT, MAX_FAILURES, WORKER_FAILURES = 12, 2, 3, 2
 FIXED = {"max_samples": 3000, "batch_size": 4}
@@ -121,15 +122,6 @@ def killer(
             except Exception as exc:  # a finding: report it, keep the soak going
                 event["replace_error"] = str(exc)[-2000:]
         log.append(event)
-
-
-def ray_evidence(cluster: LocalCluster) -> dict[str, str]:
-    """``ray status`` and the cluster's placement groups (for a search that hung)."""
-    ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    kw: dict[str, Any] = {"env": cluster.client_env(), "capture_output": True, "text": True}
-    status = subprocess.run([*ray, "status", "--address", cluster.head_address], **kw)
-    groups = subprocess.run([*ray, "list", "placement-groups", "--format=json", "--detail"], **kw)
-    return {"ray_status": status.stdout + status.stderr, "placement_groups": groups.stdout}
 
 
 def nodes_alive(cluster: LocalCluster, wait: float = 90.0) -> int | None:

@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ipt_ray.errors import ConfigError, UserError
+from ipt_ray.runner import DEFAULT_PLACEMENT_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S
 
 app = typer.Typer(
     name="ipt-ray",
@@ -363,14 +364,14 @@ def search(
             help="seconds a trial waits for its Ray Train workers to be placed before it fails "
             "(and --max-failures retries it); raise it where an autoscaler adds nodes"
         ),
-    ] = 180.0,
+    ] = DEFAULT_PLACEMENT_TIMEOUT_S,
     stall_timeout: Annotated[
         float,
         typer.Option(
             help="seconds with trials running but none started or reported, after which the "
             "longest-waiting trial is failed; 0 = never"
         ),
-    ] = 1800.0,
+    ] = DEFAULT_STALL_TIMEOUT_S,
     runner: Annotated[
         str,
         typer.Option(

@@ -39,6 +39,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ipt_ray.config import TrainConfig
+from ipt_ray.runner import DEFAULT_PLACEMENT_TIMEOUT_S
 from ipt_ray.worker import (
     CHECKPOINT_SCORE_KEY,
     SHARED_BACKBONE_KEY,
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
 CHECKPOINT_PATH_KEY = "checkpoint_path"
 #: Resources of the driver function of a ``train`` trial (Ray refuses ``{"cpu": 0}`` alone).
 DRIVER_RESOURCES = {"cpu": 0, "memory": 1 << 20}
-#: Default of :attr:`TrialSetup.placement_timeout` (seconds).
-DEFAULT_PLACEMENT_TIMEOUT_S = 180.0
 #: How long Ray Train's controller waits for a worker group to be placed (read by Ray Train,
 #: propagated from the process that calls ``fit()`` to its controller).
 _PLACEMENT_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
@@ -235,7 +234,6 @@ def trainable(setup: TrialSetup) -> Any:
 
 __all__ = [
     "CHECKPOINT_PATH_KEY",
-    "DEFAULT_PLACEMENT_TIMEOUT_S",
     "DRIVER_RESOURCES",
     "TrialConfigConverter",
     "TrialFailed",

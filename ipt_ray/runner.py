@@ -1,4 +1,5 @@
-"""The runners a trial can train with, and which one a search's settings get.
+"""The runners a trial can train with, which one a search's settings get, and how long a
+search waits for a trial (the defaults the CLI shows and the Ray layer applies).
 
 ``actor``: in Tune's trial process, reused by the next trial; ``train``: a Ray Train
 TorchTrainer with DDP workers. See :mod:`ipt_ray.driver`. No Ray import here (the CLI checks
@@ -11,6 +12,11 @@ from ipt_ray.errors import UserError, unknown_choice
 
 #: How a trial trains (see the module docstring); ``auto`` picks one.
 RUNNERS = ("auto", "actor", "train")
+#: Seconds a ``train`` trial waits for its workers to be placed before it fails.
+DEFAULT_PLACEMENT_TIMEOUT_S = 180.0
+#: Seconds with RUNNING trials of which none started or reported, after which the search's
+#: watchdog fails the longest-waiting one (longer than any epoch measured here).
+DEFAULT_STALL_TIMEOUT_S = 1800.0
 
 
 def resolve_runner(runner: str, workers: int, worker_failures: int) -> str:

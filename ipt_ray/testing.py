@@ -7,8 +7,11 @@ tests build the same fixtures. Nothing here touches the network.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import random
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -271,6 +274,70 @@ class FlakyMlflowClient:
             return method(*args, **kwargs)
 
         return call
+
+
+def run_cli(
+    *args: str | Path,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """``ipt-ray ARGS`` as a user runs it: a new process (in ``cwd``), offline
+    (``HF_HUB_OFFLINE=1``), with ``env`` added to this process's environment; text output
+    captured.
+
+    Raises:
+        subprocess.TimeoutExpired: it ran longer than ``timeout`` seconds.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "ipt_ray.cli", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def ray_evidence(cluster: Any) -> dict[str, str]:
+    """What a hung search's cluster looks like, for the failure report: ``ray status`` and
+    the state API's placement groups and actors (each actor with its placement group), as
+    ``ray`` prints them. ``cluster`` is a :class:`ipt_ray.cluster.LocalCluster`."""
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    kw: dict[str, Any] = {"env": cluster.client_env(), "capture_output": True, "text": True}
+    commands = {
+        "ray_status": ["status", "--address", cluster.head_address],
+        "placement_groups": ["list", "placement-groups", "--format=json", "--detail"],
+        "actors": ["list", "actors", "--format=json", "--detail", "--limit", "1000"],
+    }
+    evidence = {}
+    for key, args in commands.items():
+        try:
+            done = subprocess.run([*ray, *args], timeout=60, **kw)
+            evidence[key] = done.stdout + done.stderr
+        except subprocess.TimeoutExpired:
+            evidence[key] = "(no answer in 60 s)"
+    return evidence
+
+
+def evidence_text(evidence: dict[str, str], limit: int = 60) -> str:
+    """:func:`ray_evidence` in a few lines for a failure message: ``ray status``, then each
+    placement group not REMOVED and each actor not DEAD (at most ``limit`` of each)."""
+    out = [evidence.get("ray_status", "").strip()]
+    tables = {
+        "placement_groups": ("placement_group_id", "state", "creator_job_id", "bundles"),
+        "actors": ("class_name", "state", "pid", "node_id", "placement_group_id"),
+    }
+    for key, fields in tables.items():
+        try:
+            rows = json.loads(evidence.get(key) or "[]")
+        except json.JSONDecodeError:
+            out.append(f"{key}: {evidence.get(key, '')[:2000]}")
+            continue
+        live = [r for r in rows if r.get("state") not in ("REMOVED", "DEAD")]
+        out.append(f"{key}: {len(live)} of {len(rows)} not removed/dead")
+        out += ["  " + " ".join(f"{f}={r.get(f)}" for f in fields) for r in live[:limit]]
+    return "\n".join(out)
 
 
 def stalled_worker(config: dict[str, Any]) -> None:

@@ -21,22 +21,16 @@ What lands in MLflow (experiment = the search name, artifact location explicit):
   without an error), FAILED (tag ``error``) or KILLED (the search was interrupted).
 
 Only creating the experiment and the parent run (before any trial starts) raises
-:class:`TrackingError`; after that the search never waits on MLflow. A call that fails because
-the tracking store is unreachable (connection refused, a timeout, a 5xx answer) is kept, in
-order, in a backlog that is replayed as soon as the store answers again (retried at most every
-``retry_interval`` seconds; every later call queues behind it, so a trial's run is created
-before its metrics are logged, and metrics before the run is closed). :meth:`finish_search`
-waits up to ``flush_timeout`` seconds for the backlog to drain. A call the store refuses (a
-4xx answer, an invalid value) is logged as a warning and dropped.
-
-Buffered calls are data, not closures (:class:`ipt_ray.journal.PendingCall`: an operation
-name and JSON-able arguments; :meth:`SearchTracker._apply` is the one place that turns one
-into MlflowClient calls), so that the backlog can also be a journal on disk: with
-``journal=`` each call is appended (and fsynced) there as it is queued, and a tracker built
-on the same journal (a resumed search) replays what a killed driver left, in order, before
-any new call. Replays never duplicate: a trial's run is looked up by its tags before it is
-created, metric batches carry the timestamp they were queued with, and a batch that may
-have reached MLflow already is checked first.
+:class:`TrackingError`; after that the search never waits on MLflow. Every write goes through
+a :class:`~ipt_ray.backlog.CallBacklog`: a call the unreachable store cannot take is kept, in
+order, and replayed when it answers again (and, with ``journal=``, written to disk, so that a
+resumed search replays what a killed driver left); :meth:`finish_search` waits up to
+``flush_timeout`` seconds for it to drain. The calls are data
+(:class:`ipt_ray.journal.PendingCall`: an operation name and JSON-able arguments), and
+:meth:`SearchTracker._apply` is the one place that turns one into MlflowClient calls.
+Replays never duplicate: a trial's run is looked up by its tags before it is created, metric
+batches carry the timestamp they were queued with, and a batch that may have reached MLflow
+already is checked first.
 """
 
 from __future__ import annotations
@@ -45,10 +39,8 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,8 +49,9 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback
 
 from ipt_ray import constants as C
+from ipt_ray.backlog import CallBacklog, NoRun, quick_http_requests
 from ipt_ray.errors import UserError
-from ipt_ray.journal import Journal, JournalContents, PendingCall
+from ipt_ray.journal import Journal, PendingCall
 from ipt_ray.store import (
     experiment_artifact_location,
     is_local_uri,
@@ -130,23 +123,13 @@ _MLFLOW_STATUS = {
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value
 _BATCH_PARAMS = 100  # MLflow's limit on params per log_batch call
 _BATCH_METRICS = 1000
-#: MLflow error codes that mean "try again later" (the store is down, busy or overloaded).
-_TRANSIENT_CODES = frozenset(
-    {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
-)
-#: MLflow's own per-request HTTP retries while the tracker calls (unless the user set them):
-#: the tracker retries by itself, so one call must not hold the Tune loop for minutes.
-_QUICK_HTTP = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-}
-#: Default of ``SearchTracker(flush_timeout=...)``; the environment variable overrides it.
-FLUSH_TIMEOUT_ENV = "IPT_RAY_MLFLOW_FLUSH_TIMEOUT"
-DEFAULT_FLUSH_TIMEOUT = 600.0
-
 # The MLflow writes a tracker makes, as the names its pending calls carry (journaled: an
 # earlier version's journal must still read, so these names do not change).
+#: The ``error`` tag of a trial whose driver died before Tune saved it (not resumed).
+TRIAL_LOST = (
+    "TrialLost: the search driver died before Ray Tune saved this trial, so the resumed "
+    "search could not continue it"
+)
 OP_CREATE_TRIAL_RUN = "create_trial_run"
 OP_LOG_PARAMS = "log_params"
 OP_LOG_METRICS = "log_metrics"
@@ -175,44 +158,6 @@ _OPS = frozenset(
         OP_UPLOAD_CHECKPOINT,
     }
 )
-#: Pending calls done with before the journal is compacted although some are still pending
-#: (a store that keeps coming and going must not grow the file without bound).
-_COMPACT_AFTER = 1000
-
-
-#: How often a call the store *answered* with a server-side error is tried before it is
-#: dropped (an unreachable store is waited for without a limit: see ``flush_timeout``).
-_SERVER_ERROR_ATTEMPTS = 3
-
-
-def is_transient(exc: BaseException, attempts: int = 1) -> bool:
-    """Whether a call that failed ``attempts`` times may succeed later: the store could not be
-    reached (connection refused or dropped, a timeout, a locked database), or it answered with
-    a server-side error fewer than ``_SERVER_ERROR_ATTEMPTS`` times. A refusal (a bad value, a
-    missing run) or a local error (a file gone) is not."""
-    import requests
-    from mlflow.exceptions import MlflowException, RestException
-
-    if isinstance(exc, (ConnectionError, TimeoutError, requests.RequestException)):
-        return True
-    if isinstance(exc, RestException):
-        return str(exc.error_code) in _TRANSIENT_CODES and attempts < _SERVER_ERROR_ATTEMPTS
-    if isinstance(exc, MlflowException):  # raised by the client: no answer came
-        return str(exc.error_code) in _TRANSIENT_CODES
-    return False
-
-
-@contextlib.contextmanager
-def _quick_http_requests() -> Iterator[None]:
-    """Cut MLflow's own HTTP retries for one call (variables the user set are kept)."""
-    added = [k for k in _QUICK_HTTP if k not in os.environ]
-    for k in added:
-        os.environ[k] = _QUICK_HTTP[k]
-    try:
-        yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
 
 
 class TrackingError(UserError):
@@ -268,10 +213,6 @@ class TrialRecord:
 
 #: Where a tracker writes: a run id, or a trial (whose run id may still be on its way).
 Run = str | TrialRecord
-
-
-class _NoRun(Exception):
-    """A buffered call for a trial whose run was never created."""
 
 
 def _number(value: Any) -> float | None:
@@ -374,111 +315,61 @@ class SearchTracker:
         self.parent_run_id: str | None = None
         self.parent_status: str | None = None
         self.trials: dict[str, TrialRecord] = {}
-        self.failed_calls = 0  # calls that failed at least once (refused or buffered)
-        self.lost_calls = 0  # calls that never reached MLflow (refused, or given up on)
-        self.retry_interval = retry_interval
-        if flush_timeout is None:
-            flush_timeout = float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT))
-        self.flush_timeout = flush_timeout
-        self._backlog: deque[PendingCall] = deque()
         # trial id -> why the search itself failed it (the watchdog), for its error tag
         self._failure_reasons: dict[str, str] = {}
-        self._next_retry = 0.0
         # Run ids of trials whose run a replayed call created (or found): the calls behind it
         # may name the run by its trial, and the trial's record may not exist yet (a resumed
         # search: journaled calls are replayed before Tune restores the records).
         self._trial_runs: dict[str, str] = {}
-        # Calls flush() gave up on: lost to this process, but kept in the journal for a resume.
-        self._given_up: list[PendingCall] = []
-        self._seq = 0
-        self._done_since_rewrite = 0
-        self.journal: Journal | None = None
-        if journal is not None:
-            self.journal = Journal(journal)
-            self._load_journal()
-
-    # -- the journal -----------------------------------------------------------------------
-    def _load_journal(self) -> None:
-        """Queue the calls an earlier driver journaled (replayed before any new call), and
-        rewrite the journal without its done calls and a truncated last line (appends must
-        not land on a half-written line)."""
-        assert self.journal is not None
-        try:
-            contents = self.journal.read()
-        except OSError as exc:
-            logger.warning("MLflow journal %s cannot be read (ignored): %s", self.journal.path, exc)
-            contents = JournalContents()
-        self._trial_runs.update(contents.runs)
-        self._seq = contents.next_seq - 1
-        if contents.pending:
-            # Every done line is fsynced before the next call is tried: only the first
-            # pending call may have reached MLflow without one (see _apply).
-            contents.pending[0].attempts = 1
-            self._backlog.extend(contents.pending)
-            logger.warning(
-                "MLflow: %d call(s) an earlier driver could not make are in %s; they are "
-                "replayed, in order, before any new call",
-                len(contents.pending),
-                self.journal.path,
-            )
-        if contents.pending or contents.runs or contents.truncated or contents.bad_lines:
-            self._rewrite_journal()
-
-    def _journal_failed(self, exc: OSError) -> None:
-        """Go on without a journal (the backlog stays in memory): a disk that cannot take it
-        must not stop the search. The file is removed: a partial journal replayed later
-        would miss calls."""
-        assert self.journal is not None
-        logger.warning(
-            "MLflow journal %s cannot be written (%s): buffered calls are kept in memory only",
-            self.journal.path,
-            exc,
+        self.backlog = CallBacklog(
+            self._apply,
+            tracking_uri=tracking_uri,
+            retry_interval=retry_interval,
+            flush_timeout=flush_timeout,
+            journal=journal,
+            done_fields=self._done_fields,
+            runs_of=self._journal_runs,
         )
-        journal, self.journal = self.journal, None
-        with contextlib.suppress(OSError):
-            journal.close()
-            journal.path.unlink()
+        self.backlog.load_journal(self._trial_runs.update)
 
+    @property
+    def failed_calls(self) -> int:
+        """Calls that failed at least once (refused, or kept for the store)."""
+        return self.backlog.failed_calls
+
+    @property
+    def lost_calls(self) -> int:
+        """Calls that never reached MLflow (refused, or given up on)."""
+        return self.backlog.lost_calls
+
+    @property
+    def pending_calls(self) -> int:
+        """Calls kept while the store is unreachable."""
+        return len(self.backlog)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """:meth:`ipt_ray.backlog.CallBacklog.flush`."""
+        return self.backlog.flush(timeout)
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal of kept calls (None without one, or after it could not be written)."""
+        return self.backlog.journal
+
+    # -- what the backlog asks of the tracker ----------------------------------------------
     def _journal_runs(self, calls: Sequence[PendingCall]) -> dict[str, str]:
         """Known run ids of the trials that ``calls`` name by trial (to keep on a rewrite)."""
         refs = [c.args for c in calls] + [c.args["best"] for c in calls if "best" in c.args]
         trials = {ref[ARG_RUN_OF_TRIAL] for ref in refs if ARG_RUN_OF_TRIAL in ref}
         return {t: run_id for t in sorted(trials) if (run_id := self._trial_run_id(t))}
 
-    def _rewrite_journal(self) -> None:
-        """Compact the journal to what is still pending (removed when nothing is)."""
-        if self.journal is None:
-            return
-        calls = [*self._given_up, *self._backlog]
-        try:
-            self.journal.rewrite(calls, self._journal_runs(calls))
-        except OSError as exc:
-            self._journal_failed(exc)
-        self._done_since_rewrite = 0
-
-    def _enqueue(self, call: PendingCall) -> None:
-        """Append ``call`` to the backlog, journaled first (durable before it is queued)."""
-        self._seq += 1
-        call.seq = self._seq
-        if self.journal is not None:
-            try:
-                self.journal.append(call)
-            except OSError as exc:
-                self._journal_failed(exc)
-        self._backlog.append(call)
-
-    def _dequeue(self) -> None:
-        """Done with the first buffered call: drop it, and say so in the journal."""
-        call = self._backlog.popleft()
-        if self.journal is None or not call.journaled:
-            return
+    def _done_fields(self, call: PendingCall) -> tuple[str | None, str | None]:
+        """What a journaled call's ``done`` line carries: the trial and run id of a run it
+        created (later journaled calls may name that run by its trial only)."""
         trial = call.args.get("trial") if call.op == OP_CREATE_TRIAL_RUN else None
-        run_id = self._trial_run_id(trial) if isinstance(trial, str) else None
-        try:
-            self.journal.done(call.seq, trial=trial, run_id=run_id)
-        except OSError as exc:
-            self._journal_failed(exc)
-        self._done_since_rewrite += 1
+        if not isinstance(trial, str):
+            return None, None
+        return trial, self._trial_run_id(trial)
 
     # -- helpers ---------------------------------------------------------------------------
     def _call(self, op: str, what: str, run: Run | None = None, **args: Any) -> None:
@@ -496,7 +387,7 @@ class SearchTracker:
                 args[ARG_RUN] = run.run_id
             else:
                 args[ARG_RUN_OF_TRIAL] = run.trial_id
-        self._submit(PendingCall(op, args, what))
+        self.backlog.submit(PendingCall(op, args, what))
 
     def _trial_run_id(self, trial_id: str) -> str | None:
         record = self.trials.get(trial_id)
@@ -512,14 +403,14 @@ class SearchTracker:
         """The run a call writes to.
 
         Raises:
-            _NoRun: it names a trial whose run was never created.
+            NoRun: it names a trial whose run was never created.
         """
         if ARG_RUN in args:
             return str(args[ARG_RUN])
         trial_id = str(args.get(ARG_RUN_OF_TRIAL))
         run_id = self._trial_run_id(trial_id)
         if run_id is None:
-            raise _NoRun(f"trial {trial_id} has no MLflow run")
+            raise NoRun(f"trial {trial_id} has no MLflow run")
         return run_id
 
     def _apply(self, call: PendingCall) -> None:
@@ -533,9 +424,9 @@ class SearchTracker:
         tags, statuses, artifacts) are idempotent in MLflow.
 
         Raises:
-            _NoRun: the call names a trial whose run was never created.
+            NoRun: the call names a trial whose run was never created.
             ValueError: an unknown operation (a journal from another version).
-            Exception: whatever the client raises (see :func:`is_transient`).
+            Exception: whatever the client raises (see :func:`ipt_ray.backlog.is_transient`).
         """
         from mlflow.entities import Metric, Param
 
@@ -621,99 +512,6 @@ class SearchTracker:
             if record is not None:
                 record.uploaded_checkpoint = path
             return
-
-    def _attempt(self, call: PendingCall) -> bool:
-        """Try ``call``: True when done with it (succeeded, or refused and dropped)."""
-        call.attempts += 1
-        try:
-            with _quick_http_requests():
-                self._apply(call)
-            return True
-        except _NoRun:
-            self.lost_calls += 1
-            return True
-        except Exception as exc:
-            self.failed_calls += 1
-            if is_transient(exc, call.attempts):
-                return False
-            self.lost_calls += 1
-            logger.warning("MLflow: %s failed (the search goes on): %s", call.what, exc)
-            return True
-
-    def _submit(self, call: PendingCall) -> None:
-        if self._backlog:
-            self._drain()
-        if self._backlog:
-            self._enqueue(call)
-        elif not self._attempt(call):
-            self._enqueue(call)
-            self._next_retry = time.monotonic() + self.retry_interval
-            logger.warning(
-                "MLflow at %s is unreachable (%s failed); the search goes on and its calls "
-                "are kept%s and replayed when it answers again",
-                self.tracking_uri,
-                call.what,
-                f" (journaled in {self.journal.path})" if self.journal is not None else "",
-            )
-
-    def _drain(self, *, force: bool = False) -> None:
-        """Replay buffered calls in order until one fails again (at most once per
-        ``retry_interval`` unless ``force``)."""
-        if not self._backlog or (not force and time.monotonic() < self._next_retry):
-            return
-        replayed = 0
-        while self._backlog:
-            if not self._attempt(self._backlog[0]):
-                self._next_retry = time.monotonic() + self.retry_interval
-                if self._done_since_rewrite >= _COMPACT_AFTER:
-                    self._rewrite_journal()
-                return
-            self._dequeue()
-            replayed += 1
-        self._rewrite_journal()  # nothing pending: the journal goes
-        logger.warning("MLflow answers again: %d buffered call(s) replayed", replayed)
-
-    @property
-    def pending_calls(self) -> int:
-        """Calls buffered while the store is unreachable."""
-        return len(self._backlog)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every buffered call has reached MLflow, at most ``timeout`` seconds
-        (default ``flush_timeout``). Returns True when nothing is left; otherwise the calls
-        left are dropped from memory, counted in ``lost_calls`` and reported; a journal keeps
-        them (they are replayed if the search is resumed)."""
-        timeout = self.flush_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        if self._backlog:
-            logger.warning(
-                "waiting up to %.0f s for MLflow at %s to take %d buffered call(s)",
-                timeout,
-                self.tracking_uri,
-                len(self._backlog),
-            )
-        while self._backlog:
-            self._drain(force=True)
-            if not self._backlog:
-                break
-            if time.monotonic() >= deadline:
-                self.lost_calls += len(self._backlog)
-                logger.warning(
-                    "MLflow at %s did not answer for %.0f s: %d call(s) not logged (%s, ...)%s",
-                    self.tracking_uri,
-                    timeout,
-                    len(self._backlog),
-                    self._backlog[0].what,
-                    f"; they stay in {self.journal.path} and are replayed if the search is resumed"
-                    if self.journal is not None
-                    else "",
-                )
-                if self.journal is not None:
-                    self._given_up.extend(self._backlog)
-                self._backlog.clear()
-                return False
-            time.sleep(min(self.retry_interval, max(0.0, deadline - time.monotonic())))
-        return True
 
     def _log_params(self, run: Run, params: Mapping[str, Any]) -> None:
         items = [[str(k)[:250], _param_value(v)] for k, v in params.items()]
@@ -818,8 +616,8 @@ class SearchTracker:
         # The journal first: it may close the parent (a driver interrupted during an outage),
         # which the reopening must follow, and the records Tune restores next need the run
         # ids its run creations give.
-        self._drain(force=True)
-        if self._backlog:  # the store went away again: the reopening queues behind them
+        self.backlog.drain(force=True)
+        if self.backlog:  # the store went away again: the reopening queues behind them
             self._call(OP_SET_STATUS, "reopen the search's run", parent_run_id, status="RUNNING")
             return parent_run_id
         try:
@@ -847,6 +645,30 @@ class SearchTracker:
                 record.run_requested = record.run_id is not None
                 record.logged_epochs = []
                 self.trials[trial_id] = record
+        self._close_lost_trials()
+
+    def _close_lost_trials(self) -> None:
+        """Close, as KILLED with an ``error`` tag, the runs of trials that the journal knows
+        and the restored state does not: Tune saves its state every 10 s or so, so a trial
+        started after its last save died with the driver and will not be continued (its run
+        would otherwise stay RUNNING, and the search would count it nowhere)."""
+        for trial_id, run_id in sorted(self._trial_runs.items()):
+            if trial_id in self.trials:
+                continue
+            record = TrialRecord(
+                trial_id,
+                run_id=run_id,
+                run_requested=True,
+                status=STATUS_KILLED,
+                error=TRIAL_LOST,
+                ended=time.time(),
+            )
+            self.trials[trial_id] = record
+            logger.warning(
+                "MLflow: trial %s's run %s closed as KILLED: %s", trial_id, run_id, TRIAL_LOST
+            )
+            self._call(OP_SET_TAG, "set the error tag", record, key=C.TAG_ERROR, value=TRIAL_LOST)
+            self._terminate(record, "KILLED")
 
     # -- trials ----------------------------------------------------------------------------
     def start_trial(
@@ -972,14 +794,14 @@ class SearchTracker:
         except (OSError, ValueError) as exc:
             logger.warning("MLflow: no history in checkpoint %s: %s", checkpoint, exc)
             return
-        if record.run_id is None or self._backlog:
+        if record.run_id is None or self.backlog:
             return  # no run to read yet: tried again with the next checkpoint
         # MLflow is the truth about what is logged (with the backlog empty, everything this
         # process sent has reached it): a restored tracker's own list may be an older snapshot
         # than what reached the store before the driver died, or name epochs that were still
         # buffered when it died.
         try:
-            with _quick_http_requests():
+            with quick_http_requests():
                 history = self.client.get_metric_history(record.run_id, self.metric)
         except Exception as exc:
             logger.warning("MLflow: reading the logged epochs of %s failed: %s", record.run_id, exc)

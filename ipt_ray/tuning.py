@@ -42,14 +42,13 @@ from ray.tune import Callback
 from ipt_ray import constants as C
 from ipt_ray.driver import (
     CHECKPOINT_PATH_KEY,
-    DEFAULT_PLACEMENT_TIMEOUT_S,
     TrialSetup,
     trainable,
 )
 from ipt_ray.driver import run_name as train_run_name
 from ipt_ray.errors import UserError
 from ipt_ray.journal import journal_path
-from ipt_ray.runner import resolve_runner
+from ipt_ray.runner import DEFAULT_PLACEMENT_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S, resolve_runner
 from ipt_ray.search_record import (
     FINISHED,
     INTERRUPTED,
@@ -82,7 +81,6 @@ from ipt_ray.tracking import (
     ui_command,
 )
 from ipt_ray.watchdog import (
-    DEFAULT_STALL_TIMEOUT_S,
     SearchWatchdog,
     current_job_id,
     describe_bundles,
@@ -975,7 +973,7 @@ def _release_placement_groups(key: str, job_id: str, existing: set[str], emit: P
             ProgressEvent(
                 "warning",
                 f"warning: placement group {group.id} ({describe_bundles(group.bundles)}) is "
-                f"still {group.state} after the search; its creator {creator} is alive",
+                f"still {group.state} after the search (created by {creator})",
             )
         )
     return len(left)

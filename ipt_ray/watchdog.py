@@ -37,13 +37,12 @@ from typing import Any
 import ray
 from ray.tune import Callback
 
+from ipt_ray.runner import DEFAULT_STALL_TIMEOUT_S
+
 logger = logging.getLogger(__name__)
 
 #: States of a placement group that reserves, or waits to reserve, resources.
 LIVE_STATES = frozenset({"PENDING", "PREPARED", "CREATED", "RESCHEDULING"})
-#: Default of :attr:`SearchWatchdog.stall_timeout`: a search with RUNNING trials of which none
-#: started or reported for this long is stuck (seconds; longer than any epoch we measured).
-DEFAULT_STALL_TIMEOUT_S = 1800.0
 #: How often the watchdog looks for orphaned placement groups (seconds).
 REAP_INTERVAL_S = 5.0
 
@@ -208,7 +207,7 @@ class WatchdogReport:
     on a resumed search reports into the same object (:func:`watchdog_report`).
 
     Attributes:
-        reaped: orphaned placement groups removed.
+        reaped: placement groups removed (orphans while it ran, leftovers at its end).
         stalled: trial id -> the one-line reason it was failed.
         on_stall: called with ``(trial_id, message)`` before a stalled trial is failed.
     """
@@ -224,16 +223,6 @@ _REPORTS: dict[str, WatchdogReport] = {}
 def watchdog_report(key: str) -> WatchdogReport:
     """The report of the search ``key`` in this process (created on first use)."""
     return _REPORTS.setdefault(key, WatchdogReport())
-
-
-@dataclass
-class _Clock:
-    """When each RUNNING trial last showed life (started, restored or reported)."""
-
-    seen: dict[str, float] = field(default_factory=dict)
-
-    def touch(self, trial_id: str, now: float | None = None) -> None:
-        self.seen[trial_id] = time.monotonic() if now is None else now
 
 
 class SearchWatchdog(Callback):
@@ -263,7 +252,8 @@ class SearchWatchdog(Callback):
         self.report = watchdog_report(key)
         self._job_id: str | None = None
         self._last_reap = -math.inf
-        self._life = _Clock()
+        # trial id -> when it last showed life (started, restored or reported), clock seconds
+        self._seen: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its experiment state: keep the settings only.
@@ -279,15 +269,15 @@ class SearchWatchdog(Callback):
     # -- Tune's hooks --------------------------------------------------------------------------
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._life.touch(trial.trial_id, self.clock())
+        self._seen[trial.trial_id] = self.clock()
 
     def on_trial_restore(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._life.touch(trial.trial_id, self.clock())
+        self._seen[trial.trial_id] = self.clock()
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        self._life.touch(trial.trial_id, self.clock())
+        self._seen[trial.trial_id] = self.clock()
 
     def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
         now = self.clock()
@@ -301,11 +291,16 @@ class SearchWatchdog(Callback):
 
     # -- the two mechanisms ---------------------------------------------------------------------
 
-    def reap(self) -> list[PlacementGroupInfo]:
-        """Remove this job's orphaned placement groups now; returns those removed."""
+    @property
+    def job_id(self) -> str:
+        """The search's Ray job (asked once: the callback is built before Ray connects)."""
         if self._job_id is None:
             self._job_id = current_job_id()
-        reaped = reap_orphaned_placement_groups(self._job_id)
+        return self._job_id
+
+    def reap(self) -> list[PlacementGroupInfo]:
+        """Remove this job's orphaned placement groups now; returns those removed."""
+        reaped = reap_orphaned_placement_groups(self.job_id)
         for group in reaped:
             logger.warning(
                 "removed placement group %s (%s, %s): its creator actor (a Ray Train "
@@ -322,18 +317,16 @@ class SearchWatchdog(Callback):
         """The RUNNING trial to fail, if none of ``running`` showed life within the timeout."""
         if self.stall_timeout <= 0 or not running:
             return None
-        seen = {t.trial_id: self._life.seen.setdefault(t.trial_id, now) for t in running}
+        seen = {t.trial_id: self._seen.setdefault(t.trial_id, now) for t in running}
         if now - max(seen.values()) < self.stall_timeout:
             return None
         return min(running, key=lambda t: seen[t.trial_id])
 
     def waiting_for(self) -> str:
         """What the search's pending placement groups wait for (``""`` if none, or unknown)."""
-        if self._job_id is None:
-            self._job_id = current_job_id()
         pending = [
             b
-            for g in placement_groups(self._job_id) or []
+            for g in placement_groups(self.job_id) or []
             if g.state in ("PENDING", "RESCHEDULING")
             for b in g.bundles
         ]
@@ -341,7 +334,7 @@ class SearchWatchdog(Callback):
 
     def fail(self, trial: Any, now: float) -> None:
         """Fail ``trial`` as stalled: record why, then kill its Tune actor."""
-        waited = now - self._life.seen.get(trial.trial_id, now)
+        waited = now - self._seen.get(trial.trial_id, now)
         message = f"TrialStalled: no trial started or reported for {waited:.0f} s"
         what = self.waiting_for()
         message += f"; workers waiting for {what}" if what else "; no placement group pending"
@@ -349,14 +342,13 @@ class SearchWatchdog(Callback):
         logger.warning("trial %s: %s", trial.trial_id, message)
         if self.report.on_stall is not None:
             self.report.on_stall(trial.trial_id, message)
-        self._life.touch(trial.trial_id, now)  # one kill per timeout, not one per step
+        self._seen[trial.trial_id] = now  # one kill per timeout, not one per step
         actor = getattr(getattr(trial, "temporary_state", None), "ray_actor", None)
         if actor is not None:
             ray.kill(actor, no_restart=True)
 
 
 __all__ = [
-    "DEFAULT_STALL_TIMEOUT_S",
     "LIVE_STATES",
     "REAP_INTERVAL_S",
     "PlacementGroupInfo",

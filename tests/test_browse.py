@@ -17,7 +17,6 @@ on stderr, no traceback, nothing written.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipt_ray import constants as C
-from ipt_ray.testing import free_port, mlflow_server, tiny_space_text
+from ipt_ray.testing import free_port, mlflow_server, run_cli, tiny_space_text
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = (
@@ -57,15 +56,7 @@ def cli(*args: str) -> Any:
 
 def ipt_ray(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``ipt-ray ARGS`` as a user runs it: a new process."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "ipt_ray.cli", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_cli(*args, cwd=cwd, timeout=180)
 
 
 def assert_one_line_error(proc: Any, *fragments: str) -> str:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +26,12 @@ from ipt_ray.cluster import (
     start_local_cluster,
     stop_local_cluster,
 )
-from ipt_ray.testing import metric_steps, write_toy_csv
+from ipt_ray.testing import evidence_text, metric_steps, ray_evidence, write_toy_csv
 
 pytestmark = pytest.mark.ray
+
+#: A search here takes about 2 minutes; past this it hangs (evidence then fits the timeout).
+SEARCH_DEADLINE_S = 330
 
 
 @pytest.fixture(scope="module")
@@ -127,17 +131,35 @@ def test_a_killed_worker_node_leaves_the_search_to_finish_on_the_head(
         env=env,
     )
     assert proc.stdout is not None
-    lines, killed = [], False
-    for line in proc.stdout:
-        lines.append(line)
-        if not killed and "epoch 1/" in line:
-            for pid in cluster_processes(cluster, 1):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            killed = True
-    code = proc.wait(timeout=600)
+    lines: list[str] = []
+    killed = threading.Event()
+
+    def read_and_kill() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if not killed.is_set() and "epoch 1/" in line:
+                for pid in cluster_processes(cluster, 1):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                killed.set()
+
+    reader = threading.Thread(target=read_and_kill, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait(timeout=SEARCH_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        # A hang must leave evidence: what the cluster reserves, waits for and runs.
+        evidence = ray_evidence(cluster)
+        (tmp_path / "evidence.json").write_text(json.dumps(evidence, indent=1))
+        proc.kill()
+        pytest.fail(
+            f"the search hung ({SEARCH_DEADLINE_S} s):\n{''.join(lines)[-4000:]}\n"
+            f"{evidence_text(evidence)}"
+        )
+    reader.join(timeout=30)
     output = "".join(lines)
-    assert killed, output[-3000:]
+    assert killed.is_set(), output[-3000:]
     assert code == 0, output[-3000:]
     assert not cluster_processes(cluster, 1), "the worker node is gone"
     assert head_processes & cluster_processes(cluster), "the head survived"

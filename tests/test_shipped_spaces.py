@@ -73,6 +73,25 @@ def test_shipped_spaces_load_by_name_in_a_fresh_process_outside_the_repo(tmp_pat
     assert sorted(result["loaded"]) == SHIPPED_NAMES
 
 
+def pip(command: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``pip COMMAND --no-deps --no-index --quiet ARGS`` in this venv: offline, nothing else."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            command,
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            *map(str, args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel built offline (the venv's setuptools, no index) from a copy of the sources, so
@@ -86,24 +105,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         REPO / "ipt_ray", src / "ipt_ray", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
     dist = root / "dist"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--quiet",
-            "-w",
-            str(dist),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = pip("wheel", "--no-build-isolation", "-w", dist, src)
     assert proc.returncode == 0, proc.stderr
     (built,) = dist.glob("ipt_ray-*.whl")
     return built
@@ -119,23 +121,7 @@ def test_the_wheel_holds_every_shipped_space(wheel: Path) -> None:
 
 def test_an_installed_wheel_finds_its_shipped_spaces(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
-    install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-index",
-            "--quiet",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    install = pip("install", "--target", target, wheel)
     assert install.returncode == 0, install.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from ipt_ray.store import (
     runs_dir,
     store_dir,
 )
+from ipt_ray.testing import run_cli
 
 SERVER = "http://127.0.0.1:5000"
 
@@ -208,15 +208,7 @@ def test_a_submitted_search_needs_storage_only_with_a_server(tmp_path: Path) -> 
 # -- a real search from an empty folder ----------------------------------------------------------
 def ipt_ray(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``ipt-ray ARGS`` as a user runs it: a new process in ``cwd``."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
-    return subprocess.run(
-        [sys.executable, "-m", "ipt_ray.cli", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli(*args, cwd=cwd, env={"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}, timeout=600)
 
 
 @pytest.mark.ray

@@ -404,7 +404,7 @@ def test_startup_seconds_count_from_the_trial_start_once(store: dict[str, Any]) 
     ],
 )
 def test_which_failures_are_waited_for(make: Any, attempts: int, expected: bool) -> None:
-    from ipt_ray.tracking import is_transient
+    from ipt_ray.backlog import is_transient
 
     assert is_transient(make(), attempts) is expected
 

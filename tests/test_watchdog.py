@@ -157,8 +157,10 @@ def test_a_stalled_search_fails_the_trial_instead_of_hanging(
     parent, children = search_runs(paths["tracking_uri"], summary)
     assert parent.info.status == "FINISHED"
     assert [c.info.status for c in children] == ["FAILED"]
-    assert children[0].data.tags[C.TAG_ERROR].startswith(
-        "TrialStalled: no trial started or reported for"
+    assert (
+        children[0]
+        .data.tags[C.TAG_ERROR]
+        .startswith("TrialStalled: no trial started or reported for")
     )
 
 
