@@ -310,14 +310,40 @@ def ray_evidence(cluster: Any) -> dict[str, str]:
         "placement_groups": ["list", "placement-groups", "--format=json", "--detail"],
         "actors": ["list", "actors", "--format=json", "--detail", "--limit", "1000"],
     }
+    runs = {key: [*ray, *args] for key, args in commands.items()}
+    # The GCS table: each group's creator actor, and whether Ray thinks it dead (what the
+    # watchdog reaps by), beside what the actor table says of that actor.
+    runs["gcs_placement_groups"] = [
+        sys.executable,
+        "-c",
+        _GCS_GROUPS_SCRIPT,
+        cluster.head_address,
+    ]
     evidence = {}
-    for key, args in commands.items():
+    for key, args in runs.items():
         try:
-            done = subprocess.run([*ray, *args], timeout=60, **kw)
-            evidence[key] = done.stdout + done.stderr
+            done = subprocess.run(args, timeout=60, **kw)
+            evidence[key] = done.stdout + done.stderr[-2000:]
         except subprocess.TimeoutExpired:
             evidence[key] = "(no answer in 60 s)"
     return evidence
+
+
+_GCS_GROUPS_SCRIPT = """
+import dataclasses, json, sys
+import ray
+from ray._private.state import state
+from ipt_ray.watchdog import placement_groups
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+out = []
+for group in placement_groups() or []:
+    row = dataclasses.asdict(group)
+    if group.live and group.creator_actor_id:
+        info = state.actor_table(group.creator_actor_id) or {}
+        row["creator"] = {k: info.get(k) for k in ("ActorClassName", "State", "Pid", "EndTime")}
+    out.append(row)
+print(json.dumps(out))
+"""
 
 
 def evidence_text(evidence: dict[str, str], limit: int = 60) -> str:
@@ -327,6 +353,7 @@ def evidence_text(evidence: dict[str, str], limit: int = 60) -> str:
     tables = {
         "placement_groups": ("placement_group_id", "state", "creator_job_id", "bundles"),
         "actors": ("class_name", "state", "pid", "node_id", "placement_group_id"),
+        "gcs_placement_groups": ("id", "state", "bundles", "creator_actor_dead", "creator"),
     }
     for key, fields in tables.items():
         try:

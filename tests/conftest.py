@@ -94,3 +94,12 @@ def paths(tmp_path: Path) -> dict[str, object]:
         "artifact_root": root / "mlartifacts",
         "storage": root / "ray",
     }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts Ray through the ``ray_session`` fixture (directly or through
+    another fixture) is marked ``ray``, so ``-m "not ray"`` never starts Ray beside a run
+    that holds it (two local Ray instances confuse Ray's helpers that connect to "auto")."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
