@@ -290,7 +290,7 @@ def write_checkpoint(run: Any, out_dir: Path) -> None:
 
 def format_summary_table(summary: Any, limit: int = 10) -> list[str]:
     """The search's top trials as aligned text, in the columns of ``ipt-ray best``."""
-    from ipt_ray.best import TrialRow
+    from ipt_ray.tracking.query import TrialRow
 
     rows = [
         TrialRow.from_params(
@@ -403,7 +403,7 @@ def search(
     quiet_libraries()
     from ipt_ray import preflight
     from ipt_ray.space import load_space
-    from ipt_ray.store import absolute_tracking_uri, default_storage, default_tracking_uri
+    from ipt_ray.tracking.store import absolute_tracking_uri, default_storage, default_tracking_uri
 
     if resume is not None and fresh:
         raise UserError("--resume and --fresh contradict each other")
@@ -486,8 +486,8 @@ def search(
             )
         )
 
-    # The defaults the search will use (ipt_ray.store), checked like given ones: the store's
-    # folder writable, room for checkpoints beside it.
+    # The defaults the search will use (ipt_ray.tracking.store), checked like given ones: the
+    # store's folder writable, room for checkpoints beside it.
     if tracking_uri is None:
         preflight.check_tracking_uri(default_tracking_uri())
     if storage is None:
@@ -712,7 +712,7 @@ def best(
 ) -> None:
     """The top trials of a search from MLflow (the newest search unless named); with two
     objectives, the Pareto front."""
-    from ipt_ray.best import client_for, find_search, pareto_front, trial_rows
+    from ipt_ray.tracking import client_for, find_search, pareto_front, trial_rows
 
     quiet_libraries()
     if top < 1:
@@ -724,9 +724,9 @@ def best(
     rows = trial_rows(client, found, metric=metric)
     front = pareto_front(rows, found.objectives) if len(found.objectives) > 1 else None
     if plot is not None:
-        from ipt_ray.plots import write_search_plots
+        from ipt_ray.tracking.plots import write_search_plots
 
-        written = write_search_plots(rows, found, plot, client=client, metric=metric)
+        written = write_search_plots(rows, found, plot, metric=metric)
     if as_json:
         print(
             json.dumps(
@@ -800,8 +800,8 @@ def export(
             written = write_bundle(Path(run_id), target)
         print(f"exported {run_id} to {written}")
         return
-    from ipt_ray.best import client_for
     from ipt_ray.export import export as export_run
+    from ipt_ray.tracking.query import client_for
 
     client, uri = client_for(tracking_uri)
     written, winner, version = export_run(
@@ -824,7 +824,7 @@ def ui(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
 ) -> None:
     """Open the MLflow UI on the local store (bound to 127.0.0.1)."""
-    from ipt_ray.store import default_artifact_root, default_tracking_uri, sqlite_path
+    from ipt_ray.tracking.store import default_artifact_root, default_tracking_uri, sqlite_path
 
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ipt_ray import constants as C
-from ipt_ray.best import Search, find_search, get_run, trial_rows, trial_status
 from ipt_ray.errors import UserError
+from ipt_ray.tracking.query import Search, find_search, get_run, trial_rows, trial_status
+from ipt_ray.tracking.schema import CHECKPOINT_ARTIFACT_DIR
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-CHECKPOINT_ARTIFACTS = "checkpoint"
+CHECKPOINT_ARTIFACTS = CHECKPOINT_ARTIFACT_DIR
 BUNDLE_ARTIFACTS = "bundle"
 EXPORTABLE = ("finished", "pruned")
 
@@ -67,7 +68,7 @@ def choose_trial(
         search = find_search(client, search=parent) if parent else None
         value = None
         if search is not None:
-            from ipt_ray.best import best_value
+            from ipt_ray.tracking.query import best_value
 
             value = best_value(client, run, search.metric, search.mode)
         return Winner(run, search, value)

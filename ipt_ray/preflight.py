@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ipt_ray.errors import ConfigError, UserError, did_you_mean
-from ipt_ray.store import sqlite_path, store_dir
+from ipt_ray.tracking.store import sqlite_path, store_dir
 
 #: Below this much free space a storage path is refused up front (checkpoints of a search).
 MIN_FREE_BYTES = 200 * 1024 * 1024

@@ -14,7 +14,7 @@ A submitted search cannot use the submitter's local MLflow store or results fold
 ``--tracking-uri`` (an MLflow server the cluster reaches, or a sqlite path on a shared file
 system) and, with a server, ``--storage`` (shared by all nodes, or an object-store URI). A
 sqlite store on a shared file system keeps the Ray results beside it (``DIR/ray``, the rule of
-:func:`ipt_ray.store.runs_dir`) unless ``--storage`` says otherwise.
+:func:`ipt_ray.tracking.store.runs_dir`) unless ``--storage`` says otherwise.
 
 Token authentication (on by default in Ray 2.60) is read by Ray's client from the
 environment: ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` (or ``RAY_AUTH_TOKEN``).
@@ -118,7 +118,7 @@ def submit_search(
 
     ``search_args`` are the job's options after the space (``--tracking-uri`` and
     ``--storage`` included, paths absolute). Without ``storage`` the job keeps its Ray
-    results beside a sqlite store (:func:`ipt_ray.store.store_dir`), which is then on a
+    results beside a sqlite store (:func:`ipt_ray.tracking.store.store_dir`), which is then on a
     shared file system; the job itself checks that every node sees that folder. Returns 0
     when the job succeeded (or was submitted, with ``wait=False``), 1 otherwise.
 
@@ -127,7 +127,7 @@ def submit_search(
             tracking server), a bad ``code`` mode, or a dashboard that cannot be reached or
             refuses the token.
     """
-    from ipt_ray.store import store_dir
+    from ipt_ray.tracking.store import store_dir
 
     if tracking_uri is None:
         raise UserError(

@@ -11,7 +11,7 @@
 4. returns a :class:`SearchSummary` (best trial, counts, the top trials, where to look).
 
 Paths are absolute everywhere (trials may run on other nodes, in other working directories).
-Defaults follow the MLflow store (:func:`ipt_ray.store.runs_dir`): artifacts in
+Defaults follow the MLflow store (:func:`ipt_ray.tracking.store.runs_dir`): artifacts in
 ``<store folder>/mlartifacts``, Ray results in ``<store folder>/ray``, where the store folder
 is ``DIR`` for ``sqlite:///DIR/mlflow.db`` and ``./ipt-ray-runs`` without a tracking URI (the
 store is then ``./ipt-ray-runs/mlflow.db``). On a multi-node cluster, ``storage`` must be
@@ -47,7 +47,6 @@ from ipt_ray.driver import (
 )
 from ipt_ray.driver import run_name as train_run_name
 from ipt_ray.errors import UserError
-from ipt_ray.journal import journal_path
 from ipt_ray.runner import DEFAULT_PLACEMENT_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S, resolve_runner
 from ipt_ray.search_record import (
     FINISHED,
@@ -58,26 +57,23 @@ from ipt_ray.search_record import (
 )
 from ipt_ray.shared_storage import check_shared_storage
 from ipt_ray.space import SearchSpace
-from ipt_ray.store import (
-    RUNS_DIR,
-    absolute_tracking_uri,
-    default_artifact_root,
-    default_storage,
-    default_tracking_uri,
-    store_dir,
-)
-from ipt_ray.tracking import (
+from ipt_ray.tracking import SearchTracker, TrackingCallback, TrialRecord, live, register_live
+from ipt_ray.tracking.journal import journal_path
+from ipt_ray.tracking.schema import (
     STATUS_FAILED,
     STATUS_FINISHED,
     STATUS_KILLED,
     STATUS_PRUNED,
     STATUS_RUNNING,
-    MlflowSearchTracker,
-    SearchTracker,
-    TrialRecord,
+)
+from ipt_ray.tracking.store import (
+    RUNS_DIR,
+    absolute_tracking_uri,
+    default_artifact_root,
+    default_storage,
+    default_tracking_uri,
     experiment_artifact_location,
-    live,
-    register_live,
+    store_dir,
     ui_command,
 )
 from ipt_ray.watchdog import (
@@ -146,7 +142,7 @@ class _ProgressCallback(Callback):
     ) -> None:
         self.progress, self.tracker, self.epochs, self.key = progress, tracker, epochs, key
 
-    # Pickled into the experiment by key (see ipt_ray.tracking.register_live).
+    # Pickled into the experiment by key (see ipt_ray.tracking.callback.register_live).
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         if self.key is not None:
@@ -758,7 +754,7 @@ class SearchLocations:
     ) -> SearchLocations:
         """Apply the defaults and make every path absolute; create the store's folder.
 
-        Defaults follow the store (:mod:`ipt_ray.store`), whichever folder this runs in:
+        Defaults follow the store (:mod:`ipt_ray.tracking.store`), whichever folder this runs in:
 
         - ``sqlite:///DIR/mlflow.db``: artifacts in ``DIR/mlartifacts``, Ray results in
           ``DIR/ray`` (a relative DIR counts from the current folder and is made absolute);
@@ -821,8 +817,7 @@ def _log_plots(tracker: SearchTracker) -> None:
     if tracker.parent_run_id is None:
         return
     try:
-        from ipt_ray.best import find_search, trial_rows
-        from ipt_ray.plots import log_search_plots
+        from ipt_ray.tracking import find_search, log_search_plots, trial_rows
 
         found = find_search(tracker.client, search=tracker.parent_run_id)
         log_search_plots(tracker.client, found, trial_rows(tracker.client, found))
@@ -914,7 +909,7 @@ def _build_tuner(
 
     settings = space.settings
     callbacks = [  # the tracker first: the progress lines read its records
-        MlflowSearchTracker(
+        TrackingCallback(
             tracker,
             to_train_config=space.to_train_config,
             fixed=space.fixed,

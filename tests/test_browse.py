@@ -16,6 +16,7 @@ on stderr, no traceback, nothing written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import subprocess
@@ -326,7 +327,7 @@ def fake_store(tmp_path_factory: pytest.TempPathFactory) -> FakeStore:
 
 # -- trial_rows, pareto_front ------------------------------------------------------------------
 def test_trial_rows_rank_every_trial_with_its_status_and_best_value(fake_store: FakeStore) -> None:
-    from ipt_ray.best import find_search, trial_rows
+    from ipt_ray.tracking.query import find_search, trial_rows
 
     client = mlflow_client(fake_store.uri)
     search = find_search(client, experiment="fake-search")
@@ -358,7 +359,7 @@ def test_trial_rows_rank_every_trial_with_its_status_and_best_value(fake_store: 
 
 
 def test_trial_rows_rank_by_another_metric(fake_store: FakeStore) -> None:
-    from ipt_ray.best import find_search, trial_rows
+    from ipt_ray.tracking.query import find_search, trial_rows
 
     client = mlflow_client(fake_store.uri)
     rows = trial_rows(client, find_search(client, experiment="fake-search"), metric="test_accuracy")
@@ -370,7 +371,7 @@ def test_trial_rows_rank_by_another_metric(fake_store: FakeStore) -> None:
 
 
 def test_pareto_front_is_exactly_the_non_dominated_trials(fake_store: FakeStore) -> None:
-    from ipt_ray.best import find_search, pareto_front, trial_rows
+    from ipt_ray.tracking import find_search, pareto_front, trial_rows
 
     client = mlflow_client(fake_store.uri)
     search = find_search(client, search=fake_store.pareto_search)
@@ -462,7 +463,7 @@ def test_best_metric_override(fake_store: FakeStore) -> None:
 
 def test_best_ranks_a_loss_lowest_first(fake_store: FakeStore) -> None:
     """A metric that is not an objective of the search: losses rank lowest first (needs
-    ``best.metric_mode``)."""
+    ``query.metric_mode``)."""
     result = cli(
         "best",
         "--tracking-uri",
@@ -484,7 +485,7 @@ def test_best_ranks_a_loss_lowest_first(fake_store: FakeStore) -> None:
 
 def test_best_refuses_a_metric_no_trial_logged(fake_store: FakeStore, tmp_path: Path) -> None:
     """A typo in --metric is an error with a suggestion, not a table of blanks (needs the
-    check in ``best.trial_rows``)."""
+    check in ``query.trial_rows``)."""
     proc = ipt_ray(
         "best",
         "--experiment",
@@ -518,17 +519,16 @@ def test_best_prints_the_pareto_front_of_two_objectives(fake_store: FakeStore) -
 
 # -- plots -------------------------------------------------------------------------------------
 def test_write_search_plots_writes_four_pngs(fake_store: FakeStore, tmp_path: Path) -> None:
-    from ipt_ray.best import find_search, trial_rows
-    from ipt_ray.plots import write_search_plots
+    from ipt_ray.tracking.plots import write_search_plots
+    from ipt_ray.tracking.query import find_search, trial_rows
 
     client = mlflow_client(fake_store.uri)
     search = find_search(client, experiment="fake-search")
     rows = trial_rows(client, search)
-    for out, kwargs in (
-        (tmp_path / "with-client", {"client": client}),
-        (tmp_path / "rows-only", {}),
-    ):
-        written = write_search_plots(rows, search, out, **kwargs)
+    # Rows read from MLflow (start times, every param) and rows that hold only their fields.
+    bare = [dataclasses.replace(r, started=None, params={}) for r in rows]
+    for out, given in ((tmp_path / "from-mlflow", rows), (tmp_path / "rows-only", bare)):
+        written = write_search_plots(given, search, out)
         assert [p.name for p in written] == list(PLOTS)
         for path in written:
             assert path.parent == out
@@ -541,17 +541,16 @@ def test_plots_of_a_search_with_one_trial_say_so_instead_of_failing(
     fake_store: FakeStore,
     tmp_path: Path,
 ) -> None:
-    from ipt_ray.best import find_search, trial_rows
-    from ipt_ray.plots import _trials as plot_trials
-    from ipt_ray.plots import param_importances, write_search_plots
+    from ipt_ray.tracking.plots import param_importances, start_order, write_search_plots
+    from ipt_ray.tracking.query import find_search, trial_rows
 
     client = mlflow_client(fake_store.uri)
     search = find_search(client, experiment="lone")
     rows = trial_rows(client, search)
-    written = write_search_plots(rows, search, tmp_path, client=client)
+    written = write_search_plots(rows, search, tmp_path)
     assert [png_size(p) for p in written] == [(800, 500)] * 4
     with pytest.raises(ValueError, match="not enough completed trials"):
-        param_importances(plot_trials(rows, search, client), [], "max")
+        param_importances(start_order(rows), [], "max")
     # No trial at all: still four files.
     assert len(write_search_plots([], search, tmp_path / "empty")) == 4
 
@@ -560,9 +559,8 @@ def test_importances_find_the_parameter_that_decides_the_score() -> None:
     """Scores decided by the generator (lr is noise): the generator comes out on top."""
     import random
 
-    from ipt_ray.best import Search, TrialRow
-    from ipt_ray.plots import _trials as plot_trials
-    from ipt_ray.plots import param_importances, searched_axes
+    from ipt_ray.tracking.plots import param_importances, searched_axes, start_order
+    from ipt_ray.tracking.query import TrialRow
 
     rng = random.Random(0)
     rows = []
@@ -581,15 +579,7 @@ def test_importances_find_the_parameter_that_decides_the_score() -> None:
                 value=(0.9 if generator == "prefix" else 0.6) + rng.uniform(0, 0.02),
             )
         )
-    search = Search(
-        "synthetic",
-        "0",
-        None,
-        "val_accuracy",
-        "max",  # type: ignore[arg-type]
-        [("val_accuracy", "max")],
-    )
-    trials = plot_trials(rows, search, None)
+    trials = start_order(rows)
     axes = searched_axes(trials)
     assert [a.name for a in axes] == ["generator", "lr", "prompt_length"]
     assert [(a.kind, a.log) for a in axes] == [
@@ -610,27 +600,31 @@ def test_importances_without_scikit_learn_fall_back_to_ped_anova(
 ) -> None:
     """Where scikit-learn cannot be imported (an mlflow-skinny install) the importances come
     from PED-ANOVA (numpy only) and the plot is still written."""
-    from ipt_ray.best import find_search, trial_rows
-    from ipt_ray.plots import _trials as plot_trials
-    from ipt_ray.plots import param_importances, searched_axes, write_search_plots
+    from ipt_ray.tracking.plots import (
+        param_importances,
+        searched_axes,
+        start_order,
+        write_search_plots,
+    )
+    from ipt_ray.tracking.query import find_search, trial_rows
 
     monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn -> ImportError
     client = mlflow_client(fake_store.uri)
     search = find_search(client, experiment="fake-pareto")
     rows = trial_rows(client, search)
-    trials = plot_trials(rows, search, client)
+    trials = start_order(rows)
     scores, evaluator = param_importances(trials, searched_axes(trials), "max")
     assert evaluator == "PED-ANOVA"
     assert list(scores) == ["lr"] and scores["lr"] == pytest.approx(1.0)
-    written = write_search_plots(rows, search, tmp_path, client=client)
+    written = write_search_plots(rows, search, tmp_path)
     assert png_size(written[1]) == (800, 500)
 
 
 def test_log_search_plots_puts_them_under_plots_of_the_parent_run(
     fake_store: FakeStore,
 ) -> None:
-    from ipt_ray.best import find_search, trial_rows
-    from ipt_ray.plots import log_search_plots
+    from ipt_ray.tracking.plots import log_search_plots
+    from ipt_ray.tracking.query import find_search, trial_rows
 
     client = mlflow_client(fake_store.uri)
     search = find_search(client, experiment="fake-pareto")
@@ -979,8 +973,8 @@ def test_export_register_creates_a_model_version_of_the_run(
 
 @pytest.mark.ray
 def test_plots_of_the_real_search(real_search: RealSearch, tmp_path: Path) -> None:
-    from ipt_ray.best import find_search, trial_rows
-    from ipt_ray.plots import log_search_plots
+    from ipt_ray.tracking.plots import log_search_plots
+    from ipt_ray.tracking.query import find_search, trial_rows
 
     client = mlflow_client(real_search.uri)
     search = find_search(client, search=real_search.summary.parent_run_id)
@@ -999,9 +993,9 @@ def test_best_and_export_against_a_tracking_server(
     toy_csv: Path,
     tmp_path: Path,
 ) -> None:
-    from ipt_ray.best import client_for, find_search, trial_rows
     from ipt_ray.bundle import load_bundle
-    from ipt_ray.plots import log_search_plots
+    from ipt_ray.tracking.plots import log_search_plots
+    from ipt_ray.tracking.query import client_for, find_search, trial_rows
 
     generators = {"task": {}, "prefix": {}}
     space = space_covering(tiny_models["bert"], toy_csv, generators, epochs=1)

@@ -23,15 +23,18 @@ import pytest
 from mlflow import MlflowClient
 
 from ipt_ray import constants as C
-from ipt_ray.journal import (
+from ipt_ray.testing import FlakyMlflowClient
+from ipt_ray.tracking import SearchTracker
+from ipt_ray.tracking.journal import (
     JOURNAL_FILE,
     REMOTE_JOURNALS_DIR,
     PendingCall,
     journal_path,
     read_journal,
 )
-from ipt_ray.testing import FlakyMlflowClient
-from ipt_ray.tracking import (
+from ipt_ray.tracking.store import experiment_artifact_location, local_tracking_uri
+from ipt_ray.tracking.tracker import TRIAL_LOST
+from ipt_ray.tracking.writer import (
     OP_CREATE_TRIAL_RUN,
     OP_LOG_DICT,
     OP_LOG_METRICS,
@@ -42,10 +45,6 @@ from ipt_ray.tracking import (
     OP_SET_TERMINATED,
     OP_TAG_BEST_TRIAL,
     OP_UPLOAD_CHECKPOINT,
-    TRIAL_LOST,
-    SearchTracker,
-    experiment_artifact_location,
-    local_tracking_uri,
 )
 
 NAME = "journaled search"
@@ -234,7 +233,7 @@ def test_a_truncated_last_line_is_ignored(
         f.write(b'{"seq":999,"op":"log_metrics","args":{"run":"x","metr')
     assert len(read_journal(store["journal"]).pending) == pending
 
-    with caplog.at_level(logging.WARNING, logger="ipt_ray.journal"):
+    with caplog.at_level(logging.WARNING, logger="ipt_ray.tracking.journal"):
         resumed = tracker(store)
     assert "truncated last line" in caplog.text
     assert resumed.pending_calls == pending

@@ -1,8 +1,8 @@
 """One place per store (issue "Reliability", item 6): what a search writes by default lies
 beside its MLflow store, whichever folder the command runs in.
 
-The rule lives in :mod:`ipt_ray.store` (:func:`~ipt_ray.store.store_dir`,
-:func:`~ipt_ray.store.runs_dir`); the search (:class:`ipt_ray.tuning.SearchLocations`), the
+The rule lives in :mod:`ipt_ray.tracking.store` (:func:`~ipt_ray.tracking.store.store_dir`,
+:func:`~ipt_ray.tracking.store.runs_dir`); the search (:class:`ipt_ray.tuning.SearchLocations`), the
 preflight checks, ``ipt-ray ui`` and the cluster submission all go through it. The unit tests
 start no Ray; the last test runs a real search with the CLI from an empty folder.
 """
@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from ipt_ray.errors import UserError
-from ipt_ray.store import (
+from ipt_ray.testing import run_cli
+from ipt_ray.tracking.store import (
     RUNS_DIR,
     absolute_tracking_uri,
     default_artifact_root,
@@ -27,7 +28,6 @@ from ipt_ray.store import (
     runs_dir,
     store_dir,
 )
-from ipt_ray.testing import run_cli
 
 SERVER = "http://127.0.0.1:5000"
 

@@ -15,16 +15,9 @@ from mlflow import MlflowClient
 from ipt_ray import constants as C
 from ipt_ray.config import TrainConfig
 from ipt_ray.testing import FlakyMlflowClient
-from ipt_ray.tracking import (
-    SPACE_ARTIFACT,
-    SUMMARY_ARTIFACT,
-    MlflowSearchTracker,
-    SearchTracker,
-    TrackingError,
-    experiment_artifact_location,
-    local_tracking_uri,
-    ui_command,
-)
+from ipt_ray.tracking import SearchTracker, TrackingCallback, TrackingError
+from ipt_ray.tracking.schema import SPACE_ARTIFACT, SUMMARY_ARTIFACT
+from ipt_ray.tracking.store import experiment_artifact_location, local_tracking_uri, ui_command
 
 
 @pytest.fixture
@@ -325,7 +318,7 @@ def test_tune_callback_maps_trial_events(store: dict[str, Any], tmp_path: Path) 
             epochs=2,
         )
 
-    callback = MlflowSearchTracker(
+    callback = TrackingCallback(
         tracker, to_train_config=to_train_config, fixed=space_fixed, num_samples=2
     )
     ok = SimpleNamespace(
@@ -404,7 +397,7 @@ def test_startup_seconds_count_from_the_trial_start_once(store: dict[str, Any]) 
     ],
 )
 def test_which_failures_are_waited_for(make: Any, attempts: int, expected: bool) -> None:
-    from ipt_ray.backlog import is_transient
+    from ipt_ray.tracking.backlog import is_transient
 
     assert is_transient(make(), attempts) is expected
 

@@ -8,12 +8,12 @@ are logged, and metrics before the run is closed. The queue is replayed at most 
 ``flush_timeout`` seconds for it to drain. A call the store refuses (a 4xx answer, a bad
 value) is logged as a warning and dropped.
 
-With a journal (:mod:`ipt_ray.journal`) every kept call is also appended to a file as it is
+With a journal (:mod:`ipt_ray.tracking.journal`) every kept call is also appended to a file as it is
 queued, and a backlog built on the same file (a resumed search) replays what a killed driver
 left, in order, before any new call.
 
-The calls are :class:`~ipt_ray.journal.PendingCall` records; what one *does* is the owner's
-business (``apply``: :meth:`ipt_ray.tracking.SearchTracker._apply`). MLflow is imported only
+The calls are :class:`~ipt_ray.tracking.journal.PendingCall` records; what one *does* is the owner's
+business (``apply``: :meth:`ipt_ray.tracking.writer.RunWriter._apply`). MLflow is imported only
 to classify its errors.
 """
 
@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from ipt_ray.journal import Journal, JournalContents, PendingCall
+from ipt_ray.tracking.journal import Journal, JournalContents, PendingCall
 
 logger = logging.getLogger(__name__)
 

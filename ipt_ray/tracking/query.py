@@ -10,13 +10,14 @@ the metric's history (a pruned or failed trial).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ipt_ray import constants as C
 from ipt_ray.errors import UserError, did_you_mean
-from ipt_ray.store import default_tracking_uri, sqlite_path
+from ipt_ray.tracking import schema as S
+from ipt_ray.tracking.store import default_tracking_uri, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -29,13 +30,19 @@ ROW_METRICS = (
     C.TRAINABLE_PARAMS,
     C.TRAINABLE_SHARE,
     C.SECONDS_PER_EPOCH,
-    "best_epoch",
+    S.BEST_PREFIX + C.EPOCH,
 )
 
 
 @dataclass
 class TrialRow:
-    """One trial of a search as ``ipt-ray best`` shows it."""
+    """One trial of a search as ``ipt-ray best`` shows it (and the plots draw it).
+
+    ``value`` is the ranked metric's best value over the trial's epochs; ``values`` the
+    same per objective of the search. ``started`` (the run's start, Unix ms) and ``params``
+    (every param of its run, as MLflow's strings) are known when the row was read from MLflow
+    (:func:`trial_rows`); they are not part of :meth:`to_dict`.
+    """
 
     rank: int
     run_id: str
@@ -48,28 +55,45 @@ class TrialRow:
     value: float | None
     metrics: dict[str, float] = field(default_factory=dict)
     values: dict[str, float | None] = field(default_factory=dict)  # per objective
+    started: float | None = None
+    params: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """The row as ``ipt-ray best --json`` prints it."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in _NOT_JSON}
+
+    @property
+    def completed(self) -> bool:
+        """Finished or pruned, with a finite value: a measurement the search made."""
+        return (
+            self.status in S.COMPLETED_STATUSES
+            and self.value is not None
+            and math.isfinite(self.value)
+        )
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], **fields: Any) -> TrialRow:
-        """A row whose generator, prompt length, lr and knobs are read from a trial's params.
+    def from_params(cls, settings: Mapping[str, Any], /, **fields: Any) -> TrialRow:
+        """A row whose generator, prompt length, lr and knobs are read from a trial's settings.
 
-        ``params`` are the trial's sampled and fixed settings, as MLflow holds them (strings)
-        or as Tune gave them (values); a generator's own knobs are ``<generator>.<knob>`` and
-        may hold its ``lr`` and ``prompt_length`` when the space makes those conditional.
-        ``fields`` are the other :class:`TrialRow` fields.
+        ``settings`` are the trial's sampled and fixed settings, as MLflow holds them
+        (strings) or as Tune gave them (values); a generator's own knobs are
+        ``<generator>.<knob>`` and may hold its ``lr`` and ``prompt_length`` when the space
+        makes those conditional. ``fields`` are the other :class:`TrialRow` fields.
         """
-        generator = str(params.get("generator", ""))
-        knobs = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(generator + ".")}
+        generator = str(settings.get("generator", ""))
+        knobs = {
+            k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith(generator + ".")
+        }
         return cls(
             generator=generator,
-            prompt_length=_int(params.get("prompt_length", knobs.pop("prompt_length", None))),
-            lr=_float(params.get("lr", knobs.pop("lr", None))),
+            prompt_length=_int(settings.get("prompt_length", knobs.pop("prompt_length", None))),
+            lr=_float(settings.get("lr", knobs.pop("lr", None))),
             knobs=knobs,
             **fields,
         )
+
+
+_NOT_JSON = ("started", "params")
 
 
 @dataclass
@@ -130,9 +154,9 @@ def find_search(
     """
     if search is not None:
         run = get_run(client, search)
-        kind = run.data.tags.get(C.TAG_KIND)
-        if kind != C.KIND_SEARCH:
-            parent = run.data.tags.get(C.TAG_PARENT_RUN)
+        kind = run.data.tags.get(S.TAG_KIND)
+        if kind != S.KIND_SEARCH:
+            parent = run.data.tags.get(S.TAG_PARENT_RUN)
             hint = f"; it is a trial of search {parent}" if parent else ""
             raise UserError(f"run {search} is not a search (parent) run{hint}")
         exp = client.get_experiment(run.info.experiment_id)
@@ -153,7 +177,7 @@ def find_search(
     runs = (
         client.search_runs(
             experiment_ids,
-            filter_string=f"tags.`{C.TAG_KIND}` = '{C.KIND_SEARCH}'",
+            filter_string=f"tags.`{S.TAG_KIND}` = '{S.KIND_SEARCH}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -180,15 +204,13 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
 
 
 def trial_status(run: Run) -> str:
-    status = run.info.status
-    if status == "FINISHED":
-        return "pruned" if run.data.tags.get(C.TAG_PRUNED) == "true" else "finished"
-    return {"FAILED": "failed", "KILLED": "killed"}.get(status, "running")
+    """The trial status (:data:`~ipt_ray.tracking.schema.STATUSES`) of a trial's run."""
+    return S.status_of(run.info.status, run.data.tags)
 
 
 def best_value(client: MlflowClient, run: Run, metric: str, mode: str) -> float | None:
     """The best value of ``metric`` over the run's epochs (None if never logged)."""
-    summary = run.data.metrics.get(f"best_{metric}")
+    summary = run.data.metrics.get(S.BEST_PREFIX + metric)
     if summary is not None:
         return float(summary)
     if metric not in run.data.metrics:
@@ -200,19 +222,26 @@ def best_value(client: MlflowClient, run: Run, metric: str, mode: str) -> float 
     return max(history) if mode == "max" else min(history)
 
 
-#: Metrics that are better low when they are not an objective of the search (``--metric``).
-LOWER_IS_BETTER = ("loss", "seconds", "_params", "share")
-
-
 def metric_mode(search: Search, metric: str) -> str:
-    """``max`` or ``min`` for ``metric``: the search's direction for its objectives, ``min``
-    for losses, times and sizes, ``max`` otherwise."""
+    """``max`` or ``min`` for ``metric``: the search's direction for its objectives, else
+    :func:`ipt_ray.tracking.schema.metric_direction`."""
     objectives = dict(search.objectives)
     if metric in objectives:
         return objectives[metric]
     if metric == search.metric:
         return search.mode
-    return "min" if any(word in metric for word in LOWER_IS_BETTER) else "max"
+    return S.metric_direction(metric)
+
+
+def child_runs(client: MlflowClient, search: Search) -> list[Run]:
+    """The trial runs of ``search`` (its child runs), in MLflow's order."""
+    return list(
+        client.search_runs(
+            [search.experiment_id],
+            filter_string=f"tags.`{S.TAG_PARENT_RUN}` = '{search.run_id}'",
+            max_results=10_000,
+        )
+    )
 
 
 def trial_rows(
@@ -223,15 +252,11 @@ def trial_rows(
     Raises:
         UserError: ``metric`` was given and no trial logged it.
     """
-    runs = client.search_runs(
-        [search.experiment_id],
-        filter_string=f"tags.`{C.TAG_PARENT_RUN}` = '{search.run_id}'",
-        max_results=10_000,
-    )
+    runs = child_runs(client, search)
     if metric is not None and runs:
         logged = {k for run in runs for k in run.data.metrics}
-        if metric not in logged and f"best_{metric}" not in logged:
-            names = sorted(k for k in logged if not k.startswith("best_"))
+        if metric not in logged and S.BEST_PREFIX + metric not in logged:
+            names = sorted(k for k in logged if not k.startswith(S.BEST_PREFIX))
             raise UserError(
                 f"no trial of search {search.run_id} logged the metric {metric!r}"
                 f"{did_you_mean(metric, names)}; logged: {', '.join(names)}"
@@ -246,7 +271,7 @@ def trial_rows(
                 run.data.params,
                 rank=0,
                 run_id=run.info.run_id,
-                trial_id=run.data.tags.get(C.TAG_TRIAL_ID, ""),
+                trial_id=run.data.tags.get(S.TAG_TRIAL_ID, ""),
                 status=trial_status(run),
                 value=values.get(metric)
                 if metric in values
@@ -255,6 +280,8 @@ def trial_rows(
                     k: float(run.data.metrics[k]) for k in ROW_METRICS if k in run.data.metrics
                 },
                 values=values,
+                started=float(run.info.start_time or 0),
+                params=dict(run.data.params),
             )
         )
     sign = -1.0 if mode == "max" else 1.0
@@ -262,44 +289,13 @@ def trial_rows(
     rows.sort(
         key=lambda r: (
             r.value is None,
-            r.status not in ("finished", "pruned"),
+            r.status not in S.COMPLETED_STATUSES,
             sign * (r.value or 0.0),
         )
     )
     for rank, row in enumerate(rows, start=1):
         row.rank = rank
     return rows
-
-
-def pareto_front(rows: Sequence[TrialRow], objectives: Sequence[tuple[str, str]]) -> list[TrialRow]:
-    """Rows no other row dominates on every objective (rows missing a value are left out).
-
-    A row dominates another when it is at least as good on every objective and better on one.
-    """
-
-    def oriented(row: TrialRow) -> list[float] | None:
-        out = []
-        for metric, mode in objectives:
-            value = row.values.get(metric)
-            if value is None and metric in row.metrics:
-                value = row.metrics[metric]
-            if value is None:
-                return None
-            out.append(value if mode == "max" else -value)
-        return out
-
-    scored = [(row, oriented(row)) for row in rows]
-    points = [(row, p) for row, p in scored if p is not None]
-    front = []
-    for row, p in points:
-        dominated = any(
-            all(a >= b for a, b in zip(q, p, strict=True))
-            and any(a > b for a, b in zip(q, p, strict=True))
-            for _, q in points
-        )
-        if not dominated:
-            front.append(row)
-    return front
 
 
 def _int(value: Any) -> int | None:

@@ -1,6 +1,6 @@
 """The on-disk journal of MLflow calls a search could not make yet (the store was unreachable).
 
-:class:`ipt_ray.tracking.SearchTracker` keeps such calls, in order, as :class:`PendingCall`
+:class:`ipt_ray.tracking.tracker.SearchTracker` keeps such calls, in order, as :class:`PendingCall`
 records: an operation name and JSON-able arguments. With a journal, each record is also
 appended here as it is queued, so that a driver killed during an MLflow outage loses none of
 them: the resumed search's tracker reads the journal and replays it before any new call.
@@ -20,7 +20,7 @@ removed once nothing is pending.
 
 Since every ``done`` line is fsynced before the next call is tried, at most one call of a
 journal (the first pending one) can have reached MLflow without its ``done`` line: only that
-one is replayed as "maybe applied already" (see ``SearchTracker._apply``).
+one is replayed as "maybe applied already" (see ``RunWriter._apply``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class PendingCall:
     journal stores (``attempts`` is this process's count and is not written).
 
     ``op`` names the operation and ``args`` are its JSON-able arguments;
-    ``SearchTracker._apply`` turns them into the MlflowClient call. ``what`` describes it in
+    ``RunWriter._apply`` turns them into the MlflowClient call. ``what`` describes it in
     warnings. ``seq`` orders the calls of one search (unique within its journal).
     """
 

@@ -1,0 +1,132 @@
+"""What a search's tracker knows about one trial (:class:`TrialRecord`), and which reported
+result keys are metrics.
+
+No MLflow and no Ray here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipt_ray import constants as C
+from ipt_ray.tracking.schema import STATUS_RUNNING
+
+#: Metrics that do not change during a trial: logged once, at the first epoch.
+STATIC_METRICS = (
+    C.TRAINABLE_PARAMS,
+    C.BACKBONE_PARAMS,
+    C.TRAINABLE_SHARE,
+    C.STARTUP_SECONDS,
+    C.TORCH_THREADS,
+)
+#: Result keys that are bookkeeping, not metrics (Tune's auto-filled keys among them).
+NON_METRIC_KEYS = frozenset(
+    {
+        C.EPOCH,
+        C.FIRST_STEP_UNIX,
+        "training_iteration",
+        "time_total_s",
+        "time_this_iter_s",
+        "timestamp",
+        "pid",
+        "time_since_restore",
+        "iterations_since_restore",
+        "timesteps_total",
+        "episodes_total",
+        "timesteps_since_restore",
+        "done",
+        "trial_id",
+        "date",
+        "hostname",
+        "node_ip",
+        "config",
+        "checkpoint_dir_name",
+        "experiment_tag",
+        "should_checkpoint",
+    }
+)
+
+
+@dataclass
+class TrialRecord:
+    """What the tracker knows about one trial (kept even when MLflow calls fail).
+
+    ``best_value``/``best_epoch`` are the best reported value of the search metric and its
+    epoch; ``checkpoints`` maps epoch to ``(rank, checkpoint path)`` (the rank is the checkpoint
+    score, or the metric value).
+    """
+
+    trial_id: str
+    run_id: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    sampled: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int | None = None
+    status: str = STATUS_RUNNING
+    last_epoch: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    checkpoints: dict[int, tuple[float | None, str]] = field(default_factory=dict)
+    # (epoch, checkpoint rank) of the latest result: a checkpoint Tune persists after it
+    # (the actor runner) belongs to that epoch.
+    last_rank: tuple[int, float | None] | None = None
+    uploaded_checkpoint: str | None = None
+    run_requested: bool = False  # its run's creation was sent or buffered
+    logged_epochs: list[int] = field(default_factory=list)
+    error: str | None = None
+    node: str | None = None
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting the trial ran with: what its MLflow run logs as params."""
+        return {**self.sampled, **self.params}
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == STATUS_RUNNING
+
+    @property
+    def has_run(self) -> bool:
+        """The trial has an MLflow run, or one whose creation is buffered."""
+        return self.run_id is not None or self.run_requested
+
+
+#: Where a tracker writes: a run id, or a trial (whose run id may still be on its way).
+Run = str | TrialRecord
+
+
+def as_number(value: Any) -> float | None:
+    """``value`` as a float when it is an int or float (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def better(a: float, b: float | None, mode: str) -> bool:
+    """Whether ``a`` beats ``b`` in direction ``mode`` (NaN never beats; anything beats
+    None or NaN)."""
+    if math.isnan(a):
+        return False
+    if b is None or math.isnan(b):
+        return True
+    return a > b if mode == "max" else a < b
+
+
+def checkpoint_order(record: TrialRecord, *, descending: bool) -> list[str]:
+    """The record's checkpoint paths, best first (by rank, highest first when ``descending``;
+    ties: the earlier epoch; unranked checkpoints last, newest first)."""
+    sign = -1.0 if descending else 1.0
+
+    def key(item: tuple[int, tuple[float | None, str]]) -> tuple[int, float, int]:
+        epoch, (score, _) = item
+        if score is None or math.isnan(score):
+            return (1, 0.0, -epoch)  # unscored last, newest first
+        return (0, sign * score, epoch)
+
+    return [path for _, (_, path) in sorted(record.checkpoints.items(), key=key)]

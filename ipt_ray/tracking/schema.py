@@ -1,0 +1,156 @@
+"""What a writer and a reader of a search's MLflow records must agree on, in one place.
+
+Tag names, artifact names, the trial statuses and their MLflow run statuses, the result key a
+trial reports its hosts under, and the direction (``max``/``min``) of every metric the trials
+report. The tracker writes with these names; ``ipt-ray best``, ``export`` and the plots read
+with them.
+
+No MLflow, Ray or torch import here (only :mod:`ipt_ray.constants`): any layer, loading a
+search space included, may import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from ipt_ray import constants as C
+from ipt_ray.constants import (
+    KIND_SEARCH,
+    KIND_TRIAL,
+    TAG_BEST_TRIAL,
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_NODE,
+    TAG_PARENT_RUN,
+    TAG_PRUNED,
+    TAG_RUN_NAME,
+    TAG_TRIAL_ID,
+)
+
+# -- artifacts ----------------------------------------------------------------------------
+#: The search space file, on the parent run.
+SPACE_ARTIFACT = "search_space.yaml"
+#: The search summary (``SearchSummary.to_dict()``), on the parent run.
+SUMMARY_ARTIFACT = "search_summary.json"
+#: Folder of a trial run holding its best checkpoint (weights + config, no optimizer state).
+CHECKPOINT_ARTIFACT_DIR = "checkpoint"
+#: Folder of the parent run holding the search's plots.
+PLOTS_ARTIFACT_DIR = "plots"
+
+# -- what trials report -------------------------------------------------------------------
+#: Result key with the hosts of a trial's workers; the tracker writes it to the tag of the
+#: same name (:data:`TAG_NODE`).
+NODE_RESULT_KEY = TAG_NODE
+#: Prefix of the metrics a trial reports at its end about its best epoch (``best_<metric>``).
+BEST_PREFIX = "best_"
+
+# -- trial statuses -----------------------------------------------------------------------
+STATUS_RUNNING = "running"
+STATUS_FINISHED = "finished"
+STATUS_PRUNED = "pruned"  # stopped before its last epoch (ASHA), without an error
+STATUS_FAILED = "failed"
+STATUS_KILLED = "killed"  # the search was interrupted, or the trial was lost with its driver
+#: Every status, in the order counts and tables show them.
+STATUSES = (STATUS_FINISHED, STATUS_PRUNED, STATUS_FAILED, STATUS_KILLED, STATUS_RUNNING)
+#: Statuses of trials that measured something (a pruned trial was stopped for scoring low):
+#: what ``export`` may pick and what the plots call completed.
+COMPLETED_STATUSES = (STATUS_FINISHED, STATUS_PRUNED)
+#: The MLflow run status of a closed trial (a pruned one is FINISHED with ``pruned=true``).
+MLFLOW_STATUS = {
+    STATUS_FINISHED: "FINISHED",
+    STATUS_PRUNED: "FINISHED",
+    STATUS_FAILED: "FAILED",
+    STATUS_KILLED: "KILLED",
+}
+
+
+def status_of(mlflow_status: str, tags: Mapping[str, str]) -> str:
+    """The trial status of a run with ``mlflow_status`` and ``tags``: the inverse of
+    :data:`MLFLOW_STATUS` (an open or scheduled run is ``running``)."""
+    if mlflow_status == "FINISHED":
+        return STATUS_PRUNED if tags.get(TAG_PRUNED) == "true" else STATUS_FINISHED
+    return {"FAILED": STATUS_FAILED, "KILLED": STATUS_KILLED}.get(mlflow_status, STATUS_RUNNING)
+
+
+# -- metric directions --------------------------------------------------------------------
+Direction = Literal["max", "min"]
+DIRECTIONS: tuple[Direction, ...] = ("max", "min")
+#: Metrics reported per split (as ``val_<name>`` and ``test_<name>``), higher is better.
+SPLIT_METRIC_DIRECTIONS: dict[str, Direction] = {
+    C.ACCURACY: "max",
+    C.F1_MACRO: "max",
+    C.F1: "max",
+    C.MCC: "max",
+}
+#: Metrics reported without a split prefix, with the direction that makes them better.
+OTHER_METRIC_DIRECTIONS: dict[str, Direction] = {
+    C.TRAIN_LOSS: "min",
+    C.EPOCH_SECONDS: "min",
+    C.SECONDS_PER_EPOCH: "min",
+    C.SAMPLES_PER_SECOND: "max",
+    C.TRAINABLE_PARAMS: "min",
+    C.TRAINABLE_SHARE: "min",
+}
+#: Every metric the trials report that a search may optimize, with its direction.
+METRIC_DIRECTIONS: dict[str, Direction] = {
+    **OTHER_METRIC_DIRECTIONS,
+    **{
+        prefix + name: mode
+        for prefix in (C.VAL_PREFIX, C.TEST_PREFIX)
+        for name, mode in SPLIT_METRIC_DIRECTIONS.items()
+    },
+}
+#: Name parts of metrics that are better low (losses, times, sizes), for metrics outside
+#: :data:`METRIC_DIRECTIONS` (``backbone_params``, ``startup_seconds``, a task's own loss).
+_LOWER_IS_BETTER = ("loss", "seconds", "_params", "share")
+
+
+def known_direction(metric: str) -> Direction | None:
+    """The direction of a metric in :data:`METRIC_DIRECTIONS`, else None."""
+    return METRIC_DIRECTIONS.get(metric)
+
+
+def metric_direction(metric: str) -> Direction:
+    """The direction of any logged metric: :func:`known_direction`, else ``min`` for names
+    of losses, times and sizes, ``max`` otherwise."""
+    known = known_direction(metric)
+    if known is not None:
+        return known
+    return "min" if any(word in metric for word in _LOWER_IS_BETTER) else "max"
+
+
+__all__ = [
+    "BEST_PREFIX",
+    "CHECKPOINT_ARTIFACT_DIR",
+    "COMPLETED_STATUSES",
+    "DIRECTIONS",
+    "KIND_SEARCH",
+    "KIND_TRIAL",
+    "METRIC_DIRECTIONS",
+    "MLFLOW_STATUS",
+    "NODE_RESULT_KEY",
+    "OTHER_METRIC_DIRECTIONS",
+    "PLOTS_ARTIFACT_DIR",
+    "SPACE_ARTIFACT",
+    "SPLIT_METRIC_DIRECTIONS",
+    "STATUSES",
+    "STATUS_FAILED",
+    "STATUS_FINISHED",
+    "STATUS_KILLED",
+    "STATUS_PRUNED",
+    "STATUS_RUNNING",
+    "SUMMARY_ARTIFACT",
+    "TAG_BEST_TRIAL",
+    "TAG_ERROR",
+    "TAG_KIND",
+    "TAG_NODE",
+    "TAG_PARENT_RUN",
+    "TAG_PRUNED",
+    "TAG_RUN_NAME",
+    "TAG_TRIAL_ID",
+    "Direction",
+    "known_direction",
+    "metric_direction",
+    "status_of",
+]

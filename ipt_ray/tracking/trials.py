@@ -1,0 +1,277 @@
+"""The trials of a search in MLflow: :class:`TrialLog`, a child run per trial.
+
+A trial's run (tags ``mlflow.parentRunId``, ``ray.trial_id``, ``ipt_ray.kind=trial``,
+``node``) logs as params the trial's :meth:`TrainConfig.flat_params` plus the sampled params;
+every reported numeric metric with ``step = epoch`` (the parameter counts once); the best
+checkpoint's files (weights + config, no optimizer state) under ``checkpoint/``; status
+FINISHED (tag ``pruned=true`` when stopped before its last epoch without an error), FAILED
+(tag ``error``) or KILLED (the search was interrupted).
+
+No Ray here: :class:`~ipt_ray.tracking.callback.TrackingCallback` feeds it from Tune.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ipt_ray import constants as C
+from ipt_ray.tracking import schema as S
+from ipt_ray.tracking.backlog import quick_http_requests
+from ipt_ray.tracking.record import (
+    NON_METRIC_KEYS,
+    STATIC_METRICS,
+    TrialRecord,
+    as_number,
+    better,
+    checkpoint_order,
+)
+from ipt_ray.tracking.writer import (
+    OP_CREATE_TRIAL_RUN,
+    OP_SET_STATUS,
+    OP_SET_TAG,
+    OP_UPLOAD_CHECKPOINT,
+    RunWriter,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class TrialLog(RunWriter):
+    """A :class:`~ipt_ray.tracking.writer.RunWriter` that logs the trials of one search.
+
+    :class:`~ipt_ray.tracking.tracker.SearchTracker` sets the attributes declared here.
+    """
+
+    metric: str
+    mode: str
+    checkpoint_score_key: str | None
+    experiment_id: str | None
+    parent_run_id: str | None
+    # trial id -> why the search itself failed it (the watchdog), for its error tag
+    _failure_reasons: dict[str, str]
+
+    def start_trial(
+        self,
+        trial_id: str,
+        *,
+        params: Mapping[str, Any],
+        sampled: Mapping[str, Any] | None = None,
+        max_epochs: int | None = None,
+    ) -> TrialRecord:
+        """Create the trial's child run (once: a restarted trial keeps its run).
+
+        ``params`` (the TrainConfig's flat params) and ``sampled`` (the searched values) are
+        logged together; a sampled name that is also a flat param is logged once.
+        """
+        record = self.trials.get(trial_id)
+        if record is not None:  # restarted (failure retry) or resumed (interrupted search)
+            reopen = record.status != S.STATUS_RUNNING and record.has_run
+            record.status, record.ended, record.error = S.STATUS_RUNNING, None, None
+            if reopen:
+                self._call(OP_SET_STATUS, "reopen a resumed trial's run", record, status="RUNNING")
+            if record.has_run:
+                return record
+            # else: its run was never created (MLflow was down when the driver died): now
+        else:
+            record = TrialRecord(
+                trial_id, params=dict(params), sampled=dict(sampled or {}), max_epochs=max_epochs
+            )
+            self.trials[trial_id] = record
+        tags = {
+            S.TAG_KIND: S.KIND_TRIAL,
+            S.TAG_TRIAL_ID: trial_id,
+        }
+        if self.parent_run_id is not None:
+            tags[S.TAG_PARENT_RUN] = self.parent_run_id
+        if self.experiment_id is None:
+            logger.warning(
+                "MLflow: no experiment (start_search was not called); trial %s is not tracked",
+                trial_id,
+            )
+            return record
+        record.run_requested = True
+        self._call(
+            OP_CREATE_TRIAL_RUN,
+            f"create the run of trial {trial_id}",
+            trial=trial_id,
+            experiment_id=self.experiment_id,
+            run_name=f"trial-{trial_id}",
+            tags=tags,
+        )
+        self._log_params(record, record.settings)
+        return record
+
+    def log_result(
+        self, trial_id: str, result: Mapping[str, Any], *, checkpoint: str | None = None
+    ) -> None:
+        """Log one reported result: numeric values as metrics at ``step = result['epoch']``.
+
+        ``checkpoint`` is the path of the checkpoint reported with it (if any).
+        """
+        record = self.trials.get(trial_id) or self.start_trial(trial_id, params={})
+        epoch_value = as_number(result.get(C.EPOCH))
+        epoch = int(epoch_value) if epoch_value is not None else record.last_epoch + 1
+        values: dict[str, float] = {}
+        for key, value in result.items():
+            number = as_number(value)
+            if number is None or key in NON_METRIC_KEYS or key == self.checkpoint_score_key:
+                continue
+            if key in STATIC_METRICS and key in record.metrics:
+                continue
+            values[key] = number
+        first_step = as_number(result.get(C.FIRST_STEP_UNIX))
+        if first_step is not None and C.STARTUP_SECONDS not in record.metrics:
+            # From the trial's start (Tune started its actor) to the first training step.
+            values[C.STARTUP_SECONDS] = max(0.0, first_step - record.started)
+        record.metrics.update(values)
+        record.last_epoch = max(record.last_epoch, epoch)
+        score = as_number(result.get(self.metric))
+        if score is not None and better(score, record.best_value, self.mode):
+            record.best_value, record.best_epoch = score, epoch
+            record.best_metrics = dict(values)
+        rank = score
+        if self.checkpoint_score_key is not None:
+            rank = as_number(result.get(self.checkpoint_score_key))
+        record.last_rank = (epoch, rank)
+        if checkpoint:
+            record.checkpoints[epoch] = (rank, checkpoint)
+        node = result.get(S.NODE_RESULT_KEY)
+        if not record.has_run:
+            return
+        if isinstance(node, str) and node != record.node:
+            record.node = node
+            self._call(OP_SET_TAG, "set the node tag", record, key=S.TAG_NODE, value=node)
+        if checkpoint and any(e not in record.logged_epochs for e in range(1, epoch)):
+            self._backfill(record, checkpoint, epoch)
+        if values:
+            self._log_metrics(record, values, epoch)
+            record.logged_epochs.append(epoch)
+
+    def attach_checkpoint(self, trial_id: str, checkpoint: str) -> None:
+        """Record a checkpoint persisted after the trial's latest result (Tune's own
+        checkpoints, which arrive after their result: the actor runner)."""
+        record = self.trials.get(trial_id)
+        if record is None or record.last_rank is None:
+            return
+        epoch, rank = record.last_rank
+        record.checkpoints[epoch] = (rank, checkpoint)
+        if record.has_run and any(e not in record.logged_epochs for e in range(1, epoch)):
+            self._backfill(record, checkpoint, epoch)
+
+    def _backfill(self, record: TrialRecord, checkpoint: str, epoch: int) -> None:
+        """Log earlier epochs this tracker never logged, from the checkpoint's history.
+
+        A driver killed after a worker reported an epoch (and Ray saved its checkpoint) but
+        before this tracker logged it would leave a gap once the trial resumes past it; every
+        checkpoint carries the trial's per-epoch metrics, so the gap is filled from there.
+        """
+        try:
+            with self.resolve_checkpoint(checkpoint) as directory:
+                if directory is None:
+                    return
+                state = json.loads((directory / C.STATE_FILE).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            logger.warning("MLflow: no history in checkpoint %s: %s", checkpoint, exc)
+            return
+        if record.run_id is None or self.backlog:
+            return  # no run to read yet: tried again with the next checkpoint
+        # MLflow is the truth about what is logged (with the backlog empty, everything this
+        # process sent has reached it): a restored tracker's own list may be an older snapshot
+        # than what reached the store before the driver died, or name epochs that were still
+        # buffered when it died.
+        try:
+            with quick_http_requests():
+                history = self.client.get_metric_history(record.run_id, self.metric)
+        except Exception as exc:
+            logger.warning("MLflow: reading the logged epochs of %s failed: %s", record.run_id, exc)
+            return
+        record.logged_epochs = sorted({int(m.step) for m in history})
+        for entry in state.get("history", []):
+            past = int(entry.get("epoch", 0))
+            if 0 < past < epoch and past not in record.logged_epochs:
+                values = {
+                    k: float(v)
+                    for k, v in entry.get("metrics", {}).items()
+                    if as_number(v) is not None
+                    and k not in NON_METRIC_KEYS
+                    and k not in STATIC_METRICS
+                }
+                self._log_metrics(record, values, past)
+                record.logged_epochs.append(past)
+
+    def _checkpoint_order(self, record: TrialRecord) -> list[str]:
+        """Checkpoint paths, best first (by the checkpoint score, else by the metric; ties:
+        the earlier epoch)."""
+        descending = self.checkpoint_score_key is not None or self.mode == "max"
+        return checkpoint_order(record, descending=descending)
+
+    def upload_best_checkpoint(self, trial_id: str) -> None:
+        """Upload (or buffer the upload of) the trial's best checkpoint that still exists, under
+        ``checkpoint/``; ``record.uploaded_checkpoint`` is its path once it is uploaded."""
+        record = self.trials.get(trial_id)
+        if record is None or not record.has_run or record.uploaded_checkpoint:
+            return
+        paths = self._checkpoint_order(record)
+        if not paths:
+            return
+        self._call(
+            OP_UPLOAD_CHECKPOINT,
+            f"upload the checkpoint of trial {trial_id}",
+            record,
+            trial=trial_id,
+            paths=paths,
+        )
+
+    def explain_failure(self, trial_id: str, reason: str) -> None:
+        """Record why the search itself is failing a trial (a one-line reason, such as the
+        watchdog's ``TrialStalled: ...``): its run's ``error`` tag says that, not the
+        actor death that Tune sees."""
+        self._failure_reasons[trial_id] = reason
+
+    def end_trial(self, trial_id: str, *, error: str | None = None) -> TrialRecord:
+        """Close the trial's run: FAILED with an ``error`` tag, or FINISHED (``pruned`` tag
+        ``true`` when it stopped before its last epoch); upload its best checkpoint."""
+        record = self.trials.get(trial_id) or self.start_trial(trial_id, params={})
+        record.ended = time.time()
+        reason = self._failure_reasons.pop(trial_id, None)
+        if error is not None and reason is not None:
+            error = reason
+        if error is not None:
+            record.status, record.error = S.STATUS_FAILED, error
+        elif record.max_epochs is not None and record.last_epoch < record.max_epochs:
+            record.status = S.STATUS_PRUNED
+        else:
+            record.status = S.STATUS_FINISHED
+        if not record.has_run:
+            return record
+        self.upload_best_checkpoint(trial_id)
+        if error is not None:
+            self._call(
+                OP_SET_TAG,
+                "set the error tag",
+                record,
+                key=S.TAG_ERROR,
+                value=error[:5000] or "error",
+            )
+        else:
+            pruned = "true" if record.status == S.STATUS_PRUNED else "false"
+            self._call(OP_SET_TAG, "set the pruned tag", record, key=S.TAG_PRUNED, value=pruned)
+        self._terminate(record, S.MLFLOW_STATUS[record.status])
+        return record
+
+    def kill_open_trials(self) -> list[str]:
+        """Mark every trial still running as KILLED; return their ids."""
+        killed = []
+        for record in self.trials.values():
+            if not record.is_open:
+                continue
+            record.status, record.ended = S.STATUS_KILLED, time.time()
+            killed.append(record.trial_id)
+            if record.has_run:
+                self.upload_best_checkpoint(record.trial_id)
+                self._terminate(record, S.MLFLOW_STATUS[S.STATUS_KILLED])
+        return killed
