@@ -791,17 +791,17 @@ def export(
         if register is not None:
             raise UserError("--register needs a run in MLflow, not a checkpoint folder")
         if format_ == "peft":
-            from ipt_ray.peft_export import write_peft_adapter
+            from ipt_ray.artifacts.peft import write_peft_adapter
 
             written = write_peft_adapter(Path(run_id), target)
         else:
-            from ipt_ray.bundle import write_bundle
+            from ipt_ray.artifacts.bundle import write_bundle
 
             written = write_bundle(Path(run_id), target)
         print(f"exported {run_id} to {written}")
         return
+    from ipt_ray.artifacts.export import export as export_run
     from ipt_ray.best import client_for
-    from ipt_ray.export import export as export_run
 
     client, uri = client_for(tracking_uri)
     written, winner, version = export_run(
@@ -873,7 +873,7 @@ DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda")]
 def _texts(
     input_: Path | None, text: list[str] | None, text_column: str, text_pair_column: str | None
 ) -> tuple[list[str], list[str] | None]:
-    from ipt_ray.predict import read_texts
+    from ipt_ray.artifacts.predict import read_texts
 
     if (input_ is None) == (not text):
         raise UserError("give either --input FILE or one or more --text TEXT")
@@ -899,8 +899,13 @@ def predict(
 ) -> None:
     """Predict labels and probabilities for texts with an exported bundle (no Ray, no MLflow)."""
     quiet_libraries()
-    from ipt_ray.bundle import load_bundle
-    from ipt_ray.predict import PREDICTION_SUFFIXES, _suffix, prediction_table, write_predictions
+    from ipt_ray.artifacts.bundle import load_bundle
+    from ipt_ray.artifacts.predict import (
+        PREDICTION_SUFFIXES,
+        _suffix,
+        prediction_table,
+        write_predictions,
+    )
 
     if output is not None:
         _suffix(output, PREDICTION_SUFFIXES, "predictions")  # fail before loading anything
@@ -931,8 +936,8 @@ def prompts(
 ) -> None:
     """Write the instance-wise prompt vectors of texts (.npy or .safetensors)."""
     quiet_libraries()
-    from ipt_ray.bundle import load_bundle
-    from ipt_ray.predict import PROMPT_SUFFIXES, _suffix, write_prompts
+    from ipt_ray.artifacts.bundle import load_bundle
+    from ipt_ray.artifacts.predict import PROMPT_SUFFIXES, _suffix, write_prompts
 
     _suffix(output, PROMPT_SUFFIXES, "prompt vectors")
     texts, pairs = _texts(input_, text, text_column, text_pair_column)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ipt_ray.bundle import (
+from ipt_ray.artifacts.bundle import (
     CHECKSUMS_NAME,
     CONFIG_NAME,
     README_NAME,
@@ -27,18 +27,18 @@ from ipt_ray.bundle import (
     write_bundle,
     write_checksums,
 )
-from ipt_ray.checkpoint import load_weights, read_config
-from ipt_ray.config import TrainConfig
-from ipt_ray.errors import UserError
-from ipt_ray.loop import TrainingRun
-from ipt_ray.model import build_model
-from ipt_ray.predict import (
+from ipt_ray.artifacts.predict import (
     predict_file,
     prompts_file,
     read_texts,
     write_predictions,
     write_prompts,
 )
+from ipt_ray.checkpoint import load_weights, read_config
+from ipt_ray.config import TrainConfig
+from ipt_ray.errors import UserError
+from ipt_ray.loop import TrainingRun
+from ipt_ray.model import build_model
 from ipt_ray.testing import write_toy_csv
 
 TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun", "zzz unknown"]
@@ -407,7 +407,7 @@ def test_texts_and_pairs_must_fit_the_bundle(checkpoints, bundle, tmp_path):
 def test_loading_imports_neither_ray_nor_mlflow(bundle):
     script = (
         "import json, sys\n"
-        "from ipt_ray.bundle import load_bundle\n"
+        "from ipt_ray.artifacts.bundle import load_bundle\n"
         f"b = load_bundle({str(bundle)!r})\n"
         f"rows = b.predict({TEXTS!r})\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')]\n"

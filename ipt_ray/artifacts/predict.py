@@ -1,6 +1,6 @@
 """Texts in, predictions and prompt vectors out: the file side of ``ipt-ray predict/prompts``.
 
-Needs: a :class:`~ipt_ray.bundle.LoadedBundle` (or anything with its ``predict`` /
+Needs: a :class:`~ipt_ray.artifacts.bundle.LoadedBundle` (or anything with its ``predict`` /
 ``prompt_vectors``). Provides readers for input files and atomic writers for the results.
 
 Input files (:func:`read_texts`):

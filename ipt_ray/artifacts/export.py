@@ -153,10 +153,10 @@ def export(
     trial_run_id = winner.run.info.run_id
     with downloaded_checkpoint(client, trial_run_id) as checkpoint:
         if fmt == "peft":
-            from ipt_ray.peft_export import write_peft_adapter
+            from ipt_ray.artifacts.peft import write_peft_adapter
 
             return write_peft_adapter(checkpoint, out), winner, None
-        from ipt_ray.bundle import write_bundle
+        from ipt_ray.artifacts.bundle.write import write_bundle
 
         bundle = write_bundle(
             checkpoint, out, provenance=provenance(winner, tracking_uri), score=winner.value
