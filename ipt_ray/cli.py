@@ -401,7 +401,7 @@ def search(
     """Search a space with Ray Tune + Optuna TPE (+ ASHA); every trial trained in a reused
     Tune trial process or as a Ray Train job; everything tracked in MLflow."""
     quiet_libraries()
-    from ipt_ray import preflight
+    from ipt_ray.cluster import preflight
     from ipt_ray.space import load_space
     from ipt_ray.store import absolute_tracking_uri, default_storage, default_tracking_uri
 
@@ -446,7 +446,7 @@ def search(
         )
     preflight.check_ray_address(address)
     if preflight.is_dashboard_address(address):
-        from ipt_ray.submit import submit_search
+        from ipt_ray.cluster.submit import submit_search
 
         # The job runs in a folder of its own on the cluster: a relative sqlite path would
         # name another store there (and put the Ray results beside that one).
@@ -548,7 +548,7 @@ JobAddressOpt = Annotated[
 
 
 def _client(address: str | None) -> tuple[Any, str]:
-    from ipt_ray.submit import default_address, job_client
+    from ipt_ray.cluster.submit import default_address, job_client
 
     where = address or default_address()
     return job_client(where), where
@@ -556,7 +556,7 @@ def _client(address: str | None) -> tuple[Any, str]:
 
 def _job_call(address: str | None, method: str, *args: Any) -> Any:
     """Call ``JobSubmissionClient.<method>(*args)``; its errors become one line (UserError)."""
-    from ipt_ray.submit import explain_job_error
+    from ipt_ray.cluster.submit import explain_job_error
 
     client, where = _client(address)
     try:
@@ -596,7 +596,7 @@ def jobs_logs(
     if not follow:
         print(_job_call(address, "get_job_logs", job_id), end="")
         return
-    from ipt_ray.submit import explain_job_error, follow_logs
+    from ipt_ray.cluster.submit import explain_job_error, follow_logs
 
     client, where = _client(address)
     try:
