@@ -870,16 +870,18 @@ BackboneOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda")]
 
 
-def _texts(
-    input_: Path | None, text: list[str] | None, text_column: str, text_pair_column: str | None
-) -> tuple[list[str], list[str] | None]:
-    from ipt_ray.artifacts.predict import read_texts
-
+def _text_source(
+    input_: Path | None, text: list[str] | None
+) -> tuple[Path | None, list[str] | None]:
+    """``--input`` or ``--text``, exactly one of them."""
     if (input_ is None) == (not text):
         raise UserError("give either --input FILE or one or more --text TEXT")
-    if input_ is not None:
-        return read_texts(input_, text_column=text_column, text_pair_column=text_pair_column)
-    return list(text or []), None
+    return input_, (list(text) if text else None)
+
+
+def _column_flag(exc: Any) -> UserError:
+    """A missing-column error worded with the flag the user passes (``--text-column``)."""
+    return UserError(exc.naming(f"--{exc.setting.replace('_', '-')}"))
 
 
 @app.command()
@@ -899,26 +901,29 @@ def predict(
 ) -> None:
     """Predict labels and probabilities for texts with an exported bundle (no Ray, no MLflow)."""
     quiet_libraries()
-    from ipt_ray.artifacts.bundle import load_bundle
-    from ipt_ray.artifacts.predict import (
-        PREDICTION_SUFFIXES,
-        _suffix,
-        prediction_table,
-        write_predictions,
-    )
+    from ipt_ray.artifacts.predict import predict_file
+    from ipt_ray.artifacts.texts import ColumnNotFound
 
-    if output is not None:
-        _suffix(output, PREDICTION_SUFFIXES, "predictions")  # fail before loading anything
-    texts, pairs = _texts(input_, text, text_column, text_pair_column)
-    loaded = load_bundle(bundle, backbone=backbone, device=device)
-    rows = loaded.predict(texts, pairs, batch_size=batch_size)
+    input_path, texts = _text_source(input_, text)
+    try:
+        records = predict_file(
+            bundle,
+            input_path,
+            output,
+            texts=texts,
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            batch_size=batch_size,
+            backbone=backbone,
+            device=device,
+        )
+    except ColumnNotFound as exc:
+        raise _column_flag(exc) from None
     if output is None:
-        _, records = prediction_table(rows, texts=texts, text_pairs=pairs)
         for record in records:
             print(json.dumps(record))
         return
-    write_predictions(rows, output, texts=texts, text_pairs=pairs)
-    print(f"{len(rows)} predictions written to {output}")
+    print(f"{len(records)} predictions written to {output}")
 
 
 @app.command()
@@ -936,16 +941,29 @@ def prompts(
 ) -> None:
     """Write the instance-wise prompt vectors of texts (.npy or .safetensors)."""
     quiet_libraries()
-    from ipt_ray.artifacts.bundle import load_bundle
-    from ipt_ray.artifacts.predict import PROMPT_SUFFIXES, _suffix, write_prompts
+    from ipt_ray.artifacts.predict import prompts_file
+    from ipt_ray.artifacts.texts import ColumnNotFound
 
-    _suffix(output, PROMPT_SUFFIXES, "prompt vectors")
-    texts, pairs = _texts(input_, text, text_column, text_pair_column)
-    loaded = load_bundle(bundle, backbone=backbone, device=device)
-    vectors = loaded.prompt_vectors(texts, pairs, batch_size=batch_size)
-    write_prompts(vectors, output)
-    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in vectors.items())
-    print(f"prompt vectors of {len(texts)} texts written to {output}: {shapes}")
+    input_path, texts = _text_source(input_, text)
+    try:
+        shapes = prompts_file(
+            bundle,
+            input_path,
+            output,
+            texts=texts,
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            batch_size=batch_size,
+            backbone=backbone,
+            device=device,
+        )
+    except ColumnNotFound as exc:
+        raise _column_flag(exc) from None
+    count = next(iter(shapes.values()))[0]
+    print(
+        f"prompt vectors of {count} texts written to {output}: "
+        + ", ".join(f"{k} {shape}" for k, shape in shapes.items())
+    )
 
 
 cluster_app = typer.Typer(

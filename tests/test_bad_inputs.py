@@ -355,6 +355,11 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, Content], list[str]]] = {
         {},
         ["bundle folder 'nobundle' does not exist"],
     ),
+    "predict-missing-text-column": (
+        ["predict", "{bundle}", "--input", "in.csv"],
+        {"in.csv": "review\na good film\n"},
+        ["has no column 'text'; columns: review", "set --text-column to the column"],
+    ),
 }
 
 

@@ -4,7 +4,9 @@
   (no Ray, no MLflow).
 - :mod:`.peft`: static prompts (``task``, ``prefix``) as a PEFT adapter.
 - :mod:`.export`: the winning (or a named) trial from MLflow to a bundle or adapter.
-- :mod:`.predict`: texts from files in, predictions and prompt vectors out.
+- :mod:`.texts`: reading texts from .txt, .csv and .jsonl files.
+- :mod:`.predict`: texts in, predictions and prompt vectors out (``ipt-ray predict``,
+  ``ipt-ray prompts``).
 
 Names are imported lazily, so loading a bundle imports neither Ray nor MLflow. The export
 function stays ``ipt_ray.artifacts.export.export``: a package attribute named ``export``
@@ -27,17 +29,18 @@ if TYPE_CHECKING:
     from ipt_ray.artifacts.predict import (
         predict_file,
         prompts_file,
-        read_texts,
         write_predictions,
         write_prompts,
     )
+    from ipt_ray.artifacts.texts import ColumnNotFound, read_texts
 
 _EXPORTS = {
+    "ColumnNotFound": "ipt_ray.artifacts.texts",
     "LoadedBundle": "ipt_ray.artifacts.bundle",
     "load_bundle": "ipt_ray.artifacts.bundle",
     "predict_file": "ipt_ray.artifacts.predict",
     "prompts_file": "ipt_ray.artifacts.predict",
-    "read_texts": "ipt_ray.artifacts.predict",
+    "read_texts": "ipt_ray.artifacts.texts",
     "verify_bundle": "ipt_ray.artifacts.bundle",
     "write_bundle": "ipt_ray.artifacts.bundle",
     "write_peft_adapter": "ipt_ray.artifacts.peft",
@@ -46,6 +49,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ColumnNotFound",
     "LoadedBundle",
     "load_bundle",
     "predict_file",
