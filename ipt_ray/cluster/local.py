@@ -59,12 +59,12 @@ from ipt_ray.cluster.nodes import (
 )
 from ipt_ray.cluster.processes import (
     CHILDREN,
-    alive,
     cluster_processes,
     descendants,
     owned_leaders,
     ps_table,
     signal_groups,
+    still_running,
     wait_gone,
 )
 from ipt_ray.cluster.resources import parse_bytes, pick_ports, port_is_free
@@ -358,7 +358,7 @@ def local_cluster_status(
     if cluster is None:
         return LocalClusterStatus(None, [], None, "")
     leaders = owned_leaders(cluster, ps_table())
-    alive = [pid for pid in leaders if pid in alive(leaders)]
+    alive = [pid for pid in leaders if pid in still_running(leaders)]
     if not ask_ray or not alive:
         return LocalClusterStatus(cluster, alive, None if alive else 0, "")
     count, text = ray_status(cluster, timeout=timeout)

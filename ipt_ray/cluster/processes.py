@@ -67,7 +67,7 @@ def ps_table() -> dict[int, Proc]:
     return table
 
 
-def alive(pids: Iterable[int]) -> set[int]:
+def still_running(pids: Iterable[int]) -> set[int]:
     """The subset of ``pids`` still running (zombies count as gone; children of ours that
     ended are reaped here, or they would stay zombies until this process exits)."""
     pids = list(pids)
@@ -129,7 +129,7 @@ def wait_gone(pids: Iterable[int], timeout: float) -> set[int]:
     deadline = time.monotonic() + timeout
     remaining = set(pids)
     while True:
-        remaining = alive(remaining)
+        remaining = still_running(remaining)
         if not remaining or time.monotonic() >= deadline:
             return remaining
         time.sleep(0.2)
@@ -146,12 +146,12 @@ def log_tail(path: Path, lines: int = 15) -> str:
 __all__ = [
     "CHILDREN",
     "Proc",
-    "alive",
     "cluster_processes",
     "descendants",
     "log_tail",
     "owned_leaders",
     "ps_table",
     "signal_groups",
+    "still_running",
     "wait_gone",
 ]
