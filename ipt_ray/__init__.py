@@ -13,21 +13,23 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "IPTModel": "ipt_ray.model",
-    "LoadedBundle": "ipt_ray.bundle",
+    "LoadedBundle": "ipt_ray.artifacts.bundle",
     "TrainConfig": "ipt_ray.config",
     "TrainingRun": "ipt_ray.loop",
     "UserError": "ipt_ray.errors",
     "build_model": "ipt_ray.model",
     "generator_names": "ipt_ray.generators",
-    "load_bundle": "ipt_ray.bundle",
+    "load_bundle": "ipt_ray.artifacts.bundle",
     "load_space": "ipt_ray.space",
     "load_task": "ipt_ray.data",
-    "read_texts": "ipt_ray.predict",
-    "verify_bundle": "ipt_ray.bundle",
-    "write_bundle": "ipt_ray.bundle",
-    "write_peft_adapter": "ipt_ray.peft_export",
-    "write_predictions": "ipt_ray.predict",
-    "write_prompts": "ipt_ray.predict",
+    "predict_file": "ipt_ray.artifacts.predict",
+    "prompts_file": "ipt_ray.artifacts.predict",
+    "read_texts": "ipt_ray.artifacts.texts",
+    "verify_bundle": "ipt_ray.artifacts.bundle",
+    "write_bundle": "ipt_ray.artifacts.bundle",
+    "write_peft_adapter": "ipt_ray.artifacts.peft",
+    "write_predictions": "ipt_ray.artifacts.predict",
+    "write_prompts": "ipt_ray.artifacts.predict",
 }
 
 __all__ = sorted(_EXPORTS)

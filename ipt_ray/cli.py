@@ -401,7 +401,7 @@ def search(
     """Search a space with Ray Tune + Optuna TPE (+ ASHA); every trial trained in a reused
     Tune trial process or as a Ray Train job; everything tracked in MLflow."""
     quiet_libraries()
-    from ipt_ray import preflight
+    from ipt_ray.cluster import preflight
     from ipt_ray.space import load_space
     from ipt_ray.tracking.store import absolute_tracking_uri, default_storage, default_tracking_uri
 
@@ -446,7 +446,7 @@ def search(
         )
     preflight.check_ray_address(address)
     if preflight.is_dashboard_address(address):
-        from ipt_ray.submit import submit_search
+        from ipt_ray.cluster.submit import submit_search
 
         # The job runs in a folder of its own on the cluster: a relative sqlite path would
         # name another store there (and put the Ray results beside that one).
@@ -548,7 +548,7 @@ JobAddressOpt = Annotated[
 
 
 def _client(address: str | None) -> tuple[Any, str]:
-    from ipt_ray.submit import default_address, job_client
+    from ipt_ray.cluster.submit import default_address, job_client
 
     where = address or default_address()
     return job_client(where), where
@@ -556,7 +556,7 @@ def _client(address: str | None) -> tuple[Any, str]:
 
 def _job_call(address: str | None, method: str, *args: Any) -> Any:
     """Call ``JobSubmissionClient.<method>(*args)``; its errors become one line (UserError)."""
-    from ipt_ray.submit import explain_job_error
+    from ipt_ray.cluster.submit import explain_job_error
 
     client, where = _client(address)
     try:
@@ -596,7 +596,7 @@ def jobs_logs(
     if not follow:
         print(_job_call(address, "get_job_logs", job_id), end="")
         return
-    from ipt_ray.submit import explain_job_error, follow_logs
+    from ipt_ray.cluster.submit import explain_job_error, follow_logs
 
     client, where = _client(address)
     try:
@@ -791,16 +791,16 @@ def export(
         if register is not None:
             raise UserError("--register needs a run in MLflow, not a checkpoint folder")
         if format_ == "peft":
-            from ipt_ray.peft_export import write_peft_adapter
+            from ipt_ray.artifacts.peft import write_peft_adapter
 
             written = write_peft_adapter(Path(run_id), target)
         else:
-            from ipt_ray.bundle import write_bundle
+            from ipt_ray.artifacts.bundle import write_bundle
 
             written = write_bundle(Path(run_id), target)
         print(f"exported {run_id} to {written}")
         return
-    from ipt_ray.export import export as export_run
+    from ipt_ray.artifacts.export import export as export_run
     from ipt_ray.tracking.query import client_for
 
     client, uri = client_for(tracking_uri)
@@ -870,16 +870,18 @@ BackboneOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda")]
 
 
-def _texts(
-    input_: Path | None, text: list[str] | None, text_column: str, text_pair_column: str | None
-) -> tuple[list[str], list[str] | None]:
-    from ipt_ray.predict import read_texts
-
+def _text_source(
+    input_: Path | None, text: list[str] | None
+) -> tuple[Path | None, list[str] | None]:
+    """``--input`` or ``--text``, exactly one of them."""
     if (input_ is None) == (not text):
         raise UserError("give either --input FILE or one or more --text TEXT")
-    if input_ is not None:
-        return read_texts(input_, text_column=text_column, text_pair_column=text_pair_column)
-    return list(text or []), None
+    return input_, (list(text) if text else None)
+
+
+def _column_flag(exc: Any) -> UserError:
+    """A missing-column error worded with the flag the user passes (``--text-column``)."""
+    return UserError(exc.naming(f"--{exc.setting.replace('_', '-')}"))
 
 
 @app.command()
@@ -899,21 +901,29 @@ def predict(
 ) -> None:
     """Predict labels and probabilities for texts with an exported bundle (no Ray, no MLflow)."""
     quiet_libraries()
-    from ipt_ray.bundle import load_bundle
-    from ipt_ray.predict import PREDICTION_SUFFIXES, _suffix, prediction_table, write_predictions
+    from ipt_ray.artifacts.predict import predict_file
+    from ipt_ray.artifacts.texts import ColumnNotFound
 
-    if output is not None:
-        _suffix(output, PREDICTION_SUFFIXES, "predictions")  # fail before loading anything
-    texts, pairs = _texts(input_, text, text_column, text_pair_column)
-    loaded = load_bundle(bundle, backbone=backbone, device=device)
-    rows = loaded.predict(texts, pairs, batch_size=batch_size)
+    input_path, texts = _text_source(input_, text)
+    try:
+        records = predict_file(
+            bundle,
+            input_path,
+            output,
+            texts=texts,
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            batch_size=batch_size,
+            backbone=backbone,
+            device=device,
+        )
+    except ColumnNotFound as exc:
+        raise _column_flag(exc) from None
     if output is None:
-        _, records = prediction_table(rows, texts=texts, text_pairs=pairs)
         for record in records:
             print(json.dumps(record))
         return
-    write_predictions(rows, output, texts=texts, text_pairs=pairs)
-    print(f"{len(rows)} predictions written to {output}")
+    print(f"{len(records)} predictions written to {output}")
 
 
 @app.command()
@@ -931,16 +941,29 @@ def prompts(
 ) -> None:
     """Write the instance-wise prompt vectors of texts (.npy or .safetensors)."""
     quiet_libraries()
-    from ipt_ray.bundle import load_bundle
-    from ipt_ray.predict import PROMPT_SUFFIXES, _suffix, write_prompts
+    from ipt_ray.artifacts.predict import prompts_file
+    from ipt_ray.artifacts.texts import ColumnNotFound
 
-    _suffix(output, PROMPT_SUFFIXES, "prompt vectors")
-    texts, pairs = _texts(input_, text, text_column, text_pair_column)
-    loaded = load_bundle(bundle, backbone=backbone, device=device)
-    vectors = loaded.prompt_vectors(texts, pairs, batch_size=batch_size)
-    write_prompts(vectors, output)
-    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in vectors.items())
-    print(f"prompt vectors of {len(texts)} texts written to {output}: {shapes}")
+    input_path, texts = _text_source(input_, text)
+    try:
+        shapes = prompts_file(
+            bundle,
+            input_path,
+            output,
+            texts=texts,
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            batch_size=batch_size,
+            backbone=backbone,
+            device=device,
+        )
+    except ColumnNotFound as exc:
+        raise _column_flag(exc) from None
+    count = next(iter(shapes.values()))[0]
+    print(
+        f"prompt vectors of {count} texts written to {output}: "
+        + ", ".join(f"{k} {shape}" for k, shape in shapes.items())
+    )
 
 
 cluster_app = typer.Typer(

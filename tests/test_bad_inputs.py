@@ -53,7 +53,7 @@ def _copied(source: str, change: Callable[[Path], None] | None = None) -> Maker:
 
 
 def _flip_last_weight_byte(bundle: Path) -> None:
-    from ipt_ray.bundle import WEIGHTS_NAME
+    from ipt_ray.artifacts.bundle import WEIGHTS_NAME
 
     data = bytearray((bundle / WEIGHTS_NAME).read_bytes())
     data[-1] ^= 0x01
@@ -72,7 +72,7 @@ class _TouchOnUnpickle:
 
 
 def _pickle_as_safetensors(bundle: Path) -> None:
-    from ipt_ray.bundle import WEIGHTS_NAME, write_checksums
+    from ipt_ray.artifacts.bundle import WEIGHTS_NAME, write_checksums
 
     payload = {"generator.prompt": _TouchOnUnpickle(bundle.parent / "pwned")}
     (bundle / WEIGHTS_NAME).write_bytes(pickle.dumps(payload))
@@ -80,7 +80,7 @@ def _pickle_as_safetensors(bundle: Path) -> None:
 
 
 def _weights_outside_bundle(bundle: Path) -> None:
-    from ipt_ray.bundle import CONFIG_NAME, write_checksums
+    from ipt_ray.artifacts.bundle import CONFIG_NAME, write_checksums
 
     config = json.loads((bundle / CONFIG_NAME).read_text())
     config["files"]["weights"] = "../../etc/passwd"
@@ -355,6 +355,11 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, Content], list[str]]] = {
         {},
         ["bundle folder 'nobundle' does not exist"],
     ),
+    "predict-missing-text-column": (
+        ["predict", "{bundle}", "--input", "in.csv"],
+        {"in.csv": "review\na good film\n"},
+        ["has no column 'text'; columns: review", "set --text-column to the column"],
+    ),
 }
 
 
@@ -363,7 +368,7 @@ def inputs(tiny_models, toy_csv, tmp_path_factory) -> Inputs:
     """A tiny bert, the toy task, a bundle trained on it and an MLflow store."""
     from mlflow import MlflowClient
 
-    from ipt_ray.bundle import write_bundle
+    from ipt_ray.artifacts.bundle import write_bundle
     from ipt_ray.config import TrainConfig
     from ipt_ray.loop import TrainingRun
 

@@ -866,7 +866,7 @@ def test_exported_bundle_predicts_like_the_trials_checkpoint(
 ) -> None:
     """`ipt-ray export` of the search's best trial, loaded back: the same logits as the
     trial's checkpoint in MLflow, and the test accuracy MLflow recorded for the trial."""
-    from ipt_ray.bundle import load_bundle
+    from ipt_ray.artifacts.bundle import load_bundle
     from ipt_ray.config import TrainConfig
     from ipt_ray.data import load_task
 
@@ -993,7 +993,7 @@ def test_best_and_export_against_a_tracking_server(
     toy_csv: Path,
     tmp_path: Path,
 ) -> None:
-    from ipt_ray.bundle import load_bundle
+    from ipt_ray.artifacts.bundle import load_bundle
     from ipt_ray.tracking.plots import log_search_plots
     from ipt_ray.tracking.query import client_for, find_search, trial_rows
 

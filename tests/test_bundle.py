@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ipt_ray.bundle import (
+from ipt_ray.artifacts.bundle import (
     CHECKSUMS_NAME,
     CONFIG_NAME,
     README_NAME,
@@ -27,18 +27,18 @@ from ipt_ray.bundle import (
     write_bundle,
     write_checksums,
 )
+from ipt_ray.artifacts.predict import (
+    predict_file,
+    prompts_file,
+    write_predictions,
+    write_prompts,
+)
+from ipt_ray.artifacts.texts import ColumnNotFound, read_texts
 from ipt_ray.checkpoint import load_weights, read_config
 from ipt_ray.config import TrainConfig
 from ipt_ray.errors import UserError
 from ipt_ray.loop import TrainingRun
 from ipt_ray.model import build_model
-from ipt_ray.predict import (
-    predict_file,
-    prompts_file,
-    read_texts,
-    write_predictions,
-    write_prompts,
-)
 from ipt_ray.testing import write_toy_csv
 
 TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun", "zzz unknown"]
@@ -407,9 +407,10 @@ def test_texts_and_pairs_must_fit_the_bundle(checkpoints, bundle, tmp_path):
 def test_loading_imports_neither_ray_nor_mlflow(bundle):
     script = (
         "import json, sys\n"
-        "from ipt_ray.bundle import load_bundle\n"
-        f"b = load_bundle({str(bundle)!r})\n"
+        "import ipt_ray\n"
+        f"b = ipt_ray.load_bundle({str(bundle)!r})\n"
         f"rows = b.predict({TEXTS!r})\n"
+        f"ipt_ray.predict_file({str(bundle)!r}, texts={TEXTS!r})\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')]\n"
         "assert not loaded, loaded\n"
         "print(json.dumps(rows))\n"
@@ -542,10 +543,43 @@ def test_write_prompts_npy_and_safetensors(tmp_path):
 def test_predict_and_prompts_files_end_to_end(bundle, tmp_path):
     (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
     loaded = load_bundle(bundle)
-    assert predict_file(loaded, tmp_path / "in.txt", tmp_path / "pred.jsonl") == len(TEXTS)
-    records = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    records = predict_file(loaded, tmp_path / "in.txt", tmp_path / "pred.jsonl")
+    written = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert records == written
     assert [r["text"] for r in records] == TEXTS
     assert [r["label"] for r in records] == [r["label"] for r in loaded.predict(TEXTS)]
     shapes = prompts_file(loaded, tmp_path / "in.txt", tmp_path / "prompts.npy")
     assert shapes == {"input": (len(TEXTS), 4, 32)}
     assert np.load(tmp_path / "prompts.npy").shape == (len(TEXTS), 4, 32)
+
+
+def test_predict_file_takes_a_bundle_folder_and_a_list_of_texts(bundle, tmp_path):
+    records = predict_file(bundle, texts=TEXTS)
+    assert [r["label"] for r in records] == [r["label"] for r in load_bundle(bundle).predict(TEXTS)]
+    assert not list(tmp_path.iterdir())  # no output_path: nothing written
+    shapes = prompts_file(bundle, None, tmp_path / "p.safetensors", texts=TEXTS[:2])
+    assert shapes == {"input": (2, 4, 32)}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "give either input_path (a file) or texts"),
+        ({"texts": ["a"], "input_path": "in.txt"}, "give either input_path (a file) or texts"),
+        ({"texts": ["a"], "output_path": "out.tsv"}, "allowed: .csv, .jsonl"),
+        ({"texts": []}, "texts is empty"),
+    ],
+)
+def test_predict_file_refuses_bad_arguments_before_loading(kwargs, message, tmp_path):
+    # the bundle folder does not exist: each refusal must come before it is loaded
+    with pytest.raises(UserError, match=_escape(message)):
+        predict_file(tmp_path / "no-bundle", **kwargs)
+
+
+def test_a_missing_column_names_the_setting(tmp_path):
+    (tmp_path / "in.csv").write_text("review\nx\n")
+    with pytest.raises(ColumnNotFound) as caught:
+        read_texts(tmp_path / "in.csv")
+    assert caught.value.setting == "text_column"
+    assert str(caught.value).endswith("set text_column to the column that holds the texts")
+    assert "set --text-column to" in caught.value.naming("--text-column")

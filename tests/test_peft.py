@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ipt_ray.bundle import load_bundle, write_bundle
+from ipt_ray.artifacts.bundle import load_bundle, write_bundle
+from ipt_ray.artifacts.peft import write_peft_adapter
 from ipt_ray.config import TrainConfig
 from ipt_ray.errors import UserError
 from ipt_ray.loop import TrainingRun
-from ipt_ray.peft_export import write_peft_adapter
 from ipt_ray.testing import write_toy_csv
 
 peft = pytest.importorskip("peft")

@@ -152,7 +152,7 @@ def test_a_search_tracked_on_a_server_uses_its_artifacts(cwd: Path) -> None:
 
 # -- the commands around the search ------------------------------------------------------------
 def test_preflight_checks_the_stores_folder(cwd: Path, tmp_path: Path) -> None:
-    from ipt_ray.preflight import check_tracking_uri
+    from ipt_ray.cluster.preflight import check_tracking_uri
 
     check_tracking_uri("sqlite://")  # in memory: no folder to check
     check_tracking_uri(sqlite(tmp_path / "new" / "deeper"))  # made later, by the search
@@ -184,8 +184,8 @@ def test_ui_serves_uploads_beside_the_store(
 
 
 def test_a_submitted_search_needs_storage_only_with_a_server(tmp_path: Path) -> None:
+    from ipt_ray.cluster.submit import submit_search
     from ipt_ray.space import parse_space
-    from ipt_ray.submit import submit_search
 
     space = parse_space("fixed: {task: mr}\nparams:\n  generator: [task]\n")
     assert space.path is None  # so that a search that passes the storage check stops next

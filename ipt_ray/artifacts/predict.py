@@ -1,13 +1,9 @@
 """Texts in, predictions and prompt vectors out: the file side of ``ipt-ray predict/prompts``.
 
-Needs: a :class:`~ipt_ray.bundle.LoadedBundle` (or anything with its ``predict`` /
-``prompt_vectors``). Provides readers for input files and atomic writers for the results.
-
-Input files (:func:`read_texts`):
-
-- ``.txt``: one text per line (UTF-8); blank lines are skipped; no pairs.
-- ``.csv``: a header row; column ``text`` and, optionally, ``text_pair`` (names settable).
-- ``.jsonl``: one JSON object per line with the same keys; blank lines are skipped.
+Needs: a :class:`~ipt_ray.artifacts.bundle.LoadedBundle` or a bundle folder, and texts (a list,
+or a file read by :func:`~ipt_ray.artifacts.texts.read_texts`). Provides
+:func:`predict_file` and :func:`prompts_file` (what the two commands run) and atomic writers
+for the results.
 
 Predictions (:func:`write_predictions`), by extension, with the same columns in both formats
 so that ``pandas.read_csv`` and ``pandas.read_json(lines=True)`` give the same table:
@@ -20,145 +16,25 @@ Prompt vectors (:func:`write_prompts`): ``.npy`` holds the input prompts (N, P, 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from ipt_ray.artifacts.texts import check_suffix, read_texts
 from ipt_ray.errors import UserError
 
-INPUT_SUFFIXES = (".txt", ".csv", ".jsonl")
+if TYPE_CHECKING:
+    from ipt_ray.artifacts.bundle.load import LoadedBundle
+
 PREDICTION_SUFFIXES = (".csv", ".jsonl")
 PROMPT_SUFFIXES = (".npy", ".safetensors")
 PROB_PREFIX = "prob_"
-
-
-# -- reading -----------------------------------------------------------------------------------
-def _suffix(path: Path, allowed: Sequence[str], what: str) -> str:
-    suffix = path.suffix.lower()
-    if suffix not in allowed:
-        raise UserError(
-            f"unsupported {what} file type {suffix or '(none)'!r} for "
-            f"{str(path)!r}; allowed: {', '.join(allowed)}"
-        )
-    return suffix
-
-
-def read_texts(
-    path: str | os.PathLike[str],
-    *,
-    text_column: str = "text",
-    text_pair_column: str | None = None,
-) -> tuple[list[str], list[str] | None]:
-    """Read the texts to predict from a .txt, .csv or .jsonl file.
-
-    Args:
-        path: the input file.
-        text_column: the column (CSV) or key (JSONL) holding the text.
-        text_pair_column: the column of the second text of a pair. ``None``: use
-            ``text_pair`` when the file has it; a name: the file must have it.
-
-    Returns:
-        ``(texts, pairs)``, ``pairs`` None when the file has no pair column.
-
-    Raises:
-        UserError: missing or unreadable file, unknown file type, missing column, a value
-            that is not a string, or no texts at all.
-    """
-    path = Path(path)
-    suffix = _suffix(path, INPUT_SUFFIXES, "input")
-    if not path.is_file():
-        raise UserError(f"input file {str(path)!r} does not exist")
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(
-            f"input file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-    if suffix == ".txt":
-        if text_pair_column is not None:
-            raise UserError(
-                f"a .txt input holds single texts; text pairs need a .csv or .jsonl "
-                f"file with a {text_pair_column!r} column"
-            )
-        texts = [line for line in raw.splitlines() if line.strip()]
-        pairs = None
-    else:
-        rows = _csv_rows(raw, path) if suffix == ".csv" else _jsonl_rows(raw, path)
-        texts, pairs = _columns(rows, path, text_column, text_pair_column)
-    if not texts:
-        raise UserError(f"input file {str(path)!r} holds no texts")
-    return texts, pairs
-
-
-def _csv_rows(raw: str, path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    try:
-        reader = csv.DictReader(io.StringIO(raw, newline=""))
-        header = list(reader.fieldnames or [])
-        rows = [(reader.line_num, dict(row)) for row in reader]
-    except csv.Error as exc:
-        raise UserError(f"input file {str(path)!r} is not valid CSV: {exc}") from None
-    return header, rows
-
-
-def _jsonl_rows(raw: str, path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    rows: list[tuple[int, dict[str, Any]]] = []
-    keys: dict[str, None] = {}
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError as exc:
-            raise UserError(f"{str(path)!r} line {number} is not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise UserError(
-                f'{str(path)!r} line {number} must be a JSON object, e.g. {{"text": "..."}}'
-            )
-        keys.update(dict.fromkeys(value))
-        rows.append((number, value))
-    return list(keys), rows
-
-
-def _columns(
-    table: tuple[list[str], list[tuple[int, dict[str, Any]]]],
-    path: Path,
-    text_column: str,
-    text_pair_column: str | None,
-) -> tuple[list[str], list[str] | None]:
-    header, rows = table
-    if rows and text_column not in header:
-        raise UserError(
-            f"input file {str(path)!r} has no column {text_column!r}; columns: "
-            f"{', '.join(map(str, header)) or '(none)'}"
-        )
-    pair_column = text_pair_column
-    if pair_column is None:
-        pair_column = "text_pair" if "text_pair" in header else None
-    elif rows and pair_column not in header:
-        raise UserError(
-            f"input file {str(path)!r} has no column {pair_column!r}; columns: "
-            f"{', '.join(map(str, header))}"
-        )
-    texts: list[str] = []
-    pairs: list[str] | None = [] if pair_column is not None else None
-    for number, row in rows:
-        for column in (text_column, pair_column):
-            if column is not None and not isinstance(row.get(column), str):
-                raise UserError(
-                    f"{str(path)!r} row at line {number}: {column!r} must be a "
-                    f"string, got {row.get(column)!r}"
-                )
-        texts.append(row[text_column])
-        if pairs is not None and pair_column is not None:
-            pairs.append(row[pair_column])
-    return texts, pairs
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -238,7 +114,7 @@ def write_predictions(
         UserError: unknown extension, or ``texts`` of another length than ``rows``.
     """
     path = Path(path)
-    suffix = _suffix(path, PREDICTION_SUFFIXES, "predictions")
+    suffix = check_suffix(path, PREDICTION_SUFFIXES, "predictions")
     columns, records = prediction_table(rows, texts, text_pairs)
     with _atomic_open(path, "w") as f:
         if suffix == ".csv":
@@ -261,7 +137,7 @@ def write_prompts(vectors: Mapping[str, np.ndarray], path: str | os.PathLike[str
         UserError: unknown extension; ``.npy`` for per-layer prefixes (``layer_kv``).
     """
     path = Path(path)
-    suffix = _suffix(path, PROMPT_SUFFIXES, "prompt vectors")
+    suffix = check_suffix(path, PROMPT_SUFFIXES, "prompt vectors")
     if not vectors:
         raise UserError("there are no prompt vectors to write")
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in vectors.items()}
@@ -287,51 +163,109 @@ def write_prompts(vectors: Mapping[str, np.ndarray], path: str | os.PathLike[str
     return path
 
 
+def _inputs(
+    input_path: str | os.PathLike[str] | None,
+    texts: Sequence[str] | None,
+    text_column: str,
+    text_pair_column: str | None,
+) -> tuple[list[str], list[str] | None]:
+    """Texts (and pairs) from a file or from a list, exactly one of them."""
+    if (input_path is None) == (texts is None):
+        raise UserError("give either input_path (a file) or texts (a list of strings)")
+    if input_path is not None:
+        return read_texts(input_path, text_column=text_column, text_pair_column=text_pair_column)
+    if not texts:
+        raise UserError("texts is empty: give at least one text")
+    return list(texts or []), None
+
+
+def _loaded(
+    bundle: LoadedBundle | str | os.PathLike[str], backbone: str | None, device: str
+) -> LoadedBundle:
+    if isinstance(bundle, (str, os.PathLike)):
+        from ipt_ray.artifacts.bundle.load import load_bundle
+
+        return load_bundle(Path(bundle), backbone=backbone, device=device)
+    return bundle
+
+
 def predict_file(
-    bundle: Any,
-    input_path: str | os.PathLike[str],
-    output_path: str | os.PathLike[str],
+    bundle: LoadedBundle | str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | None = None,
+    output_path: str | os.PathLike[str] | None = None,
     *,
+    texts: Sequence[str] | None = None,
     text_column: str = "text",
     text_pair_column: str | None = None,
     batch_size: int = 64,
-) -> int:
-    """``ipt-ray predict``: read texts, predict with a loaded bundle, write; returns the count."""
-    texts, pairs = read_texts(
-        input_path, text_column=text_column, text_pair_column=text_pair_column
-    )
-    rows = bundle.predict(texts, pairs, batch_size=batch_size)
-    write_predictions(rows, output_path, texts=texts, text_pairs=pairs)
-    return len(rows)
+    backbone: str | None = None,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """``ipt-ray predict``: texts in, one prediction record per text out.
+
+    Everything that can be refused (the output's type, the input) is checked before the
+    bundle is loaded.
+
+    Args:
+        bundle: a :class:`~ipt_ray.artifacts.bundle.LoadedBundle`, or a bundle folder to load
+            (with ``backbone`` and ``device``, see :func:`~ipt_ray.artifacts.bundle.load_bundle`).
+        input_path: a .txt, .csv or .jsonl file (see :func:`read_texts`); or None with ``texts``.
+        output_path: .csv or .jsonl to write (see :func:`write_predictions`), or None.
+        texts: the texts themselves, instead of ``input_path``.
+        text_column, text_pair_column: see :func:`read_texts`.
+        batch_size: texts per forward pass.
+
+    Returns:
+        The records, in input order: ``text``, ``text_pair`` (pairs only), ``label``,
+        ``prob_<label>`` per label; the rows of the output file when one is written.
+
+    Raises:
+        UserError: neither or both of ``input_path`` and ``texts``; an unknown output type;
+            what :func:`read_texts` and :func:`~ipt_ray.artifacts.bundle.load_bundle` raise
+            (:class:`ColumnNotFound` for a missing column).
+    """
+    if output_path is not None:
+        check_suffix(Path(output_path), PREDICTION_SUFFIXES, "predictions")  # fail before the work
+    inputs, pairs = _inputs(input_path, texts, text_column, text_pair_column)
+    rows = _loaded(bundle, backbone, device).predict(inputs, pairs, batch_size=batch_size)
+    if output_path is not None:
+        write_predictions(rows, output_path, texts=inputs, text_pairs=pairs)
+    return prediction_table(rows, inputs, pairs)[1]
 
 
 def prompts_file(
-    bundle: Any,
-    input_path: str | os.PathLike[str],
+    bundle: LoadedBundle | str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | None,
     output_path: str | os.PathLike[str],
     *,
+    texts: Sequence[str] | None = None,
     text_column: str = "text",
     text_pair_column: str | None = None,
     batch_size: int = 64,
+    backbone: str | None = None,
+    device: str = "cpu",
 ) -> dict[str, tuple[int, ...]]:
-    """``ipt-ray prompts``: read texts, write their prompt vectors; returns name -> shape."""
-    _suffix(Path(output_path), PROMPT_SUFFIXES, "prompt vectors")  # fail before the work
-    texts, pairs = read_texts(
-        input_path, text_column=text_column, text_pair_column=text_pair_column
-    )
-    vectors = bundle.prompt_vectors(texts, pairs, batch_size=batch_size)
+    """``ipt-ray prompts``: write the prompt vectors of texts; returns name -> shape.
+
+    Arguments as :func:`predict_file`; ``output_path`` is .npy or .safetensors (see
+    :func:`write_prompts`). Every shape starts with the number of texts.
+
+    Raises:
+        UserError: as :func:`predict_file`, and what :func:`write_prompts` raises.
+    """
+    check_suffix(Path(output_path), PROMPT_SUFFIXES, "prompt vectors")  # fail before the work
+    inputs, pairs = _inputs(input_path, texts, text_column, text_pair_column)
+    vectors = _loaded(bundle, backbone, device).prompt_vectors(inputs, pairs, batch_size=batch_size)
     write_prompts(vectors, output_path)
     return {k: tuple(v.shape) for k, v in vectors.items()}
 
 
 __all__ = [
-    "INPUT_SUFFIXES",
     "PREDICTION_SUFFIXES",
     "PROMPT_SUFFIXES",
     "predict_file",
     "prediction_table",
     "prompts_file",
-    "read_texts",
     "write_predictions",
     "write_prompts",
 ]

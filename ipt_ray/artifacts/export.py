@@ -20,15 +20,13 @@ from typing import TYPE_CHECKING, Any
 from ipt_ray import constants as C
 from ipt_ray.errors import UserError
 from ipt_ray.tracking.query import Search, find_search, get_run, trial_rows, trial_status
-from ipt_ray.tracking.schema import CHECKPOINT_ARTIFACT_DIR
+from ipt_ray.tracking.schema import CHECKPOINT_ARTIFACT_DIR, COMPLETED_STATUSES
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-CHECKPOINT_ARTIFACTS = CHECKPOINT_ARTIFACT_DIR
 BUNDLE_ARTIFACTS = "bundle"
-EXPORTABLE = ("finished", "pruned")
 
 
 @dataclass
@@ -57,7 +55,7 @@ def choose_trial(
         if kind != C.KIND_TRIAL:
             raise UserError(f"run {run_id} is not an ipt-ray trial or search run")
         status = trial_status(run)
-        if status not in EXPORTABLE:
+        if status not in COMPLETED_STATUSES:
             error = run.data.tags.get(C.TAG_ERROR)
             why = f" ({error.splitlines()[0][:120]})" if error else ""
             raise UserError(
@@ -78,7 +76,7 @@ def choose_trial(
 def best_of(client: MlflowClient, search: Search) -> Winner:
     """The best finished (or pruned) trial of ``search`` that has a checkpoint."""
     for row in trial_rows(client, search):
-        if row.status in EXPORTABLE and row.value is not None:
+        if row.status in COMPLETED_STATUSES and row.value is not None:
             run = client.get_run(row.run_id)
             if has_checkpoint(client, row.run_id):
                 return Winner(run, search, row.value)
@@ -89,7 +87,7 @@ def best_of(client: MlflowClient, search: Search) -> Winner:
 
 
 def has_checkpoint(client: MlflowClient, run_id: str) -> bool:
-    names = {Path(f.path).name for f in client.list_artifacts(run_id, CHECKPOINT_ARTIFACTS)}
+    names = {Path(f.path).name for f in client.list_artifacts(run_id, CHECKPOINT_ARTIFACT_DIR)}
     return {C.WEIGHTS_FILE, C.CONFIG_FILE} <= names
 
 
@@ -103,11 +101,11 @@ def downloaded_checkpoint(client: MlflowClient, run_id: str) -> Iterator[Path]:
     if not has_checkpoint(client, run_id):
         raise UserError(
             f"run {run_id} has no checkpoint artifacts ({C.WEIGHTS_FILE} and "
-            f"{C.CONFIG_FILE} under {CHECKPOINT_ARTIFACTS}/)"
+            f"{C.CONFIG_FILE} under {CHECKPOINT_ARTIFACT_DIR}/)"
         )
     tmp = Path(tempfile.mkdtemp(prefix="ipt-ray-export-"))
     try:
-        local = client.download_artifacts(run_id, CHECKPOINT_ARTIFACTS, str(tmp))
+        local = client.download_artifacts(run_id, CHECKPOINT_ARTIFACT_DIR, str(tmp))
         yield Path(local)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -154,10 +152,10 @@ def export(
     trial_run_id = winner.run.info.run_id
     with downloaded_checkpoint(client, trial_run_id) as checkpoint:
         if fmt == "peft":
-            from ipt_ray.peft_export import write_peft_adapter
+            from ipt_ray.artifacts.peft import write_peft_adapter
 
             return write_peft_adapter(checkpoint, out), winner, None
-        from ipt_ray.bundle import write_bundle
+        from ipt_ray.artifacts.bundle.write import write_bundle
 
         bundle = write_bundle(
             checkpoint, out, provenance=provenance(winner, tracking_uri), score=winner.value

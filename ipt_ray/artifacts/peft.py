@@ -48,14 +48,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ipt_ray import __version__
+from ipt_ray.artifacts.bundle.format import CONFIG_NAME, staged_dir, write_json
+from ipt_ray.artifacts.bundle.verify import verify_bundle
+from ipt_ray.artifacts.bundle.write import bundle_config_from_checkpoint
 from ipt_ray.backbone import resolve_model
-from ipt_ray.bundle import (
-    CONFIG_NAME,
-    bundle_config_from_checkpoint,
-    staged_dir,
-    verify_bundle,
-    write_json,
-)
 from ipt_ray.checkpoint import load_weights
 from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
 from ipt_ray.errors import UserError
