@@ -1,6 +1,6 @@
 """Portable prompt bundles: the winning trial's prompts as a folder that loads anywhere.
 
-Needs: a trial checkpoint (:mod:`ipt_ray.checkpoint`). Provides: a self-describing folder that
+Needs: a trial checkpoint (:mod:`ipt_ray.core.checkpoint`). Provides: a self-describing folder that
 :func:`load_bundle` turns back into a model, with no Ray, no MLflow and no pickle involved.
 
 Layout (format ``ipt-ray-bundle``, version 1)::
@@ -76,12 +76,12 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ipt_ray import __version__
-from ipt_ray.backbone import MODEL_ALIASES, load_backbone, resolve_model
-from ipt_ray.checkpoint import TRAIN_STATE_JSON, load_weights, read_config
-from ipt_ray.config import TrainConfig
 from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
+from ipt_ray.core.backbone import MODEL_ALIASES, load_backbone, resolve_model
+from ipt_ray.core.checkpoint import TRAIN_STATE_JSON, load_weights, read_config
+from ipt_ray.core.config import TrainConfig
+from ipt_ray.core.model import IPTModel, build_model
 from ipt_ray.errors import UserError
-from ipt_ray.model import IPTModel, build_model
 
 FORMAT_NAME = "ipt-ray-bundle"
 FORMAT_VERSION = 1
@@ -647,7 +647,7 @@ class LoadedBundle:
     """A bundle turned back into a model, ready to predict (in eval mode, no gradients).
 
     Attributes:
-        model: the :class:`~ipt_ray.model.IPTModel` (frozen backbone, generator, head).
+        model: the :class:`~ipt_ray.core.model.IPTModel` (frozen backbone, generator, head).
         tokenizer: the backbone's tokenizer.
         config: the bundle's ``ipt_config.json``.
         label_names: class names in logit order.

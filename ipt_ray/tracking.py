@@ -62,7 +62,7 @@ from ipt_ray.store import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from ipt_ray.config import TrainConfig
+    from ipt_ray.core.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The one interface every prompt generator implements: a batch of instances in, prompts out.
 
-A generator never touches the backbone. The model (:mod:`ipt_ray.model`) hands it a
+A generator never touches the backbone. The model (:mod:`ipt_ray.core.model`) hands it a
 :class:`GeneratorInputs` built from the frozen backbone and applies the :class:`Prompts` it
 returns, in exactly one place.
 """

@@ -1,6 +1,6 @@
 """Frozen-feature cache: what a run reads that no trainable parameter changes.
 
-Because the backbone is frozen and in eval mode (see :mod:`ipt_ray.model`), two things are
+Because the backbone is frozen and in eval mode (see :mod:`ipt_ray.core.model`), two things are
 fixed functions of the tokenized instance, computed once and reused across epochs and, through
 files under ``cache_root()/features/``, across trials and searches on the same machine:
 
@@ -37,7 +37,7 @@ from ipt_ray.data import TokenizedSplit, cache_root
 from ipt_ray.data.cache import atomic_path, file_lock
 
 if TYPE_CHECKING:
-    from ipt_ray.model import IPTModel
+    from ipt_ray.core.model import IPTModel
 
 FORMAT = 1
 STATES_FORMAT = 1
@@ -84,7 +84,7 @@ def sentence_features(
 ) -> dict[str, torch.Tensor]:
     """The frozen pooled representation of every instance: split -> (N, H) float32 on CPU.
 
-    ``model`` is an :class:`ipt_ray.model.IPTModel` (its ``sentence_embedding`` and
+    ``model`` is an :class:`ipt_ray.core.model.IPTModel` (its ``sentence_embedding`` and
     ``pooling`` are used). With ``cache`` the result is read from / written to disk.
     """
     key, digest = _cache_key(model, data, format=FORMAT, pooling=model.pooling)
@@ -118,7 +118,7 @@ def _device_batches(
 ) -> Iterator[tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor, Any]]]:
     """Batches of a split in order, with (input_ids, attention_mask, token_type_ids or None)
     on ``device``."""
-    from ipt_ray.loop import batches
+    from ipt_ray.train.loop import batches
 
     for batch in batches(split, batch_size):
         types = batch.get("token_type_ids")

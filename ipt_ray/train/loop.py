@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ipt_ray import checkpoint as ckpt
 from ipt_ray import constants as C
-from ipt_ray.config import TrainConfig
+from ipt_ray.core import checkpoint as ckpt
+from ipt_ray.core.config import TrainConfig
+from ipt_ray.core.metrics import classification_metrics
+from ipt_ray.core.model import IPTModel, build_model
 from ipt_ray.data import TaskData, TokenizedSplit, load_task, tokenize_task
 from ipt_ray.errors import ConfigError, TrainingDiverged
-from ipt_ray.features import LayerStates
-from ipt_ray.metrics import classification_metrics
-from ipt_ray.model import IPTModel, build_model
+from ipt_ray.train.features import LayerStates
 
 
 @dataclass
@@ -175,12 +175,12 @@ class TrainingRun:
         self.data = tokenize_task(self.task, self.tokenizer, config.max_length)
         self.features: dict[str, torch.Tensor] | None = None
         if config.cache_features and self.model.generator.needs_sentence_embedding:
-            from ipt_ray.features import sentence_features
+            from ipt_ray.train.features import sentence_features
 
             self.features = sentence_features(self.model, self.data, device=self.device)
         self.layer_states: dict[str, LayerStates] | None = None
         if config.cache_features and config.prompt_layer:
-            from ipt_ray.features import layer_states
+            from ipt_ray.train.features import layer_states
 
             self.layer_states = layer_states(self.model, self.data, device=self.device)
         self.net: nn.Module = self.model
@@ -398,7 +398,10 @@ class TrainingRun:
         }
 
     def save_checkpoint(self, directory: str | Path, *, with_train_state: bool = True) -> None:
-        """Write weights + config (+ optimizer/scheduler state); see :mod:`ipt_ray.checkpoint`."""
+        """Write weights + config (+ optimizer/scheduler state).
+
+        The files are :mod:`ipt_ray.core.checkpoint`'s.
+        """
         directory = Path(directory)
         ckpt.save_weights(directory, self.model.trainable_state_dict(), self.checkpoint_meta())
         if self.best_state is not None and self.best_epoch != self.epoch:
