@@ -11,11 +11,13 @@ tensors per split, cached on disk. Modules, one job each:
 * :mod:`~ipt_ray.data.files`: local CSV / JSON Lines / Parquet files and directories.
 * :mod:`~ipt_ray.data.splits`: seeded stratified splits and subsamples.
 * :mod:`~ipt_ray.data.tokenization`: tokenisation and its safetensors cache.
+* :mod:`~ipt_ray.data.batching`: batches of a tokenised split, trimmed to their longest text.
 * :mod:`~ipt_ray.data.cache`: the cache directory, file locks, atomic writes.
 """
 
 from __future__ import annotations
 
+from ipt_ray.data.batching import batches
 from ipt_ray.data.cache import cache_root
 from ipt_ray.data.catalog import canonical_task_name, load_task, task_names
 from ipt_ray.data.task import METRICS, SPLIT_NAMES, Split, TaskData
@@ -27,6 +29,7 @@ __all__ = [
     "Split",
     "TaskData",
     "TokenizedSplit",
+    "batches",
     "cache_root",
     "canonical_task_name",
     "load_task",

@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ipt_ray.data import TokenizedSplit, cache_root
+from ipt_ray.data import TokenizedSplit, batches, cache_root
 from ipt_ray.data.cache import atomic_path, file_lock
 
 if TYPE_CHECKING:
@@ -118,8 +118,6 @@ def _device_batches(
 ) -> Iterator[tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor, Any]]]:
     """Batches of a split in order, with (input_ids, attention_mask, token_type_ids or None)
     on ``device``."""
-    from ipt_ray.train.loop import batches
-
     for batch in batches(split, batch_size):
         types = batch.get("token_type_ids")
         yield (
