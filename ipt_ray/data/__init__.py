@@ -17,11 +17,11 @@ tensors per split, cached on disk. Modules, one job each:
 
 from __future__ import annotations
 
-from ipt_ray.data.batching import batches
+from ipt_ray.data.batching import batches, trim_padding
 from ipt_ray.data.cache import cache_root
 from ipt_ray.data.catalog import canonical_task_name, load_task, task_names
 from ipt_ray.data.task import METRICS, SPLIT_NAMES, Split, TaskData
-from ipt_ray.data.tokenization import TokenizedSplit, tokenize_task
+from ipt_ray.data.tokenization import TokenizedSplit, encode_texts, tokenize_task
 
 __all__ = [
     "METRICS",
@@ -32,7 +32,9 @@ __all__ = [
     "batches",
     "cache_root",
     "canonical_task_name",
+    "encode_texts",
     "load_task",
     "task_names",
     "tokenize_task",
+    "trim_padding",
 ]

@@ -1,4 +1,4 @@
-"""Batches of a tokenised split, for training, evaluation and the feature cache alike."""
+"""Batches of tokenised text, for training, evaluation and the feature cache alike."""
 
 from __future__ import annotations
 
@@ -20,14 +20,17 @@ def batches(
     index = torch.arange(len(split)) if order is None else order
     for start in range(0, len(index), batch_size):
         idx = index[start : start + batch_size]
-        mask = split.attention_mask[idx]
-        width = max(int(mask.sum(dim=1).max().item()), 1)
-        batch = {
-            "input_ids": split.input_ids[idx, :width],
-            "attention_mask": mask[:, :width],
-            "labels": split.labels[idx],
-            "index": idx,
-        }
+        tokens = {"input_ids": split.input_ids[idx], "attention_mask": split.attention_mask[idx]}
         if split.token_type_ids is not None:
-            batch["token_type_ids"] = split.token_type_ids[idx, :width]
-        yield batch
+            tokens["token_type_ids"] = split.token_type_ids[idx]
+        yield {**trim_padding(tokens), "labels": split.labels[idx], "index": idx}
+
+
+def trim_padding(tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut right-padded (B, L) token tensors to the batch's longest real sequence T' <= L.
+
+    At least one column stays (padding, masked out) when every text is empty, so the model
+    always gets a (B, T') batch with T' >= 1. Needs B >= 1.
+    """
+    width = max(int(tokens["attention_mask"].sum(dim=1).max().item()), 1)
+    return {key: value[:, :width].contiguous() for key, value in tokens.items()}

@@ -30,11 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ipt_ray.data import TokenizedSplit, batches, cache_root
-from ipt_ray.data.cache import atomic_path, file_lock
+from ipt_ray.data.cache import file_lock, load_keyed_tensors, save_keyed_tensors
 
 if TYPE_CHECKING:
     from ipt_ray.core.model import IPTModel
@@ -92,25 +90,12 @@ def sentence_features(
     if not cache:
         return _compute(model, data, device, batch_size)
     with file_lock(path.with_suffix(".lock")):
-        cached = _load(path, key)
+        cached = load_keyed_tensors(path, key)
         if cached is not None:
             return cached
         features = _compute(model, data, device, batch_size)
-        with atomic_path(path) as tmp:
-            save_file(features, str(tmp), metadata={"key": key})
+        save_keyed_tensors(path, key, features)
         return features
-
-
-def _load(path: Path, key: str) -> dict[str, torch.Tensor] | None:
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            if (handle.metadata() or {}).get("key") != key:
-                return None
-            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except (OSError, SafetensorError):
-        return None
 
 
 def _device_batches(
