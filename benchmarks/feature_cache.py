@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ipt_ray.backbone import load_backbone
-from ipt_ray.config import TrainConfig
+from ipt_ray.core.backbone import load_backbone
+from ipt_ray.core.config import TrainConfig
 from ipt_ray.data import load_task
-from ipt_ray.loop import TrainingRun
+from ipt_ray.train.loop import TrainingRun
 
 
 def main() -> None:

@@ -38,12 +38,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ipt_ray.backbone import backbone_info, default_pooling, load_backbone, uses_token_types
-from ipt_ray.config import TrainConfig
-from ipt_ray.data import TaskData, TokenizedSplit, load_task, tokenize_task
-from ipt_ray.loop import TrainingRun, batches, linear_schedule, seed_everything
-from ipt_ray.metrics import classification_metrics
-from ipt_ray.model import pool
+from ipt_ray.core.backbone import backbone_info, default_pooling, load_backbone, uses_token_types
+from ipt_ray.core.config import TrainConfig
+from ipt_ray.core.metrics import classification_metrics
+from ipt_ray.core.model import pool
+from ipt_ray.data import TaskData, TokenizedSplit, batches, load_task, tokenize_task
+from ipt_ray.train.loop import TrainingRun, linear_schedule, seed_everything
 
 GENERATORS = ["task", "prefix", "ipt-lookup", "ipt-encoder", "idpg"]
 METHODS = [*GENERATORS, "full-ft", "probe"]
@@ -165,7 +165,7 @@ def fit_classifier(
     """Train ``params`` on the train split (warmup 6%, linear decay, clip 1.0); evaluate each
     epoch; return the best validation epoch with its test accuracy.
 
-    ``logits_of(batch, split)`` maps a batch of :func:`ipt_ray.loop.batches` to (B, C) logits.
+    ``logits_of(batch, split)`` maps a batch of :func:`ipt_ray.data.batches` to (B, C) logits.
     """
     optimizer = torch.optim.AdamW(params, weight_decay=0.01)
     steps = math.ceil(len(data["train"]) / batch_size) * epochs

@@ -3,7 +3,7 @@
 Two parts, both on ``--device`` (default ``cuda``):
 
 1. ``throughput``: a training step (forward, backward, fused AdamW on the trainable
-   parameters, as :class:`ipt_ray.loop.TrainingRun` does it) and an evaluation forward of
+   parameters, as :class:`ipt_ray.train.loop.TrainingRun` does it) and an evaluation forward of
    frozen-backbone models, per backbone, generator and precision, on random token ids (batch
    ``--batch-size``, ``--max-length`` tokens; the speed of a step does not depend on the
    weights' values). Backbones: ``minilm`` (the real weights) and ``roberta-base`` (RoBERTa's
@@ -52,7 +52,7 @@ def make_backbone(name: str) -> tuple[Any, Any]:
     """(frozen backbone, tokenizer): MiniLM's real weights, or a random roberta-base."""
     from transformers import AutoConfig, AutoModel
 
-    from ipt_ray.backbone import freeze, load_backbone, load_tokenizer
+    from ipt_ray.core.backbone import freeze, load_backbone, load_tokenizer
 
     if name == "minilm":
         return load_backbone("minilm")
@@ -68,10 +68,10 @@ def step_fns(
     backbone: Any, tokenizer: Any, generator: str, args: argparse.Namespace, device: torch.device
 ) -> tuple[StepFn, StepFn, int]:
     """(train step, eval forward, trainable parameters) of one generator on ``backbone``."""
-    from ipt_ray.backbone import uses_token_types
-    from ipt_ray.config import TrainConfig
-    from ipt_ray.loop import make_optimizer
-    from ipt_ray.model import build_model
+    from ipt_ray.core.backbone import uses_token_types
+    from ipt_ray.core.config import TrainConfig
+    from ipt_ray.core.model import build_model
+    from ipt_ray.train.loop import make_optimizer
 
     config = TrainConfig(model="minilm", generator=generator, max_length=args.max_length)
     config.validate()

@@ -4,8 +4,8 @@ One categorical space (generator x learning rate x prompt length), three ways, w
 budget accounting: epochs trained.
 
 1. **Grid**: every configuration trained for ``--epochs`` epochs, for real
-   (:class:`ipt_ray.loop.TrainingRun`, the backbone loaded once). Each configuration's per-epoch
-   validation accuracy is kept in a table (``--table``, reused when it exists).
+   (:class:`ipt_ray.train.loop.TrainingRun`, the backbone loaded once). Each configuration's
+   per-epoch validation accuracy is kept in a table (``--table``, reused when it exists).
 2. **Random search** and 3. **TPE + ASHA** then run on that table: a trial of a configuration
    reports, epoch by epoch, what the grid measured for it. Training here repeats exactly on CPU
    (same seed, same data order: a tested property of the loop), so looking a configuration up
@@ -45,10 +45,10 @@ def key(generator: str, lr: float, prompt_length: int) -> str:
 
 def run_grid(args: argparse.Namespace) -> dict[str, list[float]]:
     """{config key: validation accuracy per epoch}, trained for real."""
-    from ipt_ray.backbone import load_backbone
-    from ipt_ray.config import TrainConfig
+    from ipt_ray.core.backbone import load_backbone
+    from ipt_ray.core.config import TrainConfig
     from ipt_ray.data import load_task
-    from ipt_ray.loop import TrainingRun
+    from ipt_ray.train.loop import TrainingRun
 
     backbone, tokenizer = load_backbone("minilm")
     table: dict[str, list[float]] = {}

@@ -1,7 +1,7 @@
 """Per-trial overhead and in-trial throughput: a search's trials against plain processes.
 
 A *plain* run is a fresh Python process that trains the configuration with
-:class:`ipt_ray.loop.TrainingRun` (no Ray); its start-up is the time from just before the
+:class:`ipt_ray.train.loop.TrainingRun` (no Ray); its start-up is the time from just before the
 process is spawned to its first optimizer step. A *trial* is the same configuration as a Ray
 Tune trial holding all the machine's CPUs (``run_search`` on a local Ray started once, before
 timing), with each runner: ``actor`` (the trial trains in Tune's trial process, which the next
@@ -37,8 +37,8 @@ def plain_child(config_json: str, spawned_at: float) -> None:
     """In the child process: train one epoch, print one JSON line."""
     import torch
 
-    from ipt_ray.config import TrainConfig
-    from ipt_ray.loop import TrainingRun
+    from ipt_ray.core.config import TrainConfig
+    from ipt_ray.train.loop import TrainingRun
 
     run = TrainingRun(TrainConfig(**json.loads(config_json)))
     epochs: list[dict[str, float]] = []

@@ -12,12 +12,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "IPTModel": "ipt_ray.model",
+    "IPTModel": "ipt_ray.core.model",
     "LoadedBundle": "ipt_ray.artifacts.bundle",
-    "TrainConfig": "ipt_ray.config",
-    "TrainingRun": "ipt_ray.loop",
+    "TrainConfig": "ipt_ray.core.config",
+    "TrainingRun": "ipt_ray.train.loop",
     "UserError": "ipt_ray.errors",
-    "build_model": "ipt_ray.model",
+    "build_model": "ipt_ray.core.model",
     "generator_names": "ipt_ray.generators",
     "load_bundle": "ipt_ray.artifacts.bundle",
     "load_space": "ipt_ray.space",

@@ -104,7 +104,7 @@ def split_settings(
     Raises:
         ConfigError: a key that is neither, with a suggestion.
     """
-    from ipt_ray.config import TrainConfig
+    from ipt_ray.core.config import TrainConfig
     from ipt_ray.errors import did_you_mean
     from ipt_ray.generators import get_config_class
 
@@ -203,8 +203,8 @@ def train(
 ) -> None:
     """Train one generator on one task with a frozen backbone (one process, no Ray)."""
     quiet_libraries()
-    from ipt_ray.config import TrainConfig
-    from ipt_ray.loop import EpochResult, TrainingRun
+    from ipt_ray.core.config import TrainConfig
+    from ipt_ray.train.loop import EpochResult, TrainingRun
 
     options, settings = split_settings(generator, parse_assignments(set_ or []))
     config = TrainConfig(

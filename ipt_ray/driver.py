@@ -2,7 +2,7 @@
 
 Ray 2.60 runs Ray Train V2, where a trainer cannot be passed to ``Tuner`` directly. Each trial
 is a Tune *function trainable* that turns its flat trial config into a
-:class:`~ipt_ray.config.TrainConfig` and trains it with one of two runners
+:class:`~ipt_ray.core.config.TrainConfig` and trains it with one of two runners
 (:attr:`TrialSetup.runner`):
 
 ``actor``: the trial trains inside Tune's own trial process (:func:`ipt_ray.worker.train_in_trial`),
@@ -38,7 +38,7 @@ import ray.tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ipt_ray.config import TrainConfig
+from ipt_ray.core.config import TrainConfig
 from ipt_ray.runner import DEFAULT_PLACEMENT_TIMEOUT_S
 from ipt_ray.worker import (
     CHECKPOINT_SCORE_KEY,

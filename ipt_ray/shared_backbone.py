@@ -93,7 +93,7 @@ def publish_backbone(
     """Put the weights of ``net`` into the object store (needs ``ray.init``).
 
     Args:
-        net: the backbone as :func:`ipt_ray.backbone.load_backbone` loaded it.
+        net: the backbone as :func:`ipt_ray.core.backbone.load_backbone` loaded it.
         model, revision: how runs name it (``TrainConfig.model`` and ``revision``); trials
             whose config names the same use the shared copy.
     """
@@ -158,7 +158,7 @@ def materialize(shared: SharedBackbone) -> PreTrainedModel:
     """
     import ray
 
-    from ipt_ray.backbone import freeze
+    from ipt_ray.core.backbone import freeze
 
     buffer: np.ndarray = ray.get(shared.tensors)
     config = _resolve(shared.config_class).from_dict(shared.config)

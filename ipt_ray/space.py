@@ -1,6 +1,6 @@
 """Search spaces: a YAML file compiled into an Optuna define-by-run function.
 
-A search space says which :class:`~ipt_ray.config.TrainConfig` settings stay fixed, which are
+A search space says which :class:`~ipt_ray.core.config.TrainConfig` settings stay fixed, which are
 searched and how, and how the search runs. Everything is validated by :func:`parse_space`
 before any Ray or MLflow work starts; every mistake raises :class:`~ipt_ray.errors.ConfigError`
 with one line naming the file, the key path, the bad value and what is allowed.
@@ -98,7 +98,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from ipt_ray import constants
-from ipt_ray.config import SELECTABLE_METRICS, TrainConfig
+from ipt_ray.core.config import SELECTABLE_METRICS, TrainConfig
 from ipt_ray.errors import ConfigError, did_you_mean
 from ipt_ray.generators import generator_names, get_config_class, make_config
 

@@ -801,7 +801,7 @@ def _load_shared_backbone(space: SearchSpace) -> tuple[Any, str, str | None] | N
     Raises:
         UserError: the backbone cannot be loaded.
     """
-    from ipt_ray.backbone import load_backbone
+    from ipt_ray.core.backbone import load_backbone
 
     backbone = space.fixed_backbone()
     if backbone is None or backbone[2]:

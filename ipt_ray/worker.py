@@ -1,7 +1,7 @@
 """How a trial trains and reports: ``train_fn_per_worker(config)`` and ``train_in_trial(...)``.
 
-Both build a :class:`~ipt_ray.loop.TrainingRun` (plain torch) from the process's warm backbone
-and task (:mod:`ipt_ray.warm`, over the node's shared weights when the search published
+Both build a :class:`~ipt_ray.train.loop.TrainingRun` (plain torch) from the process's warm backbone
+and task (:mod:`ipt_ray.train.warm`, over the node's shared weights when the search published
 them), resume it from the trial's latest checkpoint if there is one, and turn every finished
 epoch into one report:
 
@@ -14,15 +14,15 @@ What is reported is the same either way:
 
 - every rank reports the same metrics (Ray Train's report is a barrier: all ranks must call it
   equally often); only rank 0 attaches a checkpoint, written by
-  :meth:`~ipt_ray.loop.TrainingRun.save_checkpoint` to a scratch directory
+  :meth:`~ipt_ray.train.loop.TrainingRun.save_checkpoint` to a scratch directory
   (:func:`scratch_dir`) that Ray copies into the run's storage;
-- the metrics are the epoch's :attr:`~ipt_ray.loop.EpochResult.metrics` (``epoch`` 1-based,
+- the metrics are the epoch's :attr:`~ipt_ray.train.loop.EpochResult.metrics` (``epoch`` 1-based,
   the time attribute of ASHA and the step in MLflow) plus ``node`` (the hosts of all ranks),
   ``wall_seconds`` (since this worker started) and ``checkpoint_score`` (the epoch when it is
   the best so far by the loop's selection metric, else 0: which checkpoint to keep); the first
   report of this worker also carries ``first_step_unix`` (when its first optimizer step ended)
   and ``torch_threads``;
-- the last epoch is reported only after :meth:`~ipt_ray.loop.TrainingRun.fit` returns, merged
+- the last epoch is reported only after :meth:`~ipt_ray.train.loop.TrainingRun.fit` returns, merged
   with the run's final metrics: ``test_*`` of the best weights, ``best_epoch``,
   ``best_val_*`` (the best epoch's validation metrics), ``seconds_per_epoch`` and, under DDP,
   ``replica_weight_hashes`` and ``replicas_in_sync``. One report per epoch keeps ASHA (which
@@ -51,9 +51,9 @@ import torch
 from ipt_ray import constants as C
 
 if TYPE_CHECKING:
-    from ipt_ray.config import TrainConfig
-    from ipt_ray.loop import EpochResult, TrainingRun
+    from ipt_ray.core.config import TrainConfig
     from ipt_ray.shared_backbone import SharedBackbone
+    from ipt_ray.train.loop import EpochResult, TrainingRun
 
 #: Key of ``train_loop_config`` holding ``TrainConfig.to_dict()``.
 TRAIN_CONFIG_KEY = "train_config"
@@ -251,8 +251,8 @@ def _train(
     and report every epoch through ``report``."""
     # Imported here: the driver and Tune's trial process of a Ray Train run import this
     # module only to pickle a reference to a function, and need not load transformers.
-    from ipt_ray import warm
-    from ipt_ray.loop import TrainingRun
+    from ipt_ray.train import warm
+    from ipt_ray.train.loop import TrainingRun
 
     reporter = _Reporter(
         rank=rank,
@@ -290,7 +290,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     Raises:
         UserError: the configuration, task or backbone cannot be used (the trial fails).
     """
-    from ipt_ray.config import TrainConfig
+    from ipt_ray.core.config import TrainConfig
 
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -335,7 +335,7 @@ def train_in_trial(
             shared=shared,
         )
     finally:
-        from ipt_ray import warm
+        from ipt_ray.train import warm
 
         warm.release_memory()
 

@@ -810,9 +810,9 @@ def reference_logits(checkpoint: Path, texts: list[str]) -> Any:
     """Logits of a trial checkpoint's best weights, with the model built as training does."""
     import torch
 
-    from ipt_ray.checkpoint import load_weights, read_config
-    from ipt_ray.config import TrainConfig
-    from ipt_ray.model import build_model
+    from ipt_ray.core.checkpoint import load_weights, read_config
+    from ipt_ray.core.config import TrainConfig
+    from ipt_ray.core.model import build_model
 
     meta = read_config(checkpoint)
     config = TrainConfig.from_dict(meta["train_config"])
@@ -867,7 +867,7 @@ def test_exported_bundle_predicts_like_the_trials_checkpoint(
     """`ipt-ray export` of the search's best trial, loaded back: the same logits as the
     trial's checkpoint in MLflow, and the test accuracy MLflow recorded for the trial."""
     from ipt_ray.artifacts.bundle import load_bundle
-    from ipt_ray.config import TrainConfig
+    from ipt_ray.core.config import TrainConfig
     from ipt_ray.data import load_task
 
     out = tmp_path / "bundle"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ipt_ray.checkpoint import load_weights, read_config
+from ipt_ray.core.checkpoint import load_weights, read_config
 
 
 def ipt_ray(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

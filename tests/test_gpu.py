@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from ipt_ray.config import TrainConfig
-from ipt_ray.loop import TrainingRun
+from ipt_ray.core.config import TrainConfig
 from ipt_ray.space import parse_space
 from ipt_ray.testing import tiny_space_text
+from ipt_ray.train.loop import TrainingRun
 
 pytestmark = [
     pytest.mark.gpu,

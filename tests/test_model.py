@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ipt_ray.attention import layer_prefix
-from ipt_ray.config import TrainConfig
+from ipt_ray.core.attention import layer_prefix
+from ipt_ray.core.config import TrainConfig
+from ipt_ray.core.model import IPTModel, build_model
 from ipt_ray.errors import ConfigError
-from ipt_ray.loop import TrainingRun
-from ipt_ray.model import IPTModel, build_model
+from ipt_ray.train.loop import TrainingRun
 
 ARCHS = ["bert", "roberta", "distilbert", "electra", "deberta-v2", "gpt2", "llama"]
 GENERATORS = {
@@ -125,7 +125,7 @@ def test_prefix_attention_matches_transformers_cache(tiny_models, arch):
     mask = torch.tensor([[1] * T, [1] * (T - 2) + [0] * 2])
     positions = torch.arange(T).expand(B, T)
 
-    from ipt_ray.backbone import freeze
+    from ipt_ray.core.backbone import freeze
 
     freeze(net)
     with layer_prefix(kv):
@@ -290,7 +290,7 @@ def test_cached_sentence_features_equal_the_live_ones(tiny_models, toy_csv, tmp_
         second.history[-1].metrics["train_loss"], rel=1e-4
     )
     # A second run (another trial) reads the file instead of recomputing.
-    import ipt_ray.features as features
+    import ipt_ray.train.features as features
 
     monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("recomputed"))
     again = _run(tiny_models, toy_csv, generator="idpg")
@@ -354,8 +354,8 @@ def test_late_prompt_from_cached_states_equals_the_live_pass(tiny_models, arch, 
 def test_late_prompt_is_the_prompt_joining_the_text_at_layer_k(tiny_models):
     """A hand-written BERT layer loop: embeddings, layer 0 on the text alone, then layer 1 on
     [prompt; text states] with the prompt visible to every token; equals IPTModel's logits."""
+    from ipt_ray.core.model import pool
     from ipt_ray.generators import GeneratorInputs
-    from ipt_ray.model import pool
 
     model, tok = make_late(tiny_models["bert"], "task")
     model.eval()
@@ -418,7 +418,7 @@ def test_cached_layer_states_equal_the_live_pass_and_are_read_back(
     assert first.history[-1].metrics["train_loss"] == pytest.approx(
         second.history[-1].metrics["train_loss"], rel=1e-4
     )
-    import ipt_ray.features as features
+    import ipt_ray.train.features as features
 
     monkeypatch.setattr(features, "_write_states", lambda *a, **k: pytest.fail("recomputed"))
     again = _run(tiny_models, toy_csv, generator="idpg", prompt_layer=1)

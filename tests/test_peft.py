@@ -16,10 +16,10 @@ from safetensors.torch import load_file, save_file
 
 from ipt_ray.artifacts.bundle import load_bundle, write_bundle
 from ipt_ray.artifacts.peft import write_peft_adapter
-from ipt_ray.config import TrainConfig
+from ipt_ray.core.config import TrainConfig
 from ipt_ray.errors import UserError
-from ipt_ray.loop import TrainingRun
 from ipt_ray.testing import write_toy_csv
+from ipt_ray.train.loop import TrainingRun
 
 peft = pytest.importorskip("peft")
 

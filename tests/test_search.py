@@ -116,7 +116,7 @@ def test_the_actor_runner_trains_trial_after_trial_in_one_process(
 ) -> None:
     """4 trials one at a time: one trial process trains them all (torch, transformers, the
     backbone and the task are loaded once), reading the backbone from the object store."""
-    from ipt_ray.backbone import load_backbone
+    from ipt_ray.core.backbone import load_backbone
     from ipt_ray.testing import alive_actor_pids
     from ipt_ray.tuning import ProgressEvent, run_search
 

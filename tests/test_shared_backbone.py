@@ -1,5 +1,5 @@
 """The backbone held once per node in Ray's object store (ipt_ray.shared_backbone) and the
-process cache that hands it to one trial after another (ipt_ray.warm)."""
+process cache that hands it to one trial after another (ipt_ray.train.warm)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ipt_ray.config import TrainConfig
+from ipt_ray.core.config import TrainConfig
 from ipt_ray.runner import resolve_runner
 from ipt_ray.testing import ARCHITECTURES
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.ray
 def test_materialized_backbone_equals_the_loaded_one(
     ray_session: None, tiny_models: dict[str, Path], arch: str
 ) -> None:
-    from ipt_ray.backbone import load_backbone
+    from ipt_ray.core.backbone import load_backbone
     from ipt_ray.shared_backbone import materialize, publish_backbone
 
     loaded, _ = load_backbone(str(tiny_models[arch]))
@@ -48,7 +48,7 @@ def test_a_write_to_the_shared_weights_kills_the_writer_not_the_other_trials(
     process, and the node's copy (what every other trial reads) is unchanged."""
     import ray
 
-    from ipt_ray.backbone import load_backbone
+    from ipt_ray.core.backbone import load_backbone
     from ipt_ray.shared_backbone import materialize, publish_backbone
 
     original, _ = load_backbone(str(tiny_models["bert"]))
@@ -69,9 +69,9 @@ def test_a_write_to_the_shared_weights_kills_the_writer_not_the_other_trials(
 def test_the_process_cache_builds_a_backbone_once_and_serves_the_shared_copy(
     ray_session: None, tiny_models: dict[str, Path]
 ) -> None:
-    from ipt_ray import warm
-    from ipt_ray.backbone import load_backbone
+    from ipt_ray.core.backbone import load_backbone
     from ipt_ray.shared_backbone import publish_backbone
+    from ipt_ray.train import warm
 
     model = str(tiny_models["bert"])
     shared = publish_backbone(load_backbone(model)[0], model=model)

@@ -15,7 +15,7 @@ import optuna
 import pytest
 import yaml
 
-from ipt_ray.config import TrainConfig
+from ipt_ray.core.config import TrainConfig
 from ipt_ray.errors import ConfigError
 from ipt_ray.generators import generator_names
 from ipt_ray.space import (

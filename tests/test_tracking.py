@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ipt_ray import constants as C
-from ipt_ray.config import TrainConfig
+from ipt_ray.core.config import TrainConfig
 from ipt_ray.testing import FlakyMlflowClient
 from ipt_ray.tracking import SearchTracker, TrackingCallback, TrackingError
 from ipt_ray.tracking.schema import SPACE_ARTIFACT, SUMMARY_ARTIFACT

@@ -19,7 +19,7 @@ Mapping (checked against peft 0.21.2, ``PeftModel.get_prompt`` and
 
 - ``task`` -> ``PROMPT_TUNING``: ``prompt_embeddings`` is the (P, H) prompt. PEFT prepends it to
   the word embeddings, so the prompt takes positions 0..P-1 and the text P..P+T-1, as in
-  :meth:`ipt_ray.model.IPTModel.encode`; its hidden states include the P prompt positions,
+  :meth:`ipt_ray.core.model.IPTModel.encode`; its hidden states include the P prompt positions,
   which are dropped before pooling.
 - ``prefix`` -> ``PREFIX_TUNING`` with ``prefix_projection=False``: ``prompt_embeddings`` is the
   folded prefix (an MLP of ``reparam`` is evaluated once) as (P, L * 2 * W), W = KV heads x head
@@ -51,9 +51,9 @@ from ipt_ray import __version__
 from ipt_ray.artifacts.bundle.format import CONFIG_NAME, staged_dir, write_json
 from ipt_ray.artifacts.bundle.verify import verify_bundle
 from ipt_ray.artifacts.bundle.write import bundle_config_from_checkpoint
-from ipt_ray.backbone import resolve_model
-from ipt_ray.checkpoint import load_weights
 from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
+from ipt_ray.core.backbone import resolve_model
+from ipt_ray.core.checkpoint import load_weights
 from ipt_ray.errors import UserError
 from ipt_ray.generators import BackboneInfo, build_generator, generator_names
 from ipt_ray.generators.prefix import PrefixTuning
@@ -108,7 +108,7 @@ def _backbone_config(backbone: dict[str, Any], trust_remote_code: bool) -> Any:
 
 
 def _info(config: Any) -> BackboneInfo:
-    """Sizes as :func:`ipt_ray.backbone.backbone_info` computes them, from the config alone."""
+    """Sizes as :func:`ipt_ray.core.backbone.backbone_info` computes them, from the config alone."""
     hidden = int(config.hidden_size)
     heads = int(config.num_attention_heads)
     return BackboneInfo(

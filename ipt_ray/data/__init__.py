@@ -11,15 +11,17 @@ tensors per split, cached on disk. Modules, one job each:
 * :mod:`~ipt_ray.data.files`: local CSV / JSON Lines / Parquet files and directories.
 * :mod:`~ipt_ray.data.splits`: seeded stratified splits and subsamples.
 * :mod:`~ipt_ray.data.tokenization`: tokenisation and its safetensors cache.
+* :mod:`~ipt_ray.data.batching`: batches of a tokenised split, trimmed to their longest text.
 * :mod:`~ipt_ray.data.cache`: the cache directory, file locks, atomic writes.
 """
 
 from __future__ import annotations
 
+from ipt_ray.data.batching import batches, trim_padding
 from ipt_ray.data.cache import cache_root
 from ipt_ray.data.catalog import canonical_task_name, load_task, task_names
 from ipt_ray.data.task import METRICS, SPLIT_NAMES, Split, TaskData
-from ipt_ray.data.tokenization import TokenizedSplit, tokenize_task
+from ipt_ray.data.tokenization import TokenizedSplit, encode_texts, tokenize_task
 
 __all__ = [
     "METRICS",
@@ -27,9 +29,12 @@ __all__ = [
     "Split",
     "TaskData",
     "TokenizedSplit",
+    "batches",
     "cache_root",
     "canonical_task_name",
+    "encode_texts",
     "load_task",
     "task_names",
     "tokenize_task",
+    "trim_padding",
 ]

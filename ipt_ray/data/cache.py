@@ -8,11 +8,18 @@ directory so that a crash never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
 
 #: Environment variable that overrides :func:`cache_root`.
 CACHE_ENV = "IPT_RAY_CACHE"
@@ -66,3 +73,35 @@ def atomic_path(final: Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_keyed_tensors(path: Path, key: str, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Publish ``tensors`` as a safetensors file whose metadata records ``key`` (atomically).
+
+    ``key`` says what the tensors were computed from; :func:`load_keyed_tensors` returns them
+    only for the same key, so a changed input never reads a stale file.
+    """
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(dict(tensors), str(tmp), metadata={"key": key})
+
+
+def load_keyed_tensors(path: Path, key: str) -> dict[str, torch.Tensor] | None:
+    """The tensors :func:`save_keyed_tensors` wrote for ``key``, else None.
+
+    None when the file is missing, was written for another key, or cannot be read (a
+    warning is logged then: the caller recomputes and overwrites it).
+    """
+    if not path.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if (handle.metadata() or {}).get("key") != key:
+                return None
+            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (OSError, SafetensorError) as exc:
+        logger.warning("ignoring unreadable cache file %s: %s", path, exc)
+        return None

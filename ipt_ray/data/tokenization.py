@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from ipt_ray.data.cache import atomic_path, cache_root, file_lock
+from ipt_ray.data.cache import cache_root, file_lock, load_keyed_tensors, save_keyed_tensors
 from ipt_ray.data.task import SPLIT_NAMES, Split, TaskData
 from ipt_ray.errors import ConfigError, DataError
 
@@ -31,7 +32,9 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 #: Examples per tokenizer call (bounds peak memory of the Python lists it returns).
 CHUNK = 2048
-_FIELDS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+#: The token tensors of a batch, in the order the model takes them.
+TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+_FIELDS = (*TOKEN_FIELDS, "labels")
 
 
 @dataclass
@@ -66,34 +69,47 @@ def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
     }
 
 
+def encode_texts(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    text_pairs: Sequence[str] | None,
+    max_length: int,
+) -> dict[str, torch.Tensor]:
+    """Tokenise texts (pairs as ``(text, text_pair)``) the one way training and inference share.
+
+    Truncated to ``max_length`` tokens and right-padded to it (pooling of the last token and
+    :func:`~ipt_ray.data.batching.trim_padding` assume right padding).
+
+    Returns:
+        ``input_ids`` and ``attention_mask``, plus ``token_type_ids`` when the tokenizer makes
+        them: (N, max_length) int64 each.
+    """
+    encoded = tokenizer(
+        list(texts),
+        None if text_pairs is None else list(text_pairs),
+        truncation=True,
+        max_length=max_length,
+        padding="max_length",
+        padding_side="right",
+        return_tensors="pt",
+    )
+    return {key: encoded[key].to(torch.int64) for key in TOKEN_FIELDS if key in encoded}
+
+
 def tokenize_split(
     split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> TokenizedSplit:
-    """Tokenise one split (pairs as ``(text, text_pair)``), truncated and right-padded.
+    """Tokenise one split with :func:`encode_texts`, in chunks of :data:`CHUNK` examples.
 
     Returns:
         A :class:`TokenizedSplit` with tensors of shape (N, max_length) and (N,).
     """
-    chunks: dict[str, list[torch.Tensor]] = {
-        "input_ids": [],
-        "attention_mask": [],
-        "token_type_ids": [],
-    }
+    chunks: dict[str, list[torch.Tensor]] = {key: [] for key in TOKEN_FIELDS}
     for start in range(0, len(split), CHUNK):
-        texts = split.texts[start : start + CHUNK]
         pairs = None if split.text_pairs is None else split.text_pairs[start : start + CHUNK]
-        encoded = tokenizer(
-            texts,
-            pairs,
-            truncation=True,
-            max_length=max_length,
-            padding="max_length",
-            padding_side="right",
-            return_tensors="pt",
-        )
-        for key, parts in chunks.items():
-            if key in encoded:
-                parts.append(encoded[key].to(torch.int64))
+        encoded = encode_texts(tokenizer, split.texts[start : start + CHUNK], pairs, max_length)
+        for key, tensor in encoded.items():
+            chunks[key].append(tensor)
     empty = torch.zeros((0, max_length), dtype=torch.int64)
     return TokenizedSplit(
         input_ids=torch.cat(chunks["input_ids"]) if chunks["input_ids"] else empty,
@@ -121,17 +137,8 @@ def _cache_path(key: str) -> Path:
 
 def _load(path: Path, key: str) -> dict[str, TokenizedSplit] | None:
     """The cached splits, or None if the file is missing, unreadable or for another key."""
-    if not path.is_file():
-        return None
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            if (handle.metadata() or {}).get("key") != key:
-                return None
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except (OSError, SafetensorError) as exc:
-        logger.warning("ignoring unreadable tokenisation cache %s: %s", path, exc)
+    tensors = load_keyed_tensors(path, key)
+    if tensors is None:
         return None
     try:
         return {
@@ -148,16 +155,13 @@ def _load(path: Path, key: str) -> dict[str, TokenizedSplit] | None:
 
 
 def _save(path: Path, key: str, splits: dict[str, TokenizedSplit]) -> None:
-    from safetensors.torch import save_file
-
     tensors = {
         f"{split}.{field}": value.contiguous()
         for split, data in splits.items()
         for field in _FIELDS
         if (value := getattr(data, field)) is not None
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"key": key})
+    save_keyed_tensors(path, key, tensors)
 
 
 def tokenize_task(

@@ -1,88 +1,71 @@
 """Prompt generators, registered by name.
 
-``get_generator_class(name)`` / ``build_generator(name, options, backbone)`` are what the CLI,
-search spaces and checkpoints use; names are the public identifiers (``task``, ``prefix``,
-``ipt-lookup``, ``ipt-encoder``, ``idpg``).
+``get_config_class(name)`` / ``make_config(name, options)`` (knobs, no torch) and
+``build_generator(name, options, backbone)`` (torch) are what the CLI, search spaces and
+checkpoints use; names are the public identifiers (``task``, ``prefix``, ``ipt-lookup``,
+``ipt-encoder``, ``idpg``). Modules, one job each:
+
+* :mod:`~ipt_ray.generators.registry`: name -> config class -> torch class (a leaf).
+* :mod:`~ipt_ray.generators.configs`: every generator's knobs, without torch; each config
+  class registers its generator.
+* :mod:`~ipt_ray.generators.base`: the interface (:class:`PromptGenerator`, its inputs and
+  outputs); :mod:`~ipt_ray.generators.blocks`: pieces several generators share.
+* one torch module per generator: :mod:`~ipt_ray.generators.task`, ``prefix``, ``lookup``,
+  ``encoder``, ``idpg``.
+
+Importing this package (and validating knobs) imports no torch; the torch names below are
+imported on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ipt_ray.errors import ConfigError, unknown_choice
-from ipt_ray.generators.base import (
-    BackboneInfo,
+from ipt_ray.errors import ConfigError
+from ipt_ray.generators.configs import (
+    EncoderConfig,
     GeneratorConfig,
-    GeneratorInputs,
-    PromptGenerator,
-    Prompts,
+    IDPGConfig,
+    LookupConfig,
+    PrefixConfig,
+    TaskPromptConfig,
+)
+from ipt_ray.generators.registry import (
+    build_generator,
+    generator_names,
+    get_config_class,
+    get_generator_class,
+    make_config,
+    register,
 )
 
-_REGISTRY: dict[str, type[PromptGenerator]] = {}
+if TYPE_CHECKING:  # the real names, for type checkers
+    from ipt_ray.generators.base import BackboneInfo as BackboneInfo
+    from ipt_ray.generators.base import GeneratorInputs as GeneratorInputs
+    from ipt_ray.generators.base import PromptGenerator as PromptGenerator
+    from ipt_ray.generators.base import Prompts as Prompts
 
-
-def register(cls: type[PromptGenerator]) -> type[PromptGenerator]:
-    """Class decorator adding a generator to the registry; duplicate names are refused."""
-    if cls.name in _REGISTRY:
-        raise ValueError(f"generator name {cls.name!r} is already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def generator_names() -> list[str]:
-    """Registered generator names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def get_generator_class(name: str) -> type[PromptGenerator]:
-    """The generator class registered as ``name``; raises ConfigError with a suggestion."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise unknown_choice("generator", name, _REGISTRY) from None
-
-
-def get_config_class(name: str) -> type[GeneratorConfig]:
-    """The config dataclass of generator ``name`` (its fields are the knobs)."""
-    return get_generator_class(name).config_class
-
-
-def make_config(name: str, options: Mapping[str, Any]) -> GeneratorConfig:
-    """Validated config of generator ``name`` from knob values (raises ConfigError)."""
-    return get_config_class(name).from_dict(options)
-
-
-def build_generator(
-    name: str, options: Mapping[str, Any] | GeneratorConfig, backbone: BackboneInfo
-) -> PromptGenerator:
-    """Instantiate generator ``name`` for ``backbone``.
-
-    Raises:
-        ConfigError: unknown name or knob, invalid value, or a deep generator on a backbone
-            whose attention does not support deep prompts.
-    """
-    cls = get_generator_class(name)
-    config = options if isinstance(options, GeneratorConfig) else make_config(name, options)
-    generator = cls(config, backbone)
-    if generator.deep and not backbone.supports_deep_prompts:
-        raise ConfigError(
-            f"generator {name!r} with these knobs puts a prefix in every layer, which this "
-            "backbone's attention does not support; use an input-level generator or knob"
-        )
-    return generator
-
-
-# Import the built-in generators so that they register themselves.
-from ipt_ray.generators import encoder, idpg, lookup, prefix, task  # noqa: E402, F401
+#: Names whose module imports torch, imported on first use.
+_LAZY = {
+    "BackboneInfo": "ipt_ray.generators.base",
+    "GeneratorInputs": "ipt_ray.generators.base",
+    "PromptGenerator": "ipt_ray.generators.base",
+    "Prompts": "ipt_ray.generators.base",
+}
 
 __all__ = [
     "BackboneInfo",
     "ConfigError",
+    "EncoderConfig",
     "GeneratorConfig",
     "GeneratorInputs",
+    "IDPGConfig",
+    "LookupConfig",
+    "PrefixConfig",
     "PromptGenerator",
     "Prompts",
+    "TaskPromptConfig",
     "build_generator",
     "generator_names",
     "get_config_class",
@@ -90,3 +73,13 @@ __all__ = [
     "make_config",
     "register",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ipt_ray.generators' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

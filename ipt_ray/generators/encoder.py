@@ -13,61 +13,16 @@ plus ``V * H`` when ``source=lookup``.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ipt_ray.generators import register
-from ipt_ray.generators.base import (
-    BackboneInfo,
-    GeneratorConfig,
-    GeneratorInputs,
-    PromptGenerator,
-    Prompts,
-    check_range,
-    help_field,
-)
-from ipt_ray.generators.lookup import TokenTable, first_positions
+from ipt_ray.generators.base import BackboneInfo, GeneratorInputs, PromptGenerator, Prompts
+from ipt_ray.generators.blocks import TokenTable, first_positions
+from ipt_ray.generators.configs import EncoderConfig, EncoderKind, TokenSource
 
 
-class EncoderKind(str, enum.Enum):
-    CNN = "cnn"
-    LSTM = "lstm"
-    MLP = "mlp"
-
-
-class TokenSource(str, enum.Enum):
-    EMBEDDINGS = "embeddings"  # the backbone's frozen input embeddings
-    LOOKUP = "lookup"  # a trainable V x H table, initialised from them
-
-
-@dataclass
-class EncoderConfig(GeneratorConfig):
-    encoder: EncoderKind = help_field(EncoderKind.LSTM, "the encoder: cnn, lstm or mlp")
-    source: TokenSource = help_field(
-        TokenSource.EMBEDDINGS, "token vectors fed to the encoder: embeddings (frozen) or lookup"
-    )
-    hidden: int = help_field(128, "encoder width h (per direction for lstm)")
-    kernel_size: int = help_field(3, "cnn: window in tokens (odd)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_range("hidden", self.hidden, 1, 65536, integer=True)
-        check_range("kernel_size", self.kernel_size, 1, 63, integer=True)
-        if self.kernel_size % 2 == 0:
-            from ipt_ray.errors import ConfigError
-
-            raise ConfigError(f"kernel_size must be odd, got {self.kernel_size}")
-
-
-@register
 class EncoderPrompt(PromptGenerator):
     """Prompt = first P outputs of a small encoder over the instance's token vectors."""
-
-    name = "ipt-encoder"
-    config_class = EncoderConfig
 
     def __init__(self, config: EncoderConfig, backbone: BackboneInfo) -> None:
         super().__init__(config, backbone)

@@ -14,63 +14,19 @@ With ``weights=phm`` (rank n) each ``in x out`` matrix costs ``n**3 + in*out/n``
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from ipt_ray.errors import ConfigError
-from ipt_ray.generators import register
-from ipt_ray.generators.base import (
-    BackboneInfo,
-    GeneratorConfig,
-    GeneratorInputs,
-    PromptGenerator,
-    Prompts,
-    check_range,
-    help_field,
-)
-from ipt_ray.generators.prefix import kv_width, split_heads
-
-
-class Weights(str, enum.Enum):
-    DNN = "dnn"  # dense matrices
-    PHM = "phm"  # parameterised hypercomplex multiplication
-
-
-class Placement(str, enum.Enum):
-    INPUT = "input"
-    LAYERS = "layers"
-
-
-class Activation(str, enum.Enum):
-    TANH = "tanh"
-    RELU = "relu"
-    GELU = "gelu"
-
+from ipt_ray.generators.base import BackboneInfo, GeneratorInputs, PromptGenerator, Prompts
+from ipt_ray.generators.blocks import kv_width, split_heads
+from ipt_ray.generators.configs import Activation, IDPGConfig, Placement, Weights
 
 _ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.TANH: nn.Tanh,
     Activation.RELU: nn.ReLU,
     Activation.GELU: nn.GELU,
 }
-
-
-@dataclass
-class IDPGConfig(GeneratorConfig):
-    bottleneck: int = help_field(64, "bottleneck width M")
-    weights: Weights = help_field(Weights.DNN, "dnn: dense layers; phm: hypercomplex layers")
-    phm_rank: int = help_field(4, "phm: the number n of Kronecker terms (divides H, M, P*H)")
-    placement: Placement = help_field(
-        Placement.INPUT, "input: P vectors at the input; layers: a key/value prefix in every layer"
-    )
-    activation: Activation = help_field(Activation.TANH, "nonlinearity in the bottleneck")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_range("bottleneck", self.bottleneck, 1, 65536, integer=True)
-        check_range("phm_rank", self.phm_rank, 1, 64, integer=True)
 
 
 class PHMLinear(nn.Module):
@@ -114,12 +70,9 @@ def linear_params(in_features: int, out_features: int, config: IDPGConfig) -> in
     return in_features * out_features + out_features
 
 
-@register
 class IDPGPrompt(PromptGenerator):
     """Prompt = up(act(down(pooled frozen representation)))."""
 
-    name = "idpg"
-    config_class = IDPGConfig
     needs_sentence_embedding = True
 
     def __init__(self, config: IDPGConfig, backbone: BackboneInfo) -> None:

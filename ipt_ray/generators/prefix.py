@@ -7,50 +7,16 @@ Conditions on nothing. Trainable, without reparameterisation: ``L * 2 * P * KV *
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ipt_ray.generators import register
-from ipt_ray.generators.base import (
-    BackboneInfo,
-    GeneratorConfig,
-    GeneratorInputs,
-    PromptGenerator,
-    Prompts,
-    check_range,
-    help_field,
-)
+from ipt_ray.generators.base import BackboneInfo, GeneratorInputs, PromptGenerator, Prompts
+from ipt_ray.generators.blocks import kv_width, split_heads
+from ipt_ray.generators.configs import PrefixConfig
 
 
-@dataclass
-class PrefixConfig(GeneratorConfig):
-    reparam: bool = help_field(
-        False,
-        "produce the prefix through an MLP from P embeddings (prefix tuning); the MLP "
-        "can be folded away after training",
-    )
-    reparam_hidden: int = help_field(512, "width M of the reparameterisation MLP")
-    init_std: float = help_field(0.02, "standard deviation of the initial prefix")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_range("reparam_hidden", self.reparam_hidden, 1, 65536, integer=True)
-
-
-def kv_width(backbone: BackboneInfo) -> int:
-    """Width of one layer's key (or value) vector: KV heads times head width."""
-    return backbone.num_kv_heads * backbone.head_dim
-
-
-@register
 class PrefixTuning(PromptGenerator):
     """A learned (L, 2, KV, P, D) prefix shared by every instance."""
-
-    name = "prefix"
-    config_class = PrefixConfig
-    default_lr = 1e-2
 
     def __init__(self, config: PrefixConfig, backbone: BackboneInfo) -> None:
         super().__init__(config, backbone)
@@ -99,9 +65,3 @@ class PrefixTuning(PromptGenerator):
             return L * 2 * P * W
         M = self.config.reparam_hidden
         return P * H + (H * M + M) + (M * L * 2 * W + L * 2 * W)
-
-
-def split_heads(kv: torch.Tensor, backbone: BackboneInfo) -> torch.Tensor:
-    """(L, 2, B, P, KV * D) -> (L, 2, B, KV, P, D), the layout :class:`Prompts` expects."""
-    L, two, B, P, _ = kv.shape
-    return kv.reshape(L, two, B, P, backbone.num_kv_heads, backbone.head_dim).transpose(3, 4)

@@ -17,7 +17,7 @@ from ray.tune import Callback
 from ipt_ray.tracking.tracker import SearchTracker
 
 if TYPE_CHECKING:
-    from ipt_ray.config import TrainConfig
+    from ipt_ray.core.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

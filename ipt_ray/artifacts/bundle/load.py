@@ -20,10 +20,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ipt_ray.artifacts.bundle.format import CONFIG_NAME
 from ipt_ray.artifacts.bundle.verify import verify_bundle
-from ipt_ray.backbone import load_backbone, resolve_model
-from ipt_ray.config import TrainConfig
+from ipt_ray.core.backbone import load_backbone, resolve_model
+from ipt_ray.core.config import TrainConfig
+from ipt_ray.core.model import IPTModel, build_model
 from ipt_ray.errors import UserError
-from ipt_ray.model import IPTModel, build_model
 
 
 @dataclass
@@ -31,7 +31,7 @@ class LoadedBundle:
     """A bundle turned back into a model, ready to predict (in eval mode, no gradients).
 
     Attributes:
-        model: the :class:`~ipt_ray.model.IPTModel` (frozen backbone, generator, head).
+        model: the :class:`~ipt_ray.core.model.IPTModel` (frozen backbone, generator, head).
         tokenizer: the backbone's tokenizer.
         config: the bundle's ``ipt_config.json``.
         label_names: class names in logit order.

@@ -23,7 +23,7 @@ from ipt_ray.artifacts.bundle.format import (
     WEIGHTS_NAME,
     sha256_file,
 )
-from ipt_ray.config import POOLINGS
+from ipt_ray.core.config import POOLINGS
 from ipt_ray.errors import UserError
 
 

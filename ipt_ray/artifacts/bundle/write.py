@@ -1,6 +1,6 @@
 """From a trial checkpoint to a bundle folder: its config, weights, model card and checksums.
 
-Needs: a trial checkpoint (:mod:`ipt_ray.checkpoint`: ``weights.safetensors`` +
+Needs: a trial checkpoint (:mod:`ipt_ray.core.checkpoint`: ``weights.safetensors`` +
 ``config.json``). Provides: :func:`write_bundle`, which builds the folder atomically and checks
 it with :func:`~ipt_ray.artifacts.bundle.verify.verify_bundle` before renaming it into place.
 The layout is described in :mod:`ipt_ray.artifacts.bundle.format`.
@@ -31,9 +31,9 @@ from ipt_ray.artifacts.bundle.format import (
     write_json,
 )
 from ipt_ray.artifacts.bundle.verify import verify_bundle
-from ipt_ray.backbone import MODEL_ALIASES
-from ipt_ray.checkpoint import TRAIN_STATE_JSON, load_weights, read_config
 from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
+from ipt_ray.core.backbone import MODEL_ALIASES
+from ipt_ray.core.checkpoint import TRAIN_STATE_JSON, load_weights, read_config
 from ipt_ray.errors import UserError
 
 _CHECKPOINT_KEYS = (

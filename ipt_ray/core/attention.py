@@ -5,7 +5,7 @@ a :func:`layer_prefix` block it *is* SDPA, so a backbone set to it behaves exact
 Inside, the n-th attention call of the forward pass gets layer n's prefix: keys and values
 of shape (B, KV, P, D) are concatenated before the instance's own, and the attention mask
 gains P always-visible columns. The query length does not change; position ids are the
-caller's choice (:meth:`ipt_ray.model.IPTModel.encode` shifts the text to P..P+T-1, as a
+caller's choice (:meth:`ipt_ray.core.model.IPTModel.encode` shifts the text to P..P+T-1, as a
 key/value cache of length P would). Works for every architecture that routes attention
 through the interface (BERT, RoBERTa, ELECTRA, DistilBERT, GPT-2, Llama, ...).
 """

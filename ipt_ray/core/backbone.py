@@ -19,7 +19,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from ipt_ray import attention
+from ipt_ray.core import attention
 from ipt_ray.errors import UserError
 from ipt_ray.generators.base import BackboneInfo
 

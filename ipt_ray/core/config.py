@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipt_ray.errors import ConfigError, did_you_mean, unknown_choice
+from ipt_ray.generators import get_config_class, make_config
 
 POOLINGS = ("first", "mean", "last")
 #: Validation metrics that can pick a run's best epoch (higher is better for each).
@@ -96,10 +97,8 @@ class TrainConfig:
         Checks that need the backbone (a prompt that does not fit its positions) and the
         generator's own knobs are checked when the model is built.
         """
-        from ipt_ray.generators import get_generator_class, make_config
-
         if self.lr is None:
-            self.lr = get_generator_class(self.generator).default_lr
+            self.lr = get_config_class(self.generator).default_lr
         _positive("lr", self.lr)
         if self.head_lr is not None:
             _positive("head_lr", self.head_lr)
@@ -149,9 +148,7 @@ class TrainConfig:
     def generator_lr(self) -> float:
         """The generator's rate (after :meth:`validate` filled in the default)."""
         if self.lr is None:
-            from ipt_ray.generators import get_generator_class
-
-            return get_generator_class(self.generator).default_lr
+            return get_config_class(self.generator).default_lr
         return self.lr
 
     @property

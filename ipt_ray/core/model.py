@@ -3,7 +3,7 @@
 :meth:`IPTModel.encode` is the one place where prompts meet the backbone: input prompts are
 prepended to the word embeddings (attention mask and token types grow by P; position ids are
 the architecture's own, so the prompt takes positions 0..P-1 and the text P..P+T-1), and deep
-prompts enter every attention layer through :func:`ipt_ray.attention.layer_prefix`. A deep
+prompts enter every attention layer through :func:`ipt_ray.core.attention.layer_prefix`. A deep
 prefix of length P also occupies positions 0..P-1: the text is shifted to P..P+T-1, as in
 P-tuning v2 and PEFT (where the prefix is a key/value cache of length P), so that a prefix
 trained here gives the same logits under PEFT. Pooling reads text positions only.
@@ -12,7 +12,7 @@ Late prompts (``prompt_layer`` k > 0; Late Prompt Tuning, Liu et al., 2022): the
 joins the sequence at the input of layer k instead of at the embeddings. Layers 0..k-1 run on
 the text alone, so their output, the text's states at layer k, is a frozen feature of the
 instance: computed live (no gradient), or read from a cache (``layer_states``,
-:mod:`ipt_ray.features`), in which case layers below k are not run at all. Layers k..L-1 then
+:mod:`ipt_ray.train.features`), in which case layers below k are not run at all. Layers k..L-1 then
 run on [prompt; text states] with the mask grown by P. The text keeps the positions it had
 below layer k (0..T-1); prompt vectors enter as hidden states and carry no position.
 
@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ipt_ray.attention import layer_prefix
-from ipt_ray.backbone import (
+from ipt_ray.core.attention import layer_prefix
+from ipt_ray.core.backbone import (
     backbone_info,
     count_params,
     default_pooling,
@@ -41,7 +41,7 @@ from ipt_ray.backbone import (
     load_backbone,
     uses_token_types,
 )
-from ipt_ray.config import TrainConfig
+from ipt_ray.core.config import TrainConfig
 from ipt_ray.errors import ConfigError
 from ipt_ray.generators import GeneratorInputs, PromptGenerator, Prompts, build_generator
 
@@ -107,7 +107,7 @@ class IPTModel(nn.Module):
     """Frozen backbone + generator + head. Only ``generator`` and ``head`` have gradients.
 
     Args:
-        backbone: a base model (no task head), frozen by :func:`ipt_ray.backbone.freeze`.
+        backbone: a base model (no task head), frozen by :func:`ipt_ray.core.backbone.freeze`.
         generator: the prompt generator, built for this backbone.
         num_labels: classes C of the head.
         pooling: ``first``, ``mean`` or ``last`` (over text positions).

@@ -1,6 +1,6 @@
 """Frozen-feature cache: what a run reads that no trainable parameter changes.
 
-Because the backbone is frozen and in eval mode (see :mod:`ipt_ray.model`), two things are
+Because the backbone is frozen and in eval mode (see :mod:`ipt_ray.core.model`), two things are
 fixed functions of the tokenized instance, computed once and reused across epochs and, through
 files under ``cache_root()/features/``, across trials and searches on the same machine:
 
@@ -30,14 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from ipt_ray.data import TokenizedSplit, cache_root
-from ipt_ray.data.cache import atomic_path, file_lock
+from ipt_ray.data import TokenizedSplit, batches, cache_root
+from ipt_ray.data.cache import file_lock, load_keyed_tensors, save_keyed_tensors
 
 if TYPE_CHECKING:
-    from ipt_ray.model import IPTModel
+    from ipt_ray.core.model import IPTModel
 
 FORMAT = 1
 STATES_FORMAT = 1
@@ -84,7 +82,7 @@ def sentence_features(
 ) -> dict[str, torch.Tensor]:
     """The frozen pooled representation of every instance: split -> (N, H) float32 on CPU.
 
-    ``model`` is an :class:`ipt_ray.model.IPTModel` (its ``sentence_embedding`` and
+    ``model`` is an :class:`ipt_ray.core.model.IPTModel` (its ``sentence_embedding`` and
     ``pooling`` are used). With ``cache`` the result is read from / written to disk.
     """
     key, digest = _cache_key(model, data, format=FORMAT, pooling=model.pooling)
@@ -92,25 +90,12 @@ def sentence_features(
     if not cache:
         return _compute(model, data, device, batch_size)
     with file_lock(path.with_suffix(".lock")):
-        cached = _load(path, key)
+        cached = load_keyed_tensors(path, key)
         if cached is not None:
             return cached
         features = _compute(model, data, device, batch_size)
-        with atomic_path(path) as tmp:
-            save_file(features, str(tmp), metadata={"key": key})
+        save_keyed_tensors(path, key, features)
         return features
-
-
-def _load(path: Path, key: str) -> dict[str, torch.Tensor] | None:
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            if (handle.metadata() or {}).get("key") != key:
-                return None
-            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except (OSError, SafetensorError):
-        return None
 
 
 def _device_batches(
@@ -118,8 +103,6 @@ def _device_batches(
 ) -> Iterator[tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor, Any]]]:
     """Batches of a split in order, with (input_ids, attention_mask, token_type_ids or None)
     on ``device``."""
-    from ipt_ray.loop import batches
-
     for batch in batches(split, batch_size):
         types = batch.get("token_type_ids")
         yield (

@@ -18,12 +18,12 @@ import sys
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from ipt_ray.backbone import load_backbone, load_tokenizer
+from ipt_ray.core.backbone import load_backbone, load_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from ipt_ray.config import TrainConfig
+    from ipt_ray.core.config import TrainConfig
     from ipt_ray.data import TaskData
     from ipt_ray.shared_backbone import SharedBackbone
 

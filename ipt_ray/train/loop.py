@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ipt_ray import checkpoint as ckpt
 from ipt_ray import constants as C
-from ipt_ray.config import TrainConfig
-from ipt_ray.data import TaskData, TokenizedSplit, load_task, tokenize_task
+from ipt_ray.core import checkpoint as ckpt
+from ipt_ray.core.config import TrainConfig
+from ipt_ray.core.metrics import classification_metrics
+from ipt_ray.core.model import IPTModel, build_model
+from ipt_ray.data import TaskData, batches, load_task, tokenize_task
 from ipt_ray.errors import ConfigError, TrainingDiverged
-from ipt_ray.features import LayerStates
-from ipt_ray.metrics import classification_metrics
-from ipt_ray.model import IPTModel, build_model
+from ipt_ray.train.features import LayerStates, layer_states, sentence_features
 
 
 @dataclass
@@ -85,30 +85,6 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
-def batches(
-    split: TokenizedSplit, batch_size: int, order: torch.Tensor | None = None
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of a tokenized split, trimmed to their longest real sequence.
-
-    Yields dicts with ``input_ids``/``attention_mask`` (B, T'), optional ``token_type_ids``,
-    ``labels`` (B,) and ``index`` (B,) into the split.
-    """
-    index = torch.arange(len(split)) if order is None else order
-    for start in range(0, len(index), batch_size):
-        idx = index[start : start + batch_size]
-        mask = split.attention_mask[idx]
-        width = max(int(mask.sum(dim=1).max().item()), 1)
-        batch = {
-            "input_ids": split.input_ids[idx, :width],
-            "attention_mask": mask[:, :width],
-            "labels": split.labels[idx],
-            "index": idx,
-        }
-        if split.token_type_ids is not None:
-            batch["token_type_ids"] = split.token_type_ids[idx, :width]
-        yield batch
 
 
 def make_optimizer(model: IPTModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -175,13 +151,9 @@ class TrainingRun:
         self.data = tokenize_task(self.task, self.tokenizer, config.max_length)
         self.features: dict[str, torch.Tensor] | None = None
         if config.cache_features and self.model.generator.needs_sentence_embedding:
-            from ipt_ray.features import sentence_features
-
             self.features = sentence_features(self.model, self.data, device=self.device)
         self.layer_states: dict[str, LayerStates] | None = None
         if config.cache_features and config.prompt_layer:
-            from ipt_ray.features import layer_states
-
             self.layer_states = layer_states(self.model, self.data, device=self.device)
         self.net: nn.Module = self.model
         if world_size > 1 and torch.distributed.is_initialized():
@@ -398,7 +370,10 @@ class TrainingRun:
         }
 
     def save_checkpoint(self, directory: str | Path, *, with_train_state: bool = True) -> None:
-        """Write weights + config (+ optimizer/scheduler state); see :mod:`ipt_ray.checkpoint`."""
+        """Write weights + config (+ optimizer/scheduler state).
+
+        The files are :mod:`ipt_ray.core.checkpoint`'s.
+        """
         directory = Path(directory)
         ckpt.save_weights(directory, self.model.trainable_state_dict(), self.checkpoint_meta())
         if self.best_state is not None and self.best_epoch != self.epoch:

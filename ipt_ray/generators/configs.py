@@ -1,0 +1,281 @@
+"""Every generator's knobs as a config dataclass, importable without torch.
+
+As PEFT keeps ``config.py`` apart from ``model.py``, the knobs live here and each generator's
+torch module (:mod:`~ipt_ray.generators.task`, ...) imports its config from here. Loading a
+search space validates knobs against these classes without importing torch.
+
+Each config class registers its generator (:func:`~ipt_ray.generators.registry.register`): its
+public ``name``, the ``module:Class`` of the torch module (imported on first build) and the
+learning rate a run uses when it sets none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, get_type_hints
+
+from ipt_ray.errors import ConfigError, did_you_mean
+from ipt_ray.generators.registry import register
+
+
+def help_field(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field whose ``metadata['help']`` documents the knob (as in PEFT's configs)."""
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def check_range(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    high_open: bool = False,
+    integer: bool = False,
+) -> None:
+    """Raise :class:`ConfigError` unless ``low <= value <= high`` (``< high`` if open)."""
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok:
+        ok = low <= value < high if high_open else low <= value <= high
+    if not ok:
+        upper = f"below {high:g}" if high_open else f"at most {high:g}"
+        what = "an integer" if integer else "a number"
+        raise ConfigError(f"{name} must be {what} from {low:g} to {upper}, got {value!r}")
+
+
+@dataclass
+class GeneratorConfig:
+    """Knobs shared by every generator. Subclasses add their own fields.
+
+    Every field is a knob reachable from ``--set KEY=VALUE`` and from search spaces.
+    ``__post_init__`` validates and raises :class:`ConfigError` naming the field.
+
+    Class attributes (not knobs), set by each registered subclass:
+        name: the generator's public name (search spaces, the CLI, checkpoints).
+        generator_class: ``module:Class`` of its torch module, imported on first build.
+        default_lr: the learning rate a run uses when it sets none.
+    """
+
+    name: ClassVar[str]
+    generator_class: ClassVar[str]
+    #: static prompts want larger rates than networks
+    default_lr: ClassVar[float] = 1e-3
+
+    prompt_length: int = help_field(16, "number of prompt vectors P (per layer for deep prompts)")
+    dropout: float = help_field(0.0, "dropout on the generated prompt vectors")
+
+    def __post_init__(self) -> None:
+        self._coerce_enums()
+        if not isinstance(self.prompt_length, int) or self.prompt_length < 1:
+            raise ConfigError(
+                f"prompt_length must be a positive integer, got {self.prompt_length!r}"
+            )
+        if self.prompt_length > 4096:
+            raise ConfigError(
+                f"prompt_length {self.prompt_length} is too large; allowed: 1 to 4096"
+            )
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+
+    def _coerce_enums(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            hint = hints.get(f.name)
+            value = getattr(self, f.name)
+            if (
+                isinstance(hint, type)
+                and issubclass(hint, enum.Enum)
+                and not isinstance(value, hint)
+            ):
+                allowed = [m.value for m in hint]
+                if value not in allowed:
+                    raise ConfigError(
+                        f"{f.name} must be one of {', '.join(map(str, allowed))}, got {value!r}"
+                    )
+                setattr(self, f.name, hint(value))
+
+    @classmethod
+    def knobs(cls) -> dict[str, dataclasses.Field[Any]]:
+        """The config's fields by name."""
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> GeneratorConfig:
+        """Build from a mapping; unknown keys raise :class:`ConfigError` with a suggestion."""
+        known = cls.knobs()
+        for key in values:
+            if key not in known:
+                raise ConfigError(
+                    f"unknown knob {key!r} for this generator{did_you_mean(key, known)}; "
+                    f"allowed: {', '.join(sorted(known))}"
+                )
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (enums as their values)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+
+# -- task ----------------------------------------------------------------------------------
+
+
+class PromptInit(str, enum.Enum):
+    """How a static prompt starts."""
+
+    VOCAB = "vocab"  # rows of the frozen vocabulary embeddings, drawn at random
+    RANDOM = "random"  # N(0, init_std^2)
+
+
+@register
+@dataclass
+class TaskPromptConfig(GeneratorConfig):
+    name = "task"
+    generator_class = "ipt_ray.generators.task:TaskPrompt"
+    default_lr = 3e-2
+
+    init: PromptInit = help_field(
+        PromptInit.VOCAB, "vocab: copy random rows of the vocabulary embeddings; random: normal"
+    )
+    init_std: float = help_field(0.02, "standard deviation of the random initialisation")
+
+
+# -- prefix --------------------------------------------------------------------------------
+
+
+@register
+@dataclass
+class PrefixConfig(GeneratorConfig):
+    name = "prefix"
+    generator_class = "ipt_ray.generators.prefix:PrefixTuning"
+    default_lr = 1e-2
+
+    reparam: bool = help_field(
+        False,
+        "produce the prefix through an MLP from P embeddings (prefix tuning); the MLP "
+        "can be folded away after training",
+    )
+    reparam_hidden: int = help_field(512, "width M of the reparameterisation MLP")
+    init_std: float = help_field(0.02, "standard deviation of the initial prefix")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("reparam_hidden", self.reparam_hidden, 1, 65536, integer=True)
+
+
+# -- ipt-lookup ----------------------------------------------------------------------------
+
+
+class LookupMode(str, enum.Enum):
+    INPUT = "input"  # the instance prompt alone
+    HYBRID = "hybrid"  # static task prompt + scale * instance prompt
+
+
+@register
+@dataclass
+class LookupConfig(GeneratorConfig):
+    name = "ipt-lookup"
+    generator_class = "ipt_ray.generators.lookup:LookupPrompt"
+    default_lr = 1e-2
+
+    mode: LookupMode = help_field(
+        LookupMode.INPUT,
+        "input: instance prompt only; hybrid: static task prompt plus the scaled instance prompt",
+    )
+    rank: int = help_field(
+        0,
+        "0: a full V x H table initialised from the vocabulary "
+        "embeddings; r > 0: a V x r table times an r x H projection",
+    )
+    scale: float = help_field(1.0, "hybrid mode: weight of the instance part")
+    static_lr_scale: float = help_field(
+        1.0, "hybrid mode: learning-rate multiplier of the static prompt"
+    )
+    init_std: float = help_field(0.02, "standard deviation of random initialisations")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("rank", self.rank, 0, 65536, integer=True)
+        check_range("scale", self.scale, 0.0, 1e3)
+        check_range("static_lr_scale", self.static_lr_scale, 1e-3, 1e4)
+
+
+# -- ipt-encoder ---------------------------------------------------------------------------
+
+
+class EncoderKind(str, enum.Enum):
+    CNN = "cnn"
+    LSTM = "lstm"
+    MLP = "mlp"
+
+
+class TokenSource(str, enum.Enum):
+    EMBEDDINGS = "embeddings"  # the backbone's frozen input embeddings
+    LOOKUP = "lookup"  # a trainable V x H table, initialised from them
+
+
+@register
+@dataclass
+class EncoderConfig(GeneratorConfig):
+    name = "ipt-encoder"
+    generator_class = "ipt_ray.generators.encoder:EncoderPrompt"
+
+    encoder: EncoderKind = help_field(EncoderKind.LSTM, "the encoder: cnn, lstm or mlp")
+    source: TokenSource = help_field(
+        TokenSource.EMBEDDINGS, "token vectors fed to the encoder: embeddings (frozen) or lookup"
+    )
+    hidden: int = help_field(128, "encoder width h (per direction for lstm)")
+    kernel_size: int = help_field(3, "cnn: window in tokens (odd)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("hidden", self.hidden, 1, 65536, integer=True)
+        check_range("kernel_size", self.kernel_size, 1, 63, integer=True)
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size must be odd, got {self.kernel_size}")
+
+
+# -- idpg ----------------------------------------------------------------------------------
+
+
+class Weights(str, enum.Enum):
+    DNN = "dnn"  # dense matrices
+    PHM = "phm"  # parameterised hypercomplex multiplication
+
+
+class Placement(str, enum.Enum):
+    INPUT = "input"
+    LAYERS = "layers"
+
+
+class Activation(str, enum.Enum):
+    TANH = "tanh"
+    RELU = "relu"
+    GELU = "gelu"
+
+
+@register
+@dataclass
+class IDPGConfig(GeneratorConfig):
+    name = "idpg"
+    generator_class = "ipt_ray.generators.idpg:IDPGPrompt"
+
+    bottleneck: int = help_field(64, "bottleneck width M")
+    weights: Weights = help_field(Weights.DNN, "dnn: dense layers; phm: hypercomplex layers")
+    phm_rank: int = help_field(4, "phm: the number n of Kronecker terms (divides H, M, P*H)")
+    placement: Placement = help_field(
+        Placement.INPUT, "input: P vectors at the input; layers: a key/value prefix in every layer"
+    )
+    activation: Activation = help_field(Activation.TANH, "nonlinearity in the bottleneck")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("bottleneck", self.bottleneck, 1, 65536, integer=True)
+        check_range("phm_rank", self.phm_rank, 1, 64, integer=True)
