@@ -163,7 +163,7 @@ def throughput(args: argparse.Namespace, device: torch.device) -> list[dict[str,
 def fractional(args: argparse.Namespace) -> list[dict[str, Any]]:
     import ray
 
-    from ipt_ray.space import parse_space
+    from ipt_ray.search.space import parse_space
     from ipt_ray.tuning import run_search
 
     rows = []

@@ -103,7 +103,7 @@ def tpe_asha(table: dict[str, list[float]], seed: int, args: argparse.Namespace)
     """The project's TPE + ASHA (one trial at a time) over the table; [(epochs, best)]."""
     import ray.tune
 
-    from ipt_ray.space import parse_space
+    from ipt_ray.search.space import parse_space
     from ipt_ray.tuning import build_scheduler, build_search_alg
 
     choices = ", ".join(f"{g}: {{}}" for g in GENERATORS)

@@ -57,7 +57,7 @@ def search_peak(
 ) -> dict[str, object]:
     import ray
 
-    from ipt_ray.space import parse_space
+    from ipt_ray.search.space import parse_space
     from ipt_ray.tuning import run_search
 
     space = (

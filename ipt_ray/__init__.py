@@ -20,7 +20,7 @@ _EXPORTS = {
     "build_model": "ipt_ray.model",
     "generator_names": "ipt_ray.generators",
     "load_bundle": "ipt_ray.bundle",
-    "load_space": "ipt_ray.space",
+    "load_space": "ipt_ray.search.space",
     "load_task": "ipt_ray.data",
     "read_texts": "ipt_ray.predict",
     "verify_bundle": "ipt_ray.bundle",

@@ -402,7 +402,7 @@ def search(
     Tune trial process or as a Ray Train job; everything tracked in MLflow."""
     quiet_libraries()
     from ipt_ray import preflight
-    from ipt_ray.space import load_space
+    from ipt_ray.search.space import load_space
     from ipt_ray.store import absolute_tracking_uri, default_storage, default_tracking_uri
 
     if resume is not None and fresh:

@@ -1,4 +1,4 @@
-"""Run a search: Ray Tune + Optuna TPE + ASHA over a :class:`~ipt_ray.space.SearchSpace`.
+"""Run a search: Ray Tune + Optuna TPE + ASHA over a :class:`~ipt_ray.search.space.SearchSpace`.
 
 :func:`run_search` is the one entry point. It
 
@@ -49,6 +49,7 @@ from ipt_ray.driver import run_name as train_run_name
 from ipt_ray.errors import UserError
 from ipt_ray.journal import journal_path
 from ipt_ray.runner import DEFAULT_PLACEMENT_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S, resolve_runner
+from ipt_ray.search.space import SearchSpace
 from ipt_ray.search_record import (
     FINISHED,
     INTERRUPTED,
@@ -57,7 +58,6 @@ from ipt_ray.search_record import (
     write_record,
 )
 from ipt_ray.shared_storage import check_shared_storage
-from ipt_ray.space import SearchSpace
 from ipt_ray.store import (
     RUNS_DIR,
     absolute_tracking_uri,

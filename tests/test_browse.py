@@ -747,7 +747,7 @@ def space_covering(
     """A space whose seeded startup trials draw every generator once (as OptunaSearch asks)."""
     import optuna
 
-    from ipt_ray.space import parse_space
+    from ipt_ray.search.space import parse_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for seed in range(50):

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ipt_ray import constants as C
-from ipt_ray.space import parse_space
+from ipt_ray.search.space import parse_space
 from ipt_ray.testing import (
     MlflowServer,
     alive_actor_pids,

@@ -11,7 +11,7 @@ import torch
 
 from ipt_ray.config import TrainConfig
 from ipt_ray.loop import TrainingRun
-from ipt_ray.space import parse_space
+from ipt_ray.search.space import parse_space
 from ipt_ray.testing import tiny_space_text
 
 pytestmark = [

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ipt_ray import constants as C
-from ipt_ray.space import SearchSpace, load_space, parse_space
+from ipt_ray.search.space import SearchSpace, load_space, parse_space
 from ipt_ray.testing import metric_steps as steps
 from ipt_ray.testing import search_runs
 from ipt_ray.testing import tiny_space_text as space_text

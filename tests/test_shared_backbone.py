@@ -106,7 +106,7 @@ def test_the_process_cache_builds_a_backbone_once_and_serves_the_shared_copy(
     ids=["fixed", "default", "revision", "searched", "per-generator"],
 )
 def test_a_search_shares_its_backbone_only_when_every_trial_uses_it(body, expected):
-    from ipt_ray.space import parse_space
+    from ipt_ray.search.space import parse_space
 
     assert parse_space(body).fixed_backbone() == expected
 
@@ -114,7 +114,7 @@ def test_a_search_shares_its_backbone_only_when_every_trial_uses_it(body, expect
 def test_remote_code_backbones_are_not_published(tiny_models: dict[str, Path]) -> None:
     """Their classes come from the hub's code, which a trial process may import otherwise:
     each trial loads its own (nothing is loaded by the driver)."""
-    from ipt_ray.space import parse_space
+    from ipt_ray.search.space import parse_space
     from ipt_ray.tuning import _load_shared_backbone
 
     body = "params: {generator: {choices: {task: {}}}}"

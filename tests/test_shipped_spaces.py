@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import ipt_ray
-from ipt_ray.space import load_space, shipped_spaces, shipped_spaces_dir
+from ipt_ray.search.space import load_space, shipped_spaces, shipped_spaces_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_SPACES = REPO / "ipt_ray" / "search" / "spaces"
@@ -25,7 +25,7 @@ SHIPPED_NAMES = sorted(p.stem for p in SOURCE_SPACES.glob("*.yaml"))
 _LOAD_ALL = """
 import json
 import ipt_ray
-from ipt_ray.space import load_space, shipped_spaces, shipped_spaces_dir
+from ipt_ray.search.space import load_space, shipped_spaces, shipped_spaces_dir
 print(json.dumps({
     "package": ipt_ray.__file__,
     "folder": str(shipped_spaces_dir()),

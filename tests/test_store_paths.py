@@ -184,7 +184,7 @@ def test_ui_serves_uploads_beside_the_store(
 
 
 def test_a_submitted_search_needs_storage_only_with_a_server(tmp_path: Path) -> None:
-    from ipt_ray.space import parse_space
+    from ipt_ray.search.space import parse_space
     from ipt_ray.submit import submit_search
 
     space = parse_space("fixed: {task: mr}\nparams:\n  generator: [task]\n")

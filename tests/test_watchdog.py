@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ipt_ray import constants as C
-from ipt_ray.space import parse_space
+from ipt_ray.search.space import parse_space
 from ipt_ray.testing import search_runs, stalled_worker, tiny_space_text, write_toy_csv
 from ipt_ray.watchdog import PlacementGroupInfo, SearchWatchdog, describe_bundles
 
