@@ -70,8 +70,8 @@ SEARCH_SPACES = {
 
 def search_generator(task_name: str, generator: str, args: argparse.Namespace) -> dict[str, Any]:
     """ipt-ray's search over one generator's space on a training subset: the best settings."""
+    from ipt_ray.search.run import run_search
     from ipt_ray.search.space import parse_space
-    from ipt_ray.tuning import run_search
 
     low, high, knobs = SEARCH_SPACES[generator]
     text = f"""name: fidelity-{task_name}-{generator}

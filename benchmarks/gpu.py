@@ -163,8 +163,8 @@ def throughput(args: argparse.Namespace, device: torch.device) -> list[dict[str,
 def fractional(args: argparse.Namespace) -> list[dict[str, Any]]:
     import ray
 
+    from ipt_ray.search.run import run_search
     from ipt_ray.search.space import parse_space
-    from ipt_ray.tuning import run_search
 
     rows = []
     gpus = args.fake_gpus if args.fake_gpus is not None else torch.cuda.device_count()

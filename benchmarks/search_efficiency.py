@@ -10,7 +10,7 @@ budget accounting: epochs trained.
    reports, epoch by epoch, what the grid measured for it. Training here repeats exactly on CPU
    (same seed, same data order: a tested property of the loop), so looking a configuration up
    is what retraining it would report. TPE + ASHA is the project's own searcher and scheduler
-   (:func:`ipt_ray.tuning.build_search_alg` / :func:`build_scheduler` on the space below)
+   (:func:`ipt_ray.search.plan.build_search_alg` / :func:`build_scheduler` on the space below)
    under Ray Tune, one trial at a time; random search samples configurations uniformly and
    trains each fully. Both are repeated over ``--seeds`` seeds.
 
@@ -103,8 +103,8 @@ def tpe_asha(table: dict[str, list[float]], seed: int, args: argparse.Namespace)
     """The project's TPE + ASHA (one trial at a time) over the table; [(epochs, best)]."""
     import ray.tune
 
+    from ipt_ray.search.plan import build_scheduler, build_search_alg
     from ipt_ray.search.space import parse_space
-    from ipt_ray.tuning import build_scheduler, build_search_alg
 
     choices = ", ".join(f"{g}: {{}}" for g in GENERATORS)
     space = parse_space(

@@ -70,8 +70,9 @@ def search_round(
     runner: str, config: dict[str, Any], rounds: int, cpus: int
 ) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
     """One search of ``rounds`` trials with ``runner``, a plain process after each trial."""
+    from ipt_ray.search.progress import ProgressEvent
+    from ipt_ray.search.run import run_search
     from ipt_ray.search.space import parse_space
-    from ipt_ray.tuning import ProgressEvent, run_search
 
     plain: list[dict[str, float]] = []
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from ipt_ray.config import TrainConfig
     from ipt_ray.data import TaskData
-    from ipt_ray.shared_backbone import SharedBackbone
+    from ipt_ray.search.shared_backbone import SharedBackbone
 
 #: How many backbones and tasks a process keeps (least recently used ones go first).
 MAX_BACKBONES = 1
@@ -57,7 +57,7 @@ def backbone(
         _backbones.move_to_end(key)
         return _backbones[key]
     if shared is not None and shared.serves(*key):
-        from ipt_ray.shared_backbone import materialize
+        from ipt_ray.search.shared_backbone import materialize
 
         loaded = (
             materialize(shared),

@@ -776,7 +776,7 @@ class RealSearch:
 
 
 def run_search(space: Any, **kwargs: Any) -> Any:
-    from ipt_ray.tuning import run_search as run
+    from ipt_ray.search.run import run_search as run
 
     return run(space, **kwargs)
 

@@ -52,7 +52,7 @@ def test_two_trials_share_one_gpu(tiny_models, toy_csv, paths: dict[str, Any]) -
     (trials of several seconds, so that Tune cannot reuse the first trial's process)."""
     import ray
 
-    from ipt_ray.tuning import run_search
+    from ipt_ray.search.run import run_search
 
     text = tiny_space_text(
         Path(tiny_models["bert"]),

@@ -53,7 +53,7 @@ from ipt_ray import constants as C
 if TYPE_CHECKING:
     from ipt_ray.config import TrainConfig
     from ipt_ray.loop import EpochResult, TrainingRun
-    from ipt_ray.shared_backbone import SharedBackbone
+    from ipt_ray.search.shared_backbone import SharedBackbone
 
 #: Key of ``train_loop_config`` holding ``TrainConfig.to_dict()``.
 TRAIN_CONFIG_KEY = "train_config"
@@ -285,7 +285,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
     Args:
         config: ``{"train_config": TrainConfig.to_dict(), "shared_backbone": SharedBackbone
-            or None}`` (the ``train_loop_config`` built by :mod:`ipt_ray.driver`).
+            or None}`` (the ``train_loop_config`` built by :mod:`ipt_ray.search.trial`).
 
     Raises:
         UserError: the configuration, task or backbone cannot be used (the trial fails).
