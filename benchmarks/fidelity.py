@@ -43,7 +43,7 @@ from ipt_ray.core.config import TrainConfig
 from ipt_ray.core.metrics import classification_metrics
 from ipt_ray.core.model import pool
 from ipt_ray.data import TaskData, TokenizedSplit, batches, load_task, tokenize_task
-from ipt_ray.train.loop import TrainingRun, linear_schedule, seed_everything
+from ipt_ray.training.loop import TrainingRun, linear_schedule, seed_everything
 
 GENERATORS = ["task", "prefix", "ipt-lookup", "ipt-encoder", "idpg"]
 METHODS = [*GENERATORS, "full-ft", "probe"]
@@ -70,8 +70,8 @@ SEARCH_SPACES = {
 
 def search_generator(task_name: str, generator: str, args: argparse.Namespace) -> dict[str, Any]:
     """ipt-ray's search over one generator's space on a training subset: the best settings."""
-    from ipt_ray.space import parse_space
-    from ipt_ray.tuning import run_search
+    from ipt_ray.tuning.run import run_search
+    from ipt_ray.tuning.space import parse_space
 
     low, high, knobs = SEARCH_SPACES[generator]
     text = f"""name: fidelity-{task_name}-{generator}

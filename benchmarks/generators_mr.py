@@ -21,7 +21,7 @@ import torch
 from ipt_ray.core.backbone import load_backbone
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.data import load_task
-from ipt_ray.train.loop import TrainingRun
+from ipt_ray.training.loop import TrainingRun
 
 GENERATORS = ["task", "prefix", "ipt-lookup", "ipt-encoder", "idpg"]
 

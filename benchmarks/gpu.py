@@ -3,7 +3,7 @@
 Two parts, both on ``--device`` (default ``cuda``):
 
 1. ``throughput``: a training step (forward, backward, fused AdamW on the trainable
-   parameters, as :class:`ipt_ray.train.loop.TrainingRun` does it) and an evaluation forward of
+   parameters, as :class:`ipt_ray.training.loop.TrainingRun` does it) and an evaluation forward of
    frozen-backbone models, per backbone, generator and precision, on random token ids (batch
    ``--batch-size``, ``--max-length`` tokens; the speed of a step does not depend on the
    weights' values). Backbones: ``minilm`` (the real weights) and ``roberta-base`` (RoBERTa's
@@ -71,7 +71,7 @@ def step_fns(
     from ipt_ray.core.backbone import uses_token_types
     from ipt_ray.core.config import TrainConfig
     from ipt_ray.core.model import build_model
-    from ipt_ray.train.loop import make_optimizer
+    from ipt_ray.training.loop import make_optimizer
 
     config = TrainConfig(model="minilm", generator=generator, max_length=args.max_length)
     config.validate()
@@ -163,8 +163,8 @@ def throughput(args: argparse.Namespace, device: torch.device) -> list[dict[str,
 def fractional(args: argparse.Namespace) -> list[dict[str, Any]]:
     import ray
 
-    from ipt_ray.space import parse_space
-    from ipt_ray.tuning import run_search
+    from ipt_ray.tuning.run import run_search
+    from ipt_ray.tuning.space import parse_space
 
     rows = []
     gpus = args.fake_gpus if args.fake_gpus is not None else torch.cuda.device_count()

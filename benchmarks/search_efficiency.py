@@ -4,13 +4,13 @@ One categorical space (generator x learning rate x prompt length), three ways, w
 budget accounting: epochs trained.
 
 1. **Grid**: every configuration trained for ``--epochs`` epochs, for real
-   (:class:`ipt_ray.train.loop.TrainingRun`, the backbone loaded once). Each configuration's
+   (:class:`ipt_ray.training.loop.TrainingRun`, the backbone loaded once). Each configuration's
    per-epoch validation accuracy is kept in a table (``--table``, reused when it exists).
 2. **Random search** and 3. **TPE + ASHA** then run on that table: a trial of a configuration
    reports, epoch by epoch, what the grid measured for it. Training here repeats exactly on CPU
    (same seed, same data order: a tested property of the loop), so looking a configuration up
    is what retraining it would report. TPE + ASHA is the project's own searcher and scheduler
-   (:func:`ipt_ray.tuning.build_search_alg` / :func:`build_scheduler` on the space below)
+   (:func:`ipt_ray.tuning.plan.build_search_alg` / :func:`build_scheduler` on the space below)
    under Ray Tune, one trial at a time; random search samples configurations uniformly and
    trains each fully. Both are repeated over ``--seeds`` seeds.
 
@@ -48,7 +48,7 @@ def run_grid(args: argparse.Namespace) -> dict[str, list[float]]:
     from ipt_ray.core.backbone import load_backbone
     from ipt_ray.core.config import TrainConfig
     from ipt_ray.data import load_task
-    from ipt_ray.train.loop import TrainingRun
+    from ipt_ray.training.loop import TrainingRun
 
     backbone, tokenizer = load_backbone("minilm")
     table: dict[str, list[float]] = {}
@@ -103,8 +103,8 @@ def tpe_asha(table: dict[str, list[float]], seed: int, args: argparse.Namespace)
     """The project's TPE + ASHA (one trial at a time) over the table; [(epochs, best)]."""
     import ray.tune
 
-    from ipt_ray.space import parse_space
-    from ipt_ray.tuning import build_scheduler, build_search_alg
+    from ipt_ray.tuning.plan import build_scheduler, build_search_alg
+    from ipt_ray.tuning.space import parse_space
 
     choices = ", ".join(f"{g}: {{}}" for g in GENERATORS)
     space = parse_space(

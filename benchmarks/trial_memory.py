@@ -57,8 +57,8 @@ def search_peak(
 ) -> dict[str, object]:
     import ray
 
-    from ipt_ray.space import parse_space
-    from ipt_ray.tuning import run_search
+    from ipt_ray.tuning.run import run_search
+    from ipt_ray.tuning.space import parse_space
 
     space = (
         "name: trial-memory\nfixed:\n  task: mr\n  model: minilm\n"

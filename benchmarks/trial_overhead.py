@@ -1,7 +1,7 @@
 """Per-trial overhead and in-trial throughput: a search's trials against plain processes.
 
 A *plain* run is a fresh Python process that trains the configuration with
-:class:`ipt_ray.train.loop.TrainingRun` (no Ray); its start-up is the time from just before the
+:class:`ipt_ray.training.loop.TrainingRun` (no Ray); its start-up is the time from just before the
 process is spawned to its first optimizer step. A *trial* is the same configuration as a Ray
 Tune trial holding all the machine's CPUs (``run_search`` on a local Ray started once, before
 timing), with each runner: ``actor`` (the trial trains in Tune's trial process, which the next
@@ -38,7 +38,7 @@ def plain_child(config_json: str, spawned_at: float) -> None:
     import torch
 
     from ipt_ray.core.config import TrainConfig
-    from ipt_ray.train.loop import TrainingRun
+    from ipt_ray.training.loop import TrainingRun
 
     run = TrainingRun(TrainConfig(**json.loads(config_json)))
     epochs: list[dict[str, float]] = []
@@ -70,8 +70,9 @@ def search_round(
     runner: str, config: dict[str, Any], rounds: int, cpus: int
 ) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
     """One search of ``rounds`` trials with ``runner``, a plain process after each trial."""
-    from ipt_ray.space import parse_space
-    from ipt_ray.tuning import ProgressEvent, run_search
+    from ipt_ray.tuning.progress import ProgressEvent
+    from ipt_ray.tuning.run import run_search
+    from ipt_ray.tuning.space import parse_space
 
     plain: list[dict[str, float]] = []
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ipt_ray.errors import ConfigError, UserError
-from ipt_ray.runner import DEFAULT_PLACEMENT_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S
+from ipt_ray.tuning.options import DEFAULT_PLACEMENT_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S
 
 app = typer.Typer(
     name="ipt-ray",
@@ -204,7 +204,7 @@ def train(
     """Train one generator on one task with a frozen backbone (one process, no Ray)."""
     quiet_libraries()
     from ipt_ray.core.config import TrainConfig
-    from ipt_ray.train.loop import EpochResult, TrainingRun
+    from ipt_ray.training.loop import EpochResult, TrainingRun
 
     options, settings = split_settings(generator, parse_assignments(set_ or []))
     config = TrainConfig(
@@ -402,49 +402,42 @@ def search(
     Tune trial process or as a Ray Train job; everything tracked in MLflow."""
     quiet_libraries()
     from ipt_ray.cluster import preflight
-    from ipt_ray.space import load_space
-    from ipt_ray.tracking.store import absolute_tracking_uri, default_storage, default_tracking_uri
+    from ipt_ray.tracking.store import absolute_tracking_uri
+    from ipt_ray.tuning.api import prepare_search
+    from ipt_ray.tuning.api import search as run_search
+    from ipt_ray.tuning.options import SettingError
+    from ipt_ray.tuning.progress import LineProgress
 
-    if resume is not None and fresh:
-        raise UserError("--resume and --fresh contradict each other")
-    if resume is not None and name is not None and resume != name:
-        raise UserError(f"--resume {resume} and --name {name} name different searches")
-
-    overrides: dict[str, Any] = {f"fixed.{k}": v for k, v in parse_assignments(set_ or []).items()}
-    if num_samples is not None:
-        overrides["num_samples"] = num_samples
-    if max_concurrent is not None:
-        overrides["max_concurrent"] = max_concurrent
-    loaded = load_space(space, overrides or None)
-    for key, value in (
-        ("num_samples", num_samples),
-        ("max_concurrent", max_concurrent),
-        ("workers_per_trial", workers_per_trial),
-    ):
-        if value is not None and value < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
-    for key, value in (("max_failures", max_failures), ("worker_failures", worker_failures)):
-        if value < -1:
-            raise UserError(f"--{key.replace('_', '-')} must be -1 (no limit) or more, got {value}")
-    if "task" in loaded.fixed:
-        preflight.check_task(str(loaded.fixed["task"]))
-    if tracking_uri is not None:
-        preflight.check_tracking_uri(tracking_uri)
-    if storage is not None:
-        preflight.check_storage(storage)
-    if cpus_per_worker < 0 or gpus_per_worker < 0:
-        raise UserError(
-            f"--cpus-per-worker and --gpus-per-worker cannot be negative, got "
-            f"{cpus_per_worker:g} and {gpus_per_worker:g}"
-        )
-    from ipt_ray.runner import resolve_runner
-
-    resolve_runner(runner, workers_per_trial, worker_failures)
-    if not placement_timeout > 0:
-        raise UserError(
-            f"--placement-timeout must be more than 0 seconds, got {placement_timeout:g}"
-        )
-    preflight.check_ray_address(address)
+    options: dict[str, Any] = dict(
+        name=name,
+        address=address,
+        tracking_uri=tracking_uri,
+        storage=storage,
+        resume=resume,
+        fresh=fresh,
+        num_samples=num_samples,
+        max_concurrent=max_concurrent,
+        workers_per_trial=workers_per_trial,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
+        max_failures=max_failures,
+        worker_failures=worker_failures,
+        placement_timeout=placement_timeout,
+        runner=runner,
+        set=parse_assignments(set_ or []),
+    )
+    try:
+        if preflight.is_dashboard_address(address):
+            loaded = prepare_search(space, **options)
+        else:
+            summary = run_search(
+                space,
+                **options,
+                stall_timeout=stall_timeout,
+                progress=LineProgress(sys.stderr if as_json else sys.stdout),
+            )
+    except SettingError as exc:  # the library names settings; here they are flags
+        raise UserError(exc.render(lambda key: "--" + key.replace("_", "-"))) from None
     if preflight.is_dashboard_address(address):
         from ipt_ray.cluster.submit import submit_search
 
@@ -486,31 +479,6 @@ def search(
             )
         )
 
-    # The defaults the search will use (ipt_ray.tracking.store), checked like given ones: the
-    # store's folder writable, room for checkpoints beside it.
-    if tracking_uri is None:
-        preflight.check_tracking_uri(default_tracking_uri())
-    if storage is None:
-        preflight.check_storage(str(default_storage(tracking_uri)))
-    from ipt_ray.tuning import LineProgress, run_search
-
-    summary = run_search(
-        loaded,
-        name=resume or name,
-        resume=True if resume else (False if fresh else None),
-        address=address,
-        tracking_uri=tracking_uri,
-        storage=storage,
-        workers_per_trial=workers_per_trial,
-        cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=gpus_per_worker,
-        max_failures=max_failures,
-        worker_failures=worker_failures,
-        placement_timeout=placement_timeout,
-        stall_timeout=stall_timeout,
-        runner=runner,
-        progress=LineProgress(sys.stderr if as_json else sys.stdout),
-    )
     print()
     for line in format_summary_table(summary):
         print(line)
@@ -522,7 +490,7 @@ def search(
         )
     print(f"browse: {summary.ui_command}")
     if as_json:
-        print(json.dumps(search_json(summary)))
+        print(json.dumps(summary.to_dict()))
     if summary.interrupted:
         again = " ".join(shlex.quote(a) for a in ["ipt-ray", *sys.argv[1:]])
         print(
@@ -611,41 +579,6 @@ def jobs_stop(job_id: str, address: JobAddressOpt = None) -> None:
     """Stop a running job (its search marks running trials KILLED in MLflow)."""
     stopped = _job_call(address, "stop_job", job_id)
     print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
-
-
-def search_json(summary: Any) -> dict[str, Any]:
-    """The `--json` line: experiment, parent run, best trial, counts, and the MLflow calls
-    that never reached the store."""
-    best = summary.best
-    return {
-        "experiment": summary.name,
-        "experiment_id": summary.experiment_id,
-        "parent_run_id": summary.parent_run_id,
-        "tracking_uri": summary.tracking_uri,
-        "metric": summary.metric,
-        "mode": summary.mode,
-        "best": None
-        if best is None
-        else {
-            "run_id": best.run_id,
-            "trial_id": best.trial_id,
-            "value": best.value,
-            "params": best.params,
-            "metrics": best.metrics,
-        },
-        "counts": {
-            "trials": summary.num_trials,
-            "finished": summary.finished,
-            "pruned": summary.pruned,
-            "failed": summary.failed,
-            "killed": summary.counts.get("killed", 0),
-        },
-        "seconds": summary.seconds,
-        "tracking_calls_lost": summary.tracking_calls_lost,
-        "placement_groups_reaped": summary.placement_groups_reaped,
-        "placement_groups_left": summary.placement_groups_left,
-        "trials_stalled": summary.trials_stalled,
-    }
 
 
 TrackingOpt = Annotated[

@@ -333,7 +333,7 @@ _GCS_GROUPS_SCRIPT = """
 import dataclasses, json, sys
 import ray
 from ray._private.state import state
-from ipt_ray.watchdog import placement_groups
+from ipt_ray.tuning.watchdog import placement_groups
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 out = []
 for group in placement_groups() or []:

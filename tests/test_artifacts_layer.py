@@ -14,7 +14,7 @@ import pytest
 from ipt_ray.artifacts import load_bundle, write_bundle
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.testing import run_cli
-from ipt_ray.train.loop import TrainingRun
+from ipt_ray.training.loop import TrainingRun
 
 TEXTS = ["a good film", "the plot was dull", "fine"]
 

@@ -370,7 +370,7 @@ def inputs(tiny_models, toy_csv, tmp_path_factory) -> Inputs:
 
     from ipt_ray.artifacts.bundle import write_bundle
     from ipt_ray.core.config import TrainConfig
-    from ipt_ray.train.loop import TrainingRun
+    from ipt_ray.training.loop import TrainingRun
 
     root = tmp_path_factory.mktemp("bad-inputs")
     run = TrainingRun(

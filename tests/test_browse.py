@@ -741,7 +741,7 @@ def space_covering(
     """A space whose seeded startup trials draw every generator once (as OptunaSearch asks)."""
     import optuna
 
-    from ipt_ray.space import parse_space
+    from ipt_ray.tuning.space import parse_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for seed in range(50):
@@ -770,7 +770,7 @@ class RealSearch:
 
 
 def run_search(space: Any, **kwargs: Any) -> Any:
-    from ipt_ray.tuning import run_search as run
+    from ipt_ray.tuning.run import run_search as run
 
     return run(space, **kwargs)
 

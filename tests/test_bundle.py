@@ -39,7 +39,7 @@ from ipt_ray.core.config import TrainConfig
 from ipt_ray.core.model import build_model
 from ipt_ray.errors import UserError
 from ipt_ray.testing import write_toy_csv
-from ipt_ray.train.loop import TrainingRun
+from ipt_ray.training.loop import TrainingRun
 
 TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun", "zzz unknown"]
 PAIRS = ["a film", "it was fine", "the story is bland and the cast is flat", "warm"]

@@ -18,7 +18,7 @@ import pytest
 import ray
 import yaml
 
-from ipt_ray.space import shipped_spaces
+from ipt_ray.tuning.space import shipped_spaces
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
 YAML_FILES = sorted(p for p in CLUSTER.rglob("*") if p.suffix in {".yaml", ".yml"})

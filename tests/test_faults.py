@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from ipt_ray import constants as C
-from ipt_ray.space import parse_space
 from ipt_ray.testing import (
     MlflowServer,
     alive_actor_pids,
@@ -31,6 +30,7 @@ from ipt_ray.testing import (
     tiny_space_text,
     write_toy_csv,
 )
+from ipt_ray.tuning.space import parse_space
 
 pytestmark = pytest.mark.ray
 
@@ -44,7 +44,7 @@ def slow_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(text: str, uri: str, tmp_path: Path, **kwargs: Any) -> Any:
-    from ipt_ray.tuning import run_search
+    from ipt_ray.tuning.run import run_search
 
     return run_search(
         parse_space(text),
@@ -67,7 +67,7 @@ def assert_nothing_running(uri: str, summary: Any) -> None:
 def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(
     ray_session: None, tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any]
 ) -> None:
-    from ipt_ray.tuning import run_search
+    from ipt_ray.tuning.run import run_search
 
     text = tiny_space_text(
         tiny_models["bert"],
@@ -115,7 +115,7 @@ def test_a_killed_training_process_resumes_from_its_checkpoint_without_gap_or_re
     actor runner's trial process (--max-failures 1: Tune starts the trial again; killed half a
     second after the result, since Tune registers a function trainable's checkpoint just
     after it). Either way the trial goes on from its epoch-1 checkpoint."""
-    from ipt_ray.tuning import ProgressEvent
+    from ipt_ray.tuning.progress import ProgressEvent
 
     killed: list[int] = []
     killers: list[threading.Thread] = []
@@ -169,7 +169,7 @@ def test_an_mlflow_outage_of_30_s_loses_no_metric(
     """The tracking server is stopped right after the first epoch is reported and started
     again 30 s later (same port, same store): trials go on meanwhile, and in the end every
     trial has its run and every epoch of it is in MLflow, once."""
-    from ipt_ray.tuning import ProgressEvent
+    from ipt_ray.tuning.progress import ProgressEvent
 
     server = MlflowServer(tmp_path / "mlflow-server")
     outage: dict[str, float] = {}

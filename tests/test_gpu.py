@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from ipt_ray.core.config import TrainConfig
-from ipt_ray.space import parse_space
 from ipt_ray.testing import tiny_space_text
-from ipt_ray.train.loop import TrainingRun
+from ipt_ray.training.loop import TrainingRun
+from ipt_ray.tuning.space import parse_space
 
 pytestmark = [
     pytest.mark.gpu,
@@ -52,7 +52,7 @@ def test_two_trials_share_one_gpu(tiny_models, toy_csv, paths: dict[str, Any]) -
     (trials of several seconds, so that Tune cannot reuse the first trial's process)."""
     import ray
 
-    from ipt_ray.tuning import run_search
+    from ipt_ray.tuning.run import run_search
 
     text = tiny_space_text(
         Path(tiny_models["bert"]),

@@ -64,9 +64,9 @@ def test_a_run_config_validates_without_torch() -> None:
 @pytest.mark.parametrize(
     "module",
     [
-        "ipt_ray.train.loop",
-        "ipt_ray.train.features",
-        "ipt_ray.train.warm",
+        "ipt_ray.training.loop",
+        "ipt_ray.training.features",
+        "ipt_ray.training.warm",
         "ipt_ray.core.model",
         "ipt_ray.core.checkpoint",
     ],

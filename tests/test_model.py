@@ -13,7 +13,7 @@ from ipt_ray.core.attention import layer_prefix
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.core.model import IPTModel, build_model
 from ipt_ray.errors import ConfigError
-from ipt_ray.train.loop import TrainingRun
+from ipt_ray.training.loop import TrainingRun
 
 ARCHS = ["bert", "roberta", "distilbert", "electra", "deberta-v2", "gpt2", "llama"]
 GENERATORS = {
@@ -290,7 +290,7 @@ def test_cached_sentence_features_equal_the_live_ones(tiny_models, toy_csv, tmp_
         second.history[-1].metrics["train_loss"], rel=1e-4
     )
     # A second run (another trial) reads the file instead of recomputing.
-    import ipt_ray.train.features as features
+    import ipt_ray.training.features as features
 
     monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("recomputed"))
     again = _run(tiny_models, toy_csv, generator="idpg")
@@ -418,7 +418,7 @@ def test_cached_layer_states_equal_the_live_pass_and_are_read_back(
     assert first.history[-1].metrics["train_loss"] == pytest.approx(
         second.history[-1].metrics["train_loss"], rel=1e-4
     )
-    import ipt_ray.train.features as features
+    import ipt_ray.training.features as features
 
     monkeypatch.setattr(features, "_write_states", lambda *a, **k: pytest.fail("recomputed"))
     again = _run(tiny_models, toy_csv, generator="idpg", prompt_layer=1)

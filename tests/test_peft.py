@@ -19,7 +19,7 @@ from ipt_ray.artifacts.peft import write_peft_adapter
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.errors import UserError
 from ipt_ray.testing import write_toy_csv
-from ipt_ray.train.loop import TrainingRun
+from ipt_ray.training.loop import TrainingRun
 
 peft = pytest.importorskip("peft")
 

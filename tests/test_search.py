@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from ipt_ray import constants as C
-from ipt_ray.space import SearchSpace, load_space, parse_space
 from ipt_ray.testing import metric_steps as steps
 from ipt_ray.testing import search_runs
 from ipt_ray.testing import tiny_space_text as space_text
+from ipt_ray.tuning.space import SearchSpace, load_space, parse_space
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("fast_ray_reports")]
 
@@ -31,7 +31,7 @@ def client(uri: str) -> Any:
 
 
 def run(space: SearchSpace, paths: dict[str, Any], **kwargs: Any) -> Any:
-    from ipt_ray.tuning import run_search
+    from ipt_ray.tuning.run import run_search
 
     events: list[Any] = []
     summary = run_search(space, progress=events.append, **paths, **kwargs)
@@ -118,7 +118,8 @@ def test_the_actor_runner_trains_trial_after_trial_in_one_process(
     backbone and the task are loaded once), reading the backbone from the object store."""
     from ipt_ray.core.backbone import load_backbone
     from ipt_ray.testing import alive_actor_pids
-    from ipt_ray.tuning import ProgressEvent, run_search
+    from ipt_ray.tuning.progress import ProgressEvent
+    from ipt_ray.tuning.run import run_search
 
     trial_pids: list[set[int]] = []
 
@@ -169,7 +170,7 @@ def test_a_search_over_backbones_loads_each_trials_own(
 
 def test_resources_must_fit(ray_session: None) -> None:
     from ipt_ray.errors import UserError
-    from ipt_ray.tuning import default_max_concurrent
+    from ipt_ray.tuning.plan import default_max_concurrent
 
     assert default_max_concurrent(1, 1.0, 0.0) == 2
     assert default_max_concurrent(2, 0.5, 0.0) == 2
@@ -317,7 +318,7 @@ def test_ctrl_c_leaves_nothing_running(
     import signal
     import threading
 
-    from ipt_ray.tuning import run_search
+    from ipt_ray.tuning.run import run_search
 
     text = space_text(
         tiny_models["bert"],

@@ -1,5 +1,5 @@
-"""The backbone held once per node in Ray's object store (ipt_ray.shared_backbone) and the
-process cache that hands it to one trial after another (ipt_ray.train.warm)."""
+"""The backbone held once per node in Ray's object store (ipt_ray.tuning.shared_backbone) and the
+process cache that hands it to one trial after another (ipt_ray.training.warm)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ipt_ray.core.config import TrainConfig
-from ipt_ray.runner import resolve_runner
 from ipt_ray.testing import ARCHITECTURES
+from ipt_ray.tuning.options import resolve_runner
 
 pytestmark = pytest.mark.ray
 
@@ -21,7 +21,7 @@ def test_materialized_backbone_equals_the_loaded_one(
     ray_session: None, tiny_models: dict[str, Path], arch: str
 ) -> None:
     from ipt_ray.core.backbone import load_backbone
-    from ipt_ray.shared_backbone import materialize, publish_backbone
+    from ipt_ray.tuning.shared_backbone import materialize, publish_backbone
 
     loaded, _ = load_backbone(str(tiny_models[arch]))
     shared = publish_backbone(loaded, model=str(tiny_models[arch]))
@@ -49,7 +49,7 @@ def test_a_write_to_the_shared_weights_kills_the_writer_not_the_other_trials(
     import ray
 
     from ipt_ray.core.backbone import load_backbone
-    from ipt_ray.shared_backbone import materialize, publish_backbone
+    from ipt_ray.tuning.shared_backbone import materialize, publish_backbone
 
     original, _ = load_backbone(str(tiny_models["bert"]))
     expected = original.embeddings.word_embeddings.weight.clone()
@@ -70,8 +70,8 @@ def test_the_process_cache_builds_a_backbone_once_and_serves_the_shared_copy(
     ray_session: None, tiny_models: dict[str, Path]
 ) -> None:
     from ipt_ray.core.backbone import load_backbone
-    from ipt_ray.shared_backbone import publish_backbone
-    from ipt_ray.train import warm
+    from ipt_ray.training import warm
+    from ipt_ray.tuning.shared_backbone import publish_backbone
 
     model = str(tiny_models["bert"])
     shared = publish_backbone(load_backbone(model)[0], model=model)
@@ -106,7 +106,7 @@ def test_the_process_cache_builds_a_backbone_once_and_serves_the_shared_copy(
     ids=["fixed", "default", "revision", "searched", "per-generator"],
 )
 def test_a_search_shares_its_backbone_only_when_every_trial_uses_it(body, expected):
-    from ipt_ray.space import parse_space
+    from ipt_ray.tuning.space import parse_space
 
     assert parse_space(body).fixed_backbone() == expected
 
@@ -114,14 +114,14 @@ def test_a_search_shares_its_backbone_only_when_every_trial_uses_it(body, expect
 def test_remote_code_backbones_are_not_published(tiny_models: dict[str, Path]) -> None:
     """Their classes come from the hub's code, which a trial process may import otherwise:
     each trial loads its own (nothing is loaded by the driver)."""
-    from ipt_ray.space import parse_space
-    from ipt_ray.tuning import _load_shared_backbone
+    from ipt_ray.tuning.plan import load_shared_backbone
+    from ipt_ray.tuning.space import parse_space
 
     body = "params: {generator: {choices: {task: {}}}}"
     model = str(tiny_models["bert"])
     remote = parse_space(f"fixed: {{model: {model}, trust_remote_code: true}}\n{body}")
-    assert _load_shared_backbone(remote) is None
-    net, name, revision = _load_shared_backbone(parse_space(f"fixed: {{model: {model}}}\n{body}"))
+    assert load_shared_backbone(remote) is None
+    net, name, revision = load_shared_backbone(parse_space(f"fixed: {{model: {model}}}\n{body}"))
     assert (name, revision) == (model, None) and not net.training
 
 
@@ -144,8 +144,13 @@ def test_runner_choice(runner: str, workers: int, worker_failures: int, expected
     ("runner", "workers", "worker_failures", "message"),
     [
         ("acter", 1, 0, "unknown runner 'acter' (did you mean 'actor'?); allowed: actor, auto"),
-        ("actor", 2, 0, "--runner actor trains each trial in one process"),
-        ("actor", 1, 1, "use --max-failures"),
+        (
+            "actor",
+            2,
+            0,
+            "runner actor trains each trial in one process, but workers_per_trial is 2",
+        ),
+        ("actor", 1, 1, "use max_failures"),
     ],
 )
 def test_runner_refusals(runner: str, workers: int, worker_failures: int, message: str) -> None:

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 
 import ipt_ray
-from ipt_ray.space import load_space, shipped_spaces, shipped_spaces_dir
+from ipt_ray.tuning.space import load_space, shipped_spaces, shipped_spaces_dir
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE_SPACES = REPO / "ipt_ray" / "search" / "spaces"
+SOURCE_SPACES = REPO / "ipt_ray" / "tuning" / "spaces"
 SHIPPED_NAMES = sorted(p.stem for p in SOURCE_SPACES.glob("*.yaml"))
 
 # Loads every shipped space by name, as `ipt-ray search NAME` does (cli.search -> load_space).
 _LOAD_ALL = """
 import json
 import ipt_ray
-from ipt_ray.space import load_space, shipped_spaces, shipped_spaces_dir
+from ipt_ray.tuning.space import load_space, shipped_spaces, shipped_spaces_dir
 print(json.dumps({
     "package": ipt_ray.__file__,
     "folder": str(shipped_spaces_dir()),
@@ -43,9 +43,9 @@ def _clean_env() -> dict[str, str]:
 def test_the_shipped_spaces_folder_is_inside_the_package() -> None:
     assert SHIPPED_NAMES, f"no shipped spaces in {SOURCE_SPACES}"
     folder = shipped_spaces_dir()
-    assert folder == Path(ipt_ray.__file__).resolve().parent / "search" / "spaces"
+    assert folder == Path(ipt_ray.__file__).resolve().parent / "tuning" / "spaces"
     assert shipped_spaces() == SHIPPED_NAMES
-    assert not (REPO / "search_spaces").exists(), "shipped spaces live in ipt_ray/search/spaces"
+    assert not (REPO / "search_spaces").exists(), "shipped spaces live in ipt_ray/tuning/spaces"
 
 
 @pytest.mark.parametrize("name", SHIPPED_NAMES)
@@ -114,8 +114,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_every_shipped_space(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert "ipt_ray/search/__init__.py" in names
-    missing = [n for n in SHIPPED_NAMES if f"ipt_ray/search/spaces/{n}.yaml" not in names]
+    assert "ipt_ray/tuning/__init__.py" in names
+    missing = [n for n in SHIPPED_NAMES if f"ipt_ray/tuning/spaces/{n}.yaml" not in names]
     assert not missing, f"{wheel.name} lacks the shipped spaces {missing}"
 
 
@@ -137,6 +137,6 @@ def test_an_installed_wheel_finds_its_shipped_spaces(wheel: Path, tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(result["package"]).is_relative_to(target)
-    assert Path(result["folder"]) == target / "ipt_ray" / "search" / "spaces"
+    assert Path(result["folder"]) == target / "ipt_ray" / "tuning" / "spaces"
     assert sorted(result["loaded"]) == SHIPPED_NAMES
     assert all(Path(p).is_relative_to(target) for p in result["loaded"].values())

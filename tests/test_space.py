@@ -18,7 +18,7 @@ import yaml
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.errors import ConfigError
 from ipt_ray.generators import generator_names
-from ipt_ray.space import (
+from ipt_ray.tuning.space import (
     SearchSpace,
     load_space,
     parse_space,

@@ -2,9 +2,10 @@
 beside its MLflow store, whichever folder the command runs in.
 
 The rule lives in :mod:`ipt_ray.tracking.store` (:func:`~ipt_ray.tracking.store.store_dir`,
-:func:`~ipt_ray.tracking.store.runs_dir`); the search (:class:`ipt_ray.tuning.SearchLocations`), the
-preflight checks, ``ipt-ray ui`` and the cluster submission all go through it. The unit tests
-start no Ray; the last test runs a real search with the CLI from an empty folder.
+:func:`~ipt_ray.tracking.store.runs_dir`); the search
+(:class:`ipt_ray.tuning.locations.SearchLocations`), the preflight checks, ``ipt-ray ui`` and
+the cluster submission all go through it. The unit tests start no Ray; the last test runs a real
+search with the CLI from an empty folder.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def test_an_in_memory_store_has_no_folder(cwd: Path, uri: str) -> None:
 
 # -- the search's locations ----------------------------------------------------------------------
 def resolve(**kwargs: Any) -> Any:
-    from ipt_ray.tuning import SearchLocations
+    from ipt_ray.tuning.locations import SearchLocations
 
     given = {"tracking_uri": None, "artifact_root": None, "storage": None, **kwargs}
     return SearchLocations.resolve("my search", **given)
@@ -185,7 +186,7 @@ def test_ui_serves_uploads_beside_the_store(
 
 def test_a_submitted_search_needs_storage_only_with_a_server(tmp_path: Path) -> None:
     from ipt_ray.cluster.submit import submit_search
-    from ipt_ray.space import parse_space
+    from ipt_ray.tuning.space import parse_space
 
     space = parse_space("fixed: {task: mr}\nparams:\n  generator: [task]\n")
     assert space.path is None  # so that a search that passes the storage check stops next

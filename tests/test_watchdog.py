@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from ipt_ray import constants as C
-from ipt_ray.space import parse_space
 from ipt_ray.testing import search_runs, stalled_worker, tiny_space_text, write_toy_csv
-from ipt_ray.watchdog import PlacementGroupInfo, SearchWatchdog, describe_bundles
+from ipt_ray.tuning.space import parse_space
+from ipt_ray.tuning.watchdog import PlacementGroupInfo, SearchWatchdog, describe_bundles
 
 ONE_GENERATOR = "generator: {choices: {task: {}}}"
 
@@ -67,7 +67,11 @@ def test_a_group_whose_creator_died_is_removed_and_no_other(ray_session: None) -
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    from ipt_ray.watchdog import current_job_id, placement_groups, reap_orphaned_placement_groups
+    from ipt_ray.tuning.watchdog import (
+        current_job_id,
+        placement_groups,
+        reap_orphaned_placement_groups,
+    )
 
     @ray.remote(num_cpus=0)
     class Creator:
@@ -104,7 +108,7 @@ def test_a_trial_whose_workers_cannot_be_placed_fails_in_time_and_names_what_it_
 ) -> None:
     """2 CPUs, two trials of one 2-CPU worker each at once: the second waits for the first's
     CPUs, and fails after its 3 s placement timeout instead of waiting for ever."""
-    from ipt_ray.tuning import run_search
+    from ipt_ray.tuning.run import run_search
 
     text = tiny_space_text(
         tiny_models["bert"],
@@ -131,7 +135,8 @@ def test_a_stalled_search_fails_the_trial_instead_of_hanging(
 ) -> None:
     """A trial whose workers never report: after the 8 s stall timeout the watchdog fails it,
     its workers' placement group goes with it, and the search ends."""
-    from ipt_ray.tuning import ProgressEvent, run_search
+    from ipt_ray.tuning.progress import ProgressEvent
+    from ipt_ray.tuning.run import run_search
 
     text = tiny_space_text(
         tiny_models["bert"],
@@ -171,7 +176,7 @@ def test_after_a_search_only_the_groups_it_left_are_released(ray_session: None) 
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    from ipt_ray.watchdog import current_job_id, live_group_ids, release_search_groups
+    from ipt_ray.tuning.watchdog import current_job_id, live_group_ids, release_search_groups
 
     callers = placement_group([{"CPU": 1}])
     ray.get(callers.ready())

@@ -37,7 +37,7 @@ from ipt_ray.errors import UserError
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-    from ipt_ray.space import SearchSpace
+    from ipt_ray.tuning.space import SearchSpace
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 

@@ -12,8 +12,8 @@ Late prompts (``prompt_layer`` k > 0; Late Prompt Tuning, Liu et al., 2022): the
 joins the sequence at the input of layer k instead of at the embeddings. Layers 0..k-1 run on
 the text alone, so their output, the text's states at layer k, is a frozen feature of the
 instance: computed live (no gradient), or read from a cache (``layer_states``,
-:mod:`ipt_ray.train.features`), in which case layers below k are not run at all. Layers k..L-1 then
-run on [prompt; text states] with the mask grown by P. The text keeps the positions it had
+:mod:`ipt_ray.training.features`), in which case layers below k are not run at all. Layers k..L-1
+then run on [prompt; text states] with the mask grown by P. The text keeps the positions it had
 below layer k (0..T-1); prompt vectors enter as hidden states and carry no position.
 
 Dropout: the backbone stays in eval mode even while training, so it is a fixed function of

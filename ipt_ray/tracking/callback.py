@@ -41,7 +41,7 @@ def _exception_line(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)  # RayTaskError wraps the trainable's exception
     if isinstance(cause, BaseException):
         exc = cause
-    short = getattr(exc, "short_message", None)  # ipt_ray.driver.TrialFailed
+    short = getattr(exc, "short_message", None)  # ipt_ray.tuning.trial.TrialFailed
     if isinstance(short, str) and short:
         return short
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -37,7 +37,7 @@ from typing import Any
 import ray
 from ray.tune import Callback
 
-from ipt_ray.runner import DEFAULT_STALL_TIMEOUT_S
+from ipt_ray.tuning.options import DEFAULT_STALL_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 

@@ -5,14 +5,15 @@ is a Tune *function trainable* that turns its flat trial config into a
 :class:`~ipt_ray.core.config.TrainConfig` and trains it with one of two runners
 (:attr:`TrialSetup.runner`):
 
-``actor``: the trial trains inside Tune's own trial process (:func:`ipt_ray.worker.train_in_trial`),
-  which holds the trial's CPUs (and GPU share) and reports with ``ray.tune.report``. Tune
-  reuses the process for the next trial, so torch and transformers are imported once, the
-  backbone is built once and the task loaded once per process: a reused trial starts training
-  in about a second, and a concurrent trial costs one process. What Ray recommends for
-  single-worker training under Tune; the default when a trial has one worker.
+``actor``: the trial trains inside Tune's own trial process
+  (:func:`ipt_ray.tuning.worker.train_in_trial`), which holds the trial's CPUs (and GPU share)
+  and reports with ``ray.tune.report``. Tune reuses the process for the next trial, so torch and
+  transformers are imported once, the backbone is built once and the task loaded once per
+  process: a reused trial starts training in about a second, and a concurrent trial costs one
+  process. What Ray recommends for single-worker training under Tune; the default when a trial
+  has one worker.
 ``train``: the trial fits a :class:`~ray.train.torch.TorchTrainer` with ``W`` DDP workers
-  (:func:`ipt_ray.worker.train_fn_per_worker`), gloo on CPU, nccl on GPU, on one node or
+  (:func:`ipt_ray.tuning.worker.train_fn_per_worker`), gloo on CPU, nccl on GPU, on one node or
   many. The Train run is named ``trial-<trial id>`` (stable, no timestamp) under
   :attr:`TrialSetup.storage_path`, so a trial that Tune restarts finds its own checkpoints;
   :class:`~ray.tune.integration.ray_train.TuneReportCallback` forwards rank 0's reports to
@@ -39,8 +40,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ipt_ray.core.config import TrainConfig
-from ipt_ray.runner import DEFAULT_PLACEMENT_TIMEOUT_S
-from ipt_ray.worker import (
+from ipt_ray.tuning.options import DEFAULT_PLACEMENT_TIMEOUT_S
+from ipt_ray.tuning.worker import (
     CHECKPOINT_SCORE_KEY,
     SHARED_BACKBONE_KEY,
     TRAIN_CONFIG_KEY,
@@ -49,7 +50,7 @@ from ipt_ray.worker import (
 )
 
 if TYPE_CHECKING:
-    from ipt_ray.shared_backbone import SharedBackbone
+    from ipt_ray.tuning.shared_backbone import SharedBackbone
 
 #: Where TuneReportCallback puts the storage path of a reported checkpoint.
 CHECKPOINT_PATH_KEY = "checkpoint_path"
@@ -90,7 +91,7 @@ class TrialSetup:
         worker_failures: Ray Train restarts a failed worker group this often (from the last
             checkpoint) before the trial fails (``train`` runner).
         runner: ``actor`` or ``train`` (the module docstring;
-            :func:`ipt_ray.runner.resolve_runner`).
+            :func:`ipt_ray.tuning.options.resolve_runner`).
         placement_timeout: seconds a ``train`` trial waits for its workers to be placed before
             it fails (``WorkersNotPlaced: ...``, naming the resources; Tune's ``max_failures``
             retries it). Ray Train's own default retries forever, which hangs a search whose
@@ -167,7 +168,7 @@ def short_error(exc: BaseException, setup: TrialSetup | None = None) -> str:
         resources = {"CPU": setup.cpus_per_worker}
         if setup.use_gpu:
             resources["GPU"] = setup.gpus_per_worker
-        from ipt_ray.watchdog import describe_bundles
+        from ipt_ray.tuning.watchdog import describe_bundles
 
         return (
             f"WorkersNotPlaced: waited {setup.placement_timeout:g} s for "

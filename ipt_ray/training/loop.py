@@ -33,7 +33,7 @@ from ipt_ray.core.metrics import classification_metrics
 from ipt_ray.core.model import IPTModel, build_model
 from ipt_ray.data import TaskData, batches, load_task, tokenize_task
 from ipt_ray.errors import ConfigError, TrainingDiverged
-from ipt_ray.train.features import LayerStates, layer_states, sentence_features
+from ipt_ray.training.features import LayerStates, layer_states, sentence_features
 
 
 @dataclass

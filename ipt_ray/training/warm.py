@@ -1,10 +1,10 @@
 """What a training process keeps for its next run: the frozen backbone, its tokenizer, tasks.
 
-A search's trial processes are reused (Tune reuses the trial actor; see :mod:`ipt_ray.driver`),
-so the second trial in a process finds the backbone built and the task loaded, and starts
-training in well under a second. The backbone is frozen and never written, so one instance
-serves any number of runs one after another; it comes from the node's shared copy in the
-object store when the search published one (:mod:`ipt_ray.shared_backbone`), else from disk
+A search's trial processes are reused (Tune reuses the trial actor; see
+:mod:`ipt_ray.tuning.trial`), so the second trial in a process finds the backbone built and the task
+loaded, and starts training in well under a second. The backbone is frozen and never written, so one
+instance serves any number of runs one after another; it comes from the node's shared copy in the
+object store when the search published one (:mod:`ipt_ray.tuning.shared_backbone`), else from disk
 or the hub. No Ray import here.
 """
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from ipt_ray.core.config import TrainConfig
     from ipt_ray.data import TaskData
-    from ipt_ray.shared_backbone import SharedBackbone
+    from ipt_ray.tuning.shared_backbone import SharedBackbone
 
 #: How many backbones and tasks a process keeps (least recently used ones go first).
 MAX_BACKBONES = 1
@@ -57,7 +57,7 @@ def backbone(
         _backbones.move_to_end(key)
         return _backbones[key]
     if shared is not None and shared.serves(*key):
-        from ipt_ray.shared_backbone import materialize
+        from ipt_ray.tuning.shared_backbone import materialize
 
         loaded = (
             materialize(shared),

@@ -1,9 +1,9 @@
 """How a trial trains and reports: ``train_fn_per_worker(config)`` and ``train_in_trial(...)``.
 
-Both build a :class:`~ipt_ray.train.loop.TrainingRun` (plain torch) from the process's warm backbone
-and task (:mod:`ipt_ray.train.warm`, over the node's shared weights when the search published
-them), resume it from the trial's latest checkpoint if there is one, and turn every finished
-epoch into one report:
+Both build a :class:`~ipt_ray.training.loop.TrainingRun` (plain torch) from the process's warm
+backbone and task (:mod:`ipt_ray.training.warm`, over the node's shared weights when the search
+published them), resume it from the trial's latest checkpoint if there is one, and turn every
+finished epoch into one report:
 
 - :func:`train_fn_per_worker` runs once per DDP worker of a Ray Train run (the ``train``
   runner) and reports with ``ray.train.report``;
@@ -14,16 +14,16 @@ What is reported is the same either way:
 
 - every rank reports the same metrics (Ray Train's report is a barrier: all ranks must call it
   equally often); only rank 0 attaches a checkpoint, written by
-  :meth:`~ipt_ray.train.loop.TrainingRun.save_checkpoint` to a scratch directory
+  :meth:`~ipt_ray.training.loop.TrainingRun.save_checkpoint` to a scratch directory
   (:func:`scratch_dir`) that Ray copies into the run's storage;
-- the metrics are the epoch's :attr:`~ipt_ray.train.loop.EpochResult.metrics` (``epoch`` 1-based,
+- the metrics are the epoch's :attr:`~ipt_ray.training.loop.EpochResult.metrics` (``epoch`` 1-based,
   the time attribute of ASHA and the step in MLflow) plus ``node`` (the hosts of all ranks),
   ``wall_seconds`` (since this worker started) and ``checkpoint_score`` (the epoch when it is
   the best so far by the loop's selection metric, else 0: which checkpoint to keep); the first
   report of this worker also carries ``first_step_unix`` (when its first optimizer step ended)
   and ``torch_threads``;
-- the last epoch is reported only after :meth:`~ipt_ray.train.loop.TrainingRun.fit` returns, merged
-  with the run's final metrics: ``test_*`` of the best weights, ``best_epoch``,
+- the last epoch is reported only after :meth:`~ipt_ray.training.loop.TrainingRun.fit` returns,
+  merged with the run's final metrics: ``test_*`` of the best weights, ``best_epoch``,
   ``best_val_*`` (the best epoch's validation metrics), ``seconds_per_epoch`` and, under DDP,
   ``replica_weight_hashes`` and ``replicas_in_sync``. One report per epoch keeps ASHA (which
   stops a trial at ``epoch >= max_t``) from dropping a separate final report, and the test
@@ -49,18 +49,20 @@ import ray.tune
 import torch
 
 from ipt_ray import constants as C
+from ipt_ray.tracking.schema import BEST_PREFIX, NODE_RESULT_KEY
 
 if TYPE_CHECKING:
     from ipt_ray.core.config import TrainConfig
-    from ipt_ray.shared_backbone import SharedBackbone
-    from ipt_ray.train.loop import EpochResult, TrainingRun
+    from ipt_ray.training.loop import EpochResult, TrainingRun
+    from ipt_ray.tuning.shared_backbone import SharedBackbone
 
 #: Key of ``train_loop_config`` holding ``TrainConfig.to_dict()``.
 TRAIN_CONFIG_KEY = "train_config"
 #: Key of ``train_loop_config`` holding the search's :class:`SharedBackbone` (or None).
 SHARED_BACKBONE_KEY = "shared_backbone"
-#: Reported with every result: the hosts of all ranks, comma-separated, sorted.
-NODE_KEY = "node"
+#: Reported with every result: the hosts of all ranks, comma-separated, sorted (the tracker
+#: tags the trial's run with it).
+NODE_KEY = NODE_RESULT_KEY
 #: Reported with every result: seconds since this worker started (model loading included).
 WALL_SECONDS_KEY = "wall_seconds"
 #: Reported in the last result under DDP: one short hash of the trainable weights per rank.
@@ -71,8 +73,8 @@ REPLICAS_IN_SYNC_KEY = "replicas_in_sync"
 #: Ray Train keeps the checkpoint with the highest score (and the latest), and the MLflow
 #: tracker uploads that one: the weights that ``test_*`` and ``best_val_*`` describe.
 CHECKPOINT_SCORE_KEY = "checkpoint_score"
-#: Prefix of the best epoch's validation metrics in the last result (``best_val_accuracy``).
-BEST_PREFIX = "best_"
+#: Prefix of the best epoch's validation metrics in the last result (``best_val_accuracy``):
+#: tracking.schema's, which the tracker and ``ipt-ray best`` read.
 BEST_EPOCH_KEY = "best_epoch"
 
 
@@ -251,8 +253,8 @@ def _train(
     and report every epoch through ``report``."""
     # Imported here: the driver and Tune's trial process of a Ray Train run import this
     # module only to pickle a reference to a function, and need not load transformers.
-    from ipt_ray.train import warm
-    from ipt_ray.train.loop import TrainingRun
+    from ipt_ray.training import warm
+    from ipt_ray.training.loop import TrainingRun
 
     reporter = _Reporter(
         rank=rank,
@@ -285,7 +287,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
     Args:
         config: ``{"train_config": TrainConfig.to_dict(), "shared_backbone": SharedBackbone
-            or None}`` (the ``train_loop_config`` built by :mod:`ipt_ray.driver`).
+            or None}`` (the ``train_loop_config`` built by :mod:`ipt_ray.tuning.trial`).
 
     Raises:
         UserError: the configuration, task or backbone cannot be used (the trial fails).
@@ -335,14 +337,13 @@ def train_in_trial(
             shared=shared,
         )
     finally:
-        from ipt_ray.train import warm
+        from ipt_ray.training import warm
 
         warm.release_memory()
 
 
 __all__ = [
     "BEST_EPOCH_KEY",
-    "BEST_PREFIX",
     "CHECKPOINT_SCORE_KEY",
     "NODE_KEY",
     "REPLICAS_IN_SYNC_KEY",

@@ -1,1 +1,0 @@
-"""The search layer of ipt-ray; ``spaces/`` holds the shipped search spaces (package data)."""

@@ -1,0 +1,42 @@
+"""The train layer: plain-torch training of one run, with neither Ray nor MLflow.
+
+Modules, one job each:
+
+* :mod:`~ipt_ray.training.loop`: :class:`TrainingRun` (fit, evaluate, checkpoint) and :func:`train`.
+* :mod:`~ipt_ray.training.features`: the frozen-feature cache (IDPG's sentence vectors, a late
+  prompt's layer states).
+* :mod:`~ipt_ray.training.warm`: what a trial process keeps for its next trial (backbone, tasks).
+
+A search (:mod:`ipt_ray.tuning`) runs these inside Ray; they know nothing of it. Names are
+imported lazily (they import torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real names, for type checkers
+    from ipt_ray.training.loop import EpochResult as EpochResult
+    from ipt_ray.training.loop import TrainingRun as TrainingRun
+    from ipt_ray.training.loop import TrainResult as TrainResult
+    from ipt_ray.training.loop import train as train
+
+_EXPORTS = {
+    "EpochResult": "ipt_ray.training.loop",
+    "TrainResult": "ipt_ray.training.loop",
+    "TrainingRun": "ipt_ray.training.loop",
+    "train": "ipt_ray.training.loop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ipt_ray.training' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

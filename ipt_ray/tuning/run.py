@@ -1,0 +1,394 @@
+"""Run a search: Ray Tune + Optuna TPE + ASHA over a :class:`~ipt_ray.tuning.space.SearchSpace`.
+
+:func:`run_search` is the one entry point. It
+
+1. connects to a Ray cluster (``address``) or starts a local one (and stops it afterwards);
+2. opens the MLflow experiment and a parent run (:mod:`ipt_ray.tracking`);
+3. runs a :class:`ray.tune.Tuner` whose trials are :func:`ipt_ray.tuning.trial.train_driver_fn`
+   (one TorchTrainer with ``workers_per_trial`` DDP workers each), sampled by Optuna's TPE
+   through ``OptunaSearch(space=space.define_by_run)``, at most ``max_concurrent`` at a time,
+   stopped early by ASHA on the ``epoch`` that trials report;
+4. returns a :class:`SearchSummary` (best trial, counts, the top trials, where to look).
+
+Paths are absolute everywhere (trials may run on other nodes, in other working directories).
+Defaults follow the MLflow store (:func:`ipt_ray.tracking.store.runs_dir`): artifacts in
+``<store folder>/mlartifacts``, Ray results in ``<store folder>/ray``, where the store folder
+is ``DIR`` for ``sqlite:///DIR/mlflow.db`` and ``./ipt-ray-runs`` without a tracking URI (the
+store is then ``./ipt-ray-runs/mlflow.db``). On a multi-node cluster, ``storage`` must be
+shared by all nodes (NFS, S3, ...) and the tracking URI reachable from the driver.
+
+An interrupted search (Ctrl-C, an exception) leaves no MLflow run RUNNING: open trial runs
+and the parent are marked KILLED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ipt_ray.tracking import (
+    SearchTracker,
+    register_live,
+)
+from ipt_ray.tracking.journal import journal_path
+from ipt_ray.tuning.locations import SearchLocations, safe_name
+from ipt_ray.tuning.options import (
+    DEFAULT_PLACEMENT_TIMEOUT_S,
+    DEFAULT_STALL_TIMEOUT_S,
+    SettingError,
+    check_settings,
+)
+from ipt_ray.tuning.plan import (
+    build_tuner,
+    default_max_concurrent,
+    load_shared_backbone,
+    search_params,
+)
+from ipt_ray.tuning.progress import ProgressEvent, ProgressFn
+from ipt_ray.tuning.ray_session import quiet_tune, ray_session
+from ipt_ray.tuning.record import (
+    FINISHED,
+    INTERRUPTED,
+    SearchRecord,
+    read_record,
+    write_record,
+)
+from ipt_ray.tuning.shared_storage import check_shared_storage
+from ipt_ray.tuning.space import SearchSpace
+from ipt_ray.tuning.summary import SearchSummary, end_line, summarize
+from ipt_ray.tuning.trial import (
+    TrialSetup,
+    trainable,
+)
+from ipt_ray.tuning.trial import run_name as train_run_name
+from ipt_ray.tuning.watchdog import (
+    current_job_id,
+    describe_bundles,
+    live_group_ids,
+    release_search_groups,
+    watchdog_report,
+)
+from ipt_ray.tuning.worker import CHECKPOINT_SCORE_KEY, remove_scratch_dirs
+
+logger = logging.getLogger(__name__)
+
+
+def _checkpoint_resolver(storage: str) -> Callable[[str], Any] | None:
+    """For remote storage (a URI): download a reported checkpoint into a temporary
+    directory. None for local storage (the tracker reads the directory itself)."""
+    if "://" not in storage:
+        return None
+
+    @contextlib.contextmanager
+    def remote(path: str) -> Iterator[Path | None]:
+        import pyarrow.fs
+        import ray.train
+
+        fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
+        checkpoint = ray.train.Checkpoint(path, filesystem=fs)
+        with checkpoint.as_directory() as directory:
+            yield Path(directory)
+
+    return remote
+
+
+def run_search(
+    space: SearchSpace,
+    *,
+    name: str | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    artifact_root: str | Path | None = None,
+    storage: str | Path | None = None,
+    num_samples: int | None = None,
+    max_concurrent: int | None = None,
+    workers_per_trial: int = 1,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    max_failures: int = 0,
+    worker_failures: int = 0,
+    runner: str = "auto",
+    placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT_S,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
+    share_backbone: bool = True,
+    progress: ProgressFn | None = None,
+    top_k: int = 10,
+    ray_init_kwargs: Mapping[str, Any] | None = None,
+    train_fn: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool | None = None,
+) -> SearchSummary:
+    """Search ``space`` with Ray Tune + Optuna TPE (+ ASHA), tracked in MLflow.
+
+    Args:
+        space: the validated search space.
+        name: search name = MLflow experiment (default: the space's name, else its file name).
+        address: Ray cluster address (``auto``, ``ray://...``, ``host:port``); None starts a
+            local Ray for the search (unless this process already runs one).
+        tracking_uri: MLflow tracking URI; default ``sqlite:///<abs>/ipt-ray-runs/mlflow.db``.
+        artifact_root: artifact root of a new experiment; default ``mlartifacts`` beside a
+            local store (``DIR/mlartifacts`` for ``sqlite:///DIR/mlflow.db``), the server's
+            for a server (see :meth:`SearchLocations.resolve`).
+        storage: Ray results and checkpoints (path or URI); default ``ray`` beside a local
+            store, ``<abs>/ipt-ray-runs/ray`` with a server. Must be shared by all nodes of a
+            multi-node cluster.
+        num_samples, max_concurrent: override the space's ``search`` settings; the default
+            ``max_concurrent`` fills the cluster: CPUs / (workers x CPUs per worker).
+        workers_per_trial, cpus_per_worker, gpus_per_worker: DDP workers of each trial.
+        max_failures: Tune restarts a failed trial this often (resuming its last checkpoint).
+        worker_failures: Ray Train restarts a trial's failed workers this often.
+        placement_timeout: seconds a ``train`` trial waits for its workers to be placed
+            before it fails (and ``max_failures`` retries it).
+        stall_timeout: seconds after which, when no RUNNING trial has started or reported, the
+            longest-waiting trial is failed (:mod:`ipt_ray.tuning.watchdog`); 0 or less: never.
+        runner: how a trial trains: ``actor`` (in Tune's trial process, reused by the next
+            trial), ``train`` (a Ray Train TorchTrainer with ``workers_per_trial`` DDP
+            workers) or ``auto`` (see :func:`ipt_ray.tuning.options.resolve_runner`).
+        share_backbone: put the backbone into Ray's object store once, so that every trial
+            process of a node maps the same weights (when every trial uses one backbone).
+        progress: called with a :class:`ProgressEvent` per trial event (None: silent).
+        top_k: trials listed in :attr:`SearchSummary.top`.
+        ray_init_kwargs: extra ``ray.init`` arguments (local Ray or connection).
+        train_fn: the per-worker function (tests); default
+            :func:`ipt_ray.tuning.worker.train_fn_per_worker`.
+        resume: True continues the interrupted search of this name (error if there is none);
+            None (default) continues it when there is one and starts a new search otherwise;
+            False always starts a new one. Continuing reuses the MLflow parent and child
+            runs, skips finished trials, resumes interrupted ones from their last checkpoint
+            and keeps the Optuna searcher's history.
+
+    Raises:
+        SettingError: a setting out of range (:func:`~ipt_ray.tuning.options.check_settings`),
+            or nothing to resume.
+        UserError: an unreachable cluster or tracking store.
+    """
+    started = time.time()
+    settings = space.settings
+    search_name = name or space.name or (space.path.stem if space.path else "search")
+    num_samples = num_samples or settings.num_samples
+    runner = check_settings(
+        num_samples=num_samples,
+        max_concurrent=max_concurrent,
+        workers_per_trial=workers_per_trial,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
+        max_failures=max_failures,
+        worker_failures=worker_failures,
+        runner=runner,
+        placement_timeout=placement_timeout,
+    )
+    where = SearchLocations.resolve(
+        search_name, tracking_uri=tracking_uri, artifact_root=artifact_root, storage=storage
+    )
+    record = _record_to_resume(search_name, where, resume)
+    resumed = record is not None
+    if record is not None:
+        where = replace(
+            where,
+            experiment_dir=record.experiment_dir,
+            experiment_path=f"{where.storage_path}/{record.experiment_dir}",
+        )
+    emit: ProgressFn = progress or (lambda event: None)
+    # Before Ray starts: a backbone that does not load is one line, and nothing is written.
+    loaded = load_shared_backbone(space) if share_backbone else None
+    with ray_session(address, ray_init_kwargs or {}) as cluster:
+        check_shared_storage(where.storage_path)
+        shared = None
+        if loaded is not None:
+            from ipt_ray.tuning.shared_backbone import publish_backbone
+
+            shared = publish_backbone(loaded[0], model=loaded[1], revision=loaded[2])
+            del loaded
+        # Only now (Ray is up, the storage fits it) is the MLflow store opened.
+        tracker = SearchTracker(
+            where.tracking_uri,
+            search_name,
+            metric=settings.metric,
+            mode=settings.mode,
+            artifact_location=where.artifact_location,
+            resolve_checkpoint=_checkpoint_resolver(where.storage_path),
+            checkpoint_score_key=CHECKPOINT_SCORE_KEY,
+            journal=journal_path(where.experiment_path),
+        )
+        concurrency = (
+            max_concurrent
+            or settings.max_concurrent
+            or default_max_concurrent(workers_per_trial, cpus_per_worker, gpus_per_worker)
+        )
+        concurrency = max(1, min(concurrency, num_samples))
+        setup = TrialSetup(
+            space=space,
+            storage_path=f"{where.experiment_path}/train",
+            workers=workers_per_trial,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
+            worker_failures=worker_failures,
+            runner=runner,
+            placement_timeout=placement_timeout,
+            backbone=shared,
+            **({"train_fn": train_fn} if train_fn is not None else {}),
+        )
+        key = where.experiment_dir
+        register_live(key, tracker, emit)
+        report = watchdog_report(key)
+        job_id = current_job_id()
+        existing_groups = live_group_ids(job_id)  # the caller's own, if any: never touched
+
+        def on_stall(trial_id: str, message: str) -> None:
+            tracker.explain_failure(trial_id, message)
+            emit(ProgressEvent("stalled", f"trial {trial_id}: {message}", trial_id=trial_id))
+
+        report.on_stall = on_stall
+        if record is not None:
+            parent = tracker.resume_search(record.parent_run_id)
+        else:
+            parent = tracker.start_search(
+                run_name=where.experiment_dir,
+                params=search_params(
+                    space,
+                    num_samples=num_samples,
+                    max_concurrent=concurrency,
+                    setup=setup,
+                    address=address,
+                    experiment_path=where.experiment_path,
+                ),
+                space_text=space.source,
+            )
+        record = SearchRecord(
+            safe_name(search_name), where.experiment_dir, parent, where.tracking_uri
+        )
+        write_record(where.storage_path, record)
+        try:
+            emit(
+                ProgressEvent(
+                    "start",
+                    "\n".join(
+                        [
+                            ("resuming interrupted search" if resumed else "search")
+                            + f" {search_name!r}: {num_samples} trials, {concurrency} at a time, "
+                            f"{workers_per_trial} worker(s) per trial, on {cluster}",
+                            f"  MLflow: {where.tracking_uri} (experiment {search_name!r}, "
+                            f"parent run {parent})",
+                            "  artifacts: "
+                            + (where.artifact_location or "served by the tracking server"),
+                            f"  Ray results: {where.experiment_path}",
+                        ]
+                    ),
+                )
+            )
+            with quiet_tune():
+                if resumed:
+                    import ray.tune
+
+                    tuner = ray.tune.Tuner.restore(
+                        where.experiment_path,
+                        trainable=trainable(setup),
+                        resume_unfinished=True,
+                        resume_errored=False,
+                    )
+                else:
+                    tuner = build_tuner(
+                        space,
+                        setup,
+                        tracker,
+                        emit,
+                        where,
+                        key=key,
+                        num_samples=num_samples,
+                        concurrency=concurrency,
+                        max_failures=max_failures,
+                        stall_timeout=stall_timeout,
+                    )
+                tuner.fit()
+            left = _release_placement_groups(key, job_id, existing_groups, emit)
+        except BaseException:
+            tracker.finish_search(interrupted=True)
+            record.status = INTERRUPTED
+            write_record(where.storage_path, record)
+            raise
+        finally:
+            tracker.finish_search()  # a no-op when the Tune callback closed everything
+            for trial_id in tracker.trials:  # what killed workers left on this machine
+                remove_scratch_dirs(train_run_name(trial_id))
+    summary = summarize(tracker, where, top_k, time.time() - started)
+    summary.placement_groups_reaped = len(report.reaped)
+    summary.placement_groups_left = left
+    summary.trials_stalled = len(report.stalled)
+    tracker.finish_search(summary=summary.to_artifact())
+    _log_plots(tracker)
+    record.status = INTERRUPTED if summary.interrupted else FINISHED
+    write_record(where.storage_path, record)
+    emit(ProgressEvent("end", end_line(summary)))
+    return summary
+
+
+def _log_plots(tracker: SearchTracker) -> None:
+    """The search's plots under ``plots/`` of its parent run (a convenience: a finished search
+    never fails on them)."""
+    if tracker.parent_run_id is None:
+        return
+    try:
+        from ipt_ray.tracking.plots import log_search_plots
+        from ipt_ray.tracking.query import find_search, trial_rows
+
+        found = find_search(tracker.client, search=tracker.parent_run_id)
+        log_search_plots(tracker.client, found, trial_rows(tracker.client, found))
+    except Exception as exc:
+        logger.warning("search plots not logged: %s", exc)
+
+
+def _record_to_resume(
+    search_name: str, where: SearchLocations, resume: bool | None
+) -> SearchRecord | None:
+    """The interrupted search to continue, or None to start a new one (see ``resume``)."""
+    if resume is False:
+        return None
+    record = read_record(where.storage_path, safe_name(search_name))
+    if record is None or not record.unfinished:
+        if resume:
+            state = "finished" if record is not None else "no search"
+            raise SettingError(
+                f"nothing to resume: {state} named {search_name!r} under {where.storage_path}"
+                + ("; start a new one without {resume}" if record is not None else "")
+            )
+        return None
+    if record.tracking_uri != where.tracking_uri:
+        raise SettingError(
+            f"search {search_name!r} was tracked in {record.tracking_uri}; resume it with "
+            f"{{tracking_uri}} {record.tracking_uri}"
+        )
+    import ray.tune
+
+    if not ray.tune.Tuner.can_restore(f"{where.storage_path}/{record.experiment_dir}"):
+        if resume:
+            raise SettingError(
+                f"search {search_name!r} stopped before Ray saved any state; "
+                "start it again (with a new {name} to keep the old runs apart)"
+            )
+        return None
+    return record
+
+
+def _release_placement_groups(key: str, job_id: str, existing: set[str], emit: ProgressFn) -> int:
+    """Give back what the search's placement groups still hold once Tune returned
+    (:func:`ipt_ray.tuning.watchdog.release_search_groups`); warn about each one that stays.
+
+    Returns:
+        How many stayed live (the summary's ``placement_groups_left``).
+    """
+    removed, left = release_search_groups(job_id, existing)
+    watchdog_report(key).reaped += removed
+    for group in left:
+        creator = group.creator_actor_id or "the driver"
+        emit(
+            ProgressEvent(
+                "warning",
+                f"warning: placement group {group.id} ({describe_bundles(group.bundles)}) is "
+                f"still {group.state} after the search (created by {creator})",
+            )
+        )
+    return len(left)
