@@ -6,8 +6,30 @@ neither Ray nor MLflow; the search layer loads them when a search starts.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from ipt_ray.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the real names, for type checkers
+    from ipt_ray.artifacts.bundle import LoadedBundle as LoadedBundle
+    from ipt_ray.artifacts.bundle import load_bundle as load_bundle
+    from ipt_ray.artifacts.bundle import verify_bundle as verify_bundle
+    from ipt_ray.artifacts.bundle import write_bundle as write_bundle
+    from ipt_ray.artifacts.peft import write_peft_adapter as write_peft_adapter
+    from ipt_ray.artifacts.predict import predict_file as predict_file
+    from ipt_ray.artifacts.predict import prompts_file as prompts_file
+    from ipt_ray.artifacts.predict import write_predictions as write_predictions
+    from ipt_ray.artifacts.predict import write_prompts as write_prompts
+    from ipt_ray.artifacts.texts import read_texts as read_texts
+    from ipt_ray.core.config import TrainConfig as TrainConfig
+    from ipt_ray.core.model import IPTModel as IPTModel
+    from ipt_ray.core.model import build_model as build_model
+    from ipt_ray.data import load_task as load_task
+    from ipt_ray.errors import UserError as UserError
+    from ipt_ray.generators import generator_names as generator_names
+    from ipt_ray.training.loop import TrainingRun as TrainingRun
+    from ipt_ray.tuning.api import search as search
+    from ipt_ray.tuning.space import load_space as load_space
 
 __version__ = "0.1.0"
 
@@ -30,12 +52,10 @@ _EXPORTS = {
     "write_peft_adapter": "ipt_ray.artifacts.peft",
     "write_predictions": "ipt_ray.artifacts.predict",
     "write_prompts": "ipt_ray.artifacts.predict",
+    "search": "ipt_ray.tuning.api",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'ipt_ray' has no attribute {name!r}")
+if not TYPE_CHECKING:  # mypy reads the imports above; see ipt_ray.lazy
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -5,6 +5,8 @@ One place for every name that crosses a layer boundary, so that a typo is an imp
 
 from __future__ import annotations
 
+from typing import Literal
+
 # Metric names reported per epoch (keys of EpochResult.metrics). Validation and test
 # metrics are prefixed: ``val_accuracy``, ``test_f1_macro``, ...
 EPOCH = "epoch"
@@ -27,6 +29,42 @@ ACCURACY = "accuracy"
 F1_MACRO = "f1_macro"
 F1 = "f1"  # binary F1 of the positive class (label 1)
 MCC = "mcc"
+
+# Which way each metric is better: one table for the space loader (a search's mode), the
+# training loop (which metric may select the best epoch) and the tracking layer (ranking).
+Direction = Literal["max", "min"]
+DIRECTIONS: tuple[Direction, ...] = ("max", "min")
+#: Metrics reported per split (as ``val_<name>`` and ``test_<name>``), higher is better.
+SPLIT_METRIC_DIRECTIONS: dict[str, Direction] = {
+    ACCURACY: "max",
+    F1_MACRO: "max",
+    F1: "max",
+    MCC: "max",
+}
+#: Metrics reported without a split prefix, with the direction that makes them better.
+OTHER_METRIC_DIRECTIONS: dict[str, Direction] = {
+    TRAIN_LOSS: "min",
+    EPOCH_SECONDS: "min",
+    SECONDS_PER_EPOCH: "min",
+    SAMPLES_PER_SECOND: "max",
+    TRAINABLE_PARAMS: "min",
+    TRAINABLE_SHARE: "min",
+}
+#: Every metric the trials report that a search may optimize, with its direction.
+METRIC_DIRECTIONS: dict[str, Direction] = {
+    **OTHER_METRIC_DIRECTIONS,
+    **{
+        prefix + name: mode
+        for prefix in (VAL_PREFIX, TEST_PREFIX)
+        for name, mode in SPLIT_METRIC_DIRECTIONS.items()
+    },
+}
+
+
+def known_direction(metric: str) -> Direction | None:
+    """The direction of a metric in :data:`METRIC_DIRECTIONS`, else None."""
+    return METRIC_DIRECTIONS.get(metric)
+
 
 # MLflow tags (issue: distributed search).
 TAG_PARENT_RUN = "mlflow.parentRunId"

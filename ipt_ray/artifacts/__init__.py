@@ -15,8 +15,9 @@ would be replaced by the submodule of that name once it is imported.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ipt_ray.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ipt_ray.artifacts.bundle import (
@@ -63,11 +64,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+if not TYPE_CHECKING:  # mypy reads the imports above; see ipt_ray.lazy
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

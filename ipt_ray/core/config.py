@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ipt_ray.constants import SPLIT_METRIC_DIRECTIONS, VAL_PREFIX
 from ipt_ray.errors import ConfigError, did_you_mean, unknown_choice
 from ipt_ray.generators import get_config_class, make_config
 
 POOLINGS = ("first", "mean", "last")
-#: Validation metrics that can pick a run's best epoch (higher is better for each).
-SELECTABLE_METRICS = ("val_accuracy", "val_f1_macro", "val_mcc", "val_f1")
+#: Validation metrics that can pick a run's best epoch (each split metric, higher is better).
+SELECTABLE_METRICS = tuple(VAL_PREFIX + name for name in SPLIT_METRIC_DIRECTIONS)
 DEFAULT_HEAD_LR = 1e-2
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -78,7 +79,8 @@ class TrainConfig:
     select_metric: str | None = _help(
         None,
         "validation metric that picks the best epoch: "
-        "val_accuracy, val_f1_macro, val_mcc or val_f1; default: "
+        + ", ".join(SELECTABLE_METRICS)
+        + "; default: "
         "the task's standard metric",
     )
     cache_features: bool = _help(

@@ -19,8 +19,7 @@ imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ipt_ray.errors import ConfigError
 from ipt_ray.generators.configs import (
@@ -39,6 +38,7 @@ from ipt_ray.generators.registry import (
     make_config,
     register,
 )
+from ipt_ray.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the real names, for type checkers
     from ipt_ray.generators.base import BackboneInfo as BackboneInfo
@@ -74,12 +74,5 @@ __all__ = [
     "register",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ipt_ray.generators' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+if not TYPE_CHECKING:  # mypy reads the imports above; see ipt_ray.lazy
+    __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

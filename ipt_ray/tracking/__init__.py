@@ -18,8 +18,9 @@ MLflow nor Ray; each is imported when a name that needs it is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ipt_ray.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ipt_ray.tracking.callback import TrackingCallback, live, register_live
@@ -82,11 +83,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'ipt_ray.tracking' has no attribute {name!r}")
-
-
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+if not TYPE_CHECKING:  # mypy reads the imports above; see ipt_ray.lazy
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -12,7 +12,6 @@ search space included, may import it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 from ipt_ray import constants as C
 from ipt_ray.constants import (
@@ -74,41 +73,20 @@ def status_of(mlflow_status: str, tags: Mapping[str, str]) -> str:
 
 
 # -- metric directions --------------------------------------------------------------------
-Direction = Literal["max", "min"]
-DIRECTIONS: tuple[Direction, ...] = ("max", "min")
-#: Metrics reported per split (as ``val_<name>`` and ``test_<name>``), higher is better.
-SPLIT_METRIC_DIRECTIONS: dict[str, Direction] = {
-    C.ACCURACY: "max",
-    C.F1_MACRO: "max",
-    C.F1: "max",
-    C.MCC: "max",
-}
-#: Metrics reported without a split prefix, with the direction that makes them better.
-OTHER_METRIC_DIRECTIONS: dict[str, Direction] = {
-    C.TRAIN_LOSS: "min",
-    C.EPOCH_SECONDS: "min",
-    C.SECONDS_PER_EPOCH: "min",
-    C.SAMPLES_PER_SECOND: "max",
-    C.TRAINABLE_PARAMS: "min",
-    C.TRAINABLE_SHARE: "min",
-}
-#: Every metric the trials report that a search may optimize, with its direction.
-METRIC_DIRECTIONS: dict[str, Direction] = {
-    **OTHER_METRIC_DIRECTIONS,
-    **{
-        prefix + name: mode
-        for prefix in (C.VAL_PREFIX, C.TEST_PREFIX)
-        for name, mode in SPLIT_METRIC_DIRECTIONS.items()
-    },
-}
+# The table lives beside the metric names (ipt_ray.constants): the core layer (which metric
+# may select a run's best epoch) and the space loader read it too, and neither may import
+# from the tracking layer.
+Direction = C.Direction
+DIRECTIONS = C.DIRECTIONS
+SPLIT_METRIC_DIRECTIONS = C.SPLIT_METRIC_DIRECTIONS
+OTHER_METRIC_DIRECTIONS = C.OTHER_METRIC_DIRECTIONS
+METRIC_DIRECTIONS = C.METRIC_DIRECTIONS
 #: Name parts of metrics that are better low (losses, times, sizes), for metrics outside
 #: :data:`METRIC_DIRECTIONS` (``backbone_params``, ``startup_seconds``, a task's own loss).
 _LOWER_IS_BETTER = ("loss", "seconds", "_params", "share")
 
 
-def known_direction(metric: str) -> Direction | None:
-    """The direction of a metric in :data:`METRIC_DIRECTIONS`, else None."""
-    return METRIC_DIRECTIONS.get(metric)
+known_direction = C.known_direction
 
 
 def metric_direction(metric: str) -> Direction:

@@ -15,8 +15,9 @@ transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ipt_ray.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the real names, for type checkers
     from ipt_ray.tuning.api import prepare_search as prepare_search
@@ -48,11 +49,9 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'ipt_ray.tuning' has no attribute {name!r}")
-
-
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
+
+
+if not TYPE_CHECKING:  # mypy reads the imports above; see ipt_ray.lazy
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

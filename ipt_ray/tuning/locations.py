@@ -8,14 +8,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ipt_ray.tracking import (
-    experiment_artifact_location,
-)
 from ipt_ray.tracking.store import (
     absolute_tracking_uri,
     default_artifact_root,
     default_storage,
     default_tracking_uri,
+    experiment_artifact_location,
     store_dir,
 )
 

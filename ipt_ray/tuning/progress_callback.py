@@ -10,13 +10,8 @@ from typing import Any
 from ray.tune import Callback
 
 from ipt_ray import constants as C
-from ipt_ray.tracking import (
-    STATUS_FAILED,
-    STATUS_RUNNING,
-    SearchTracker,
-    TrialRecord,
-    live,
-)
+from ipt_ray.tracking import SearchTracker, TrialRecord, live
+from ipt_ray.tracking.schema import STATUS_FAILED, STATUS_RUNNING
 from ipt_ray.tuning.progress import ProgressEvent, ProgressFn, format_params, format_value
 
 logger = logging.getLogger(__name__)

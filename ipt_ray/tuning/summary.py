@@ -7,17 +7,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ipt_ray import constants as C
-from ipt_ray.tracking import (
+from ipt_ray.tracking import SearchTracker, TrialRecord
+from ipt_ray.tracking.schema import (
+    BEST_PREFIX,
     STATUS_FAILED,
     STATUS_FINISHED,
     STATUS_KILLED,
     STATUS_PRUNED,
     STATUS_RUNNING,
-    SearchTracker,
-    TrialRecord,
-    ui_command,
 )
-from ipt_ray.tracking.schema import BEST_PREFIX
+from ipt_ray.tracking.store import ui_command
 from ipt_ray.tuning.locations import SearchLocations
 from ipt_ray.tuning.progress import format_value
 

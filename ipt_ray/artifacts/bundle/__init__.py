@@ -8,8 +8,9 @@ Names are imported lazily: ``verify_bundle`` needs neither torch's models nor tr
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ipt_ray.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ipt_ray.artifacts.bundle.card import model_card
@@ -31,23 +32,22 @@ if TYPE_CHECKING:
         write_checksums,
     )
 
-_PREFIX = "ipt_ray.artifacts.bundle."
 _EXPORTS = {
-    "CHECKSUMS_NAME": "format",
-    "CONFIG_NAME": "format",
-    "FORMAT_NAME": "format",
-    "FORMAT_VERSION": "format",
-    "LoadedBundle": "load",
-    "PROVENANCE_KEYS": "format",
-    "README_NAME": "format",
-    "SUPPORTED_FORMAT_VERSIONS": "format",
-    "WEIGHTS_NAME": "format",
-    "bundle_config_from_checkpoint": "write",
-    "load_bundle": "load",
-    "model_card": "card",
-    "verify_bundle": "verify",
-    "write_bundle": "write",
-    "write_checksums": "write",
+    "CHECKSUMS_NAME": "ipt_ray.artifacts.bundle.format",
+    "CONFIG_NAME": "ipt_ray.artifacts.bundle.format",
+    "FORMAT_NAME": "ipt_ray.artifacts.bundle.format",
+    "FORMAT_VERSION": "ipt_ray.artifacts.bundle.format",
+    "LoadedBundle": "ipt_ray.artifacts.bundle.load",
+    "PROVENANCE_KEYS": "ipt_ray.artifacts.bundle.format",
+    "README_NAME": "ipt_ray.artifacts.bundle.format",
+    "SUPPORTED_FORMAT_VERSIONS": "ipt_ray.artifacts.bundle.format",
+    "WEIGHTS_NAME": "ipt_ray.artifacts.bundle.format",
+    "bundle_config_from_checkpoint": "ipt_ray.artifacts.bundle.write",
+    "load_bundle": "ipt_ray.artifacts.bundle.load",
+    "model_card": "ipt_ray.artifacts.bundle.card",
+    "verify_bundle": "ipt_ray.artifacts.bundle.verify",
+    "write_bundle": "ipt_ray.artifacts.bundle.write",
+    "write_checksums": "ipt_ray.artifacts.bundle.write",
 }
 
 __all__ = [
@@ -68,12 +68,5 @@ __all__ = [
     "write_checksums",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_PREFIX + _EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+if not TYPE_CHECKING:  # mypy reads the imports above; see ipt_ray.lazy
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -45,24 +45,8 @@ _SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor", "max_t")
 _SCHEDULER_TYPES = ("asha", "none")
 SEARCHER_KEYS = ("n_startup_trials", "constant_liar", "multivariate", "group")
 _OBJECTIVE_KEYS = ("metric", "mode")
-_MODES = ("max", "min")
 
 
-# Metrics the trials report, with the direction that makes them better.
-_SPLIT_METRICS = {
-    constants.ACCURACY: "max",
-    constants.F1_MACRO: "max",
-    constants.F1: "max",
-    constants.MCC: "max",
-}
-_OTHER_METRICS = {
-    constants.TRAIN_LOSS: "min",
-    constants.EPOCH_SECONDS: "min",
-    constants.SECONDS_PER_EPOCH: "min",
-    constants.SAMPLES_PER_SECOND: "max",
-    constants.TRAINABLE_PARAMS: "min",
-    constants.TRAINABLE_SHARE: "min",
-}
 _METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -208,15 +192,8 @@ def parse_search(
     )
 
 
-def _known_metrics() -> dict[str, str]:
-    out = dict(_OTHER_METRICS)
-    for prefix in (constants.VAL_PREFIX, constants.TEST_PREFIX):
-        out.update({prefix + m: mode for m, mode in _SPLIT_METRICS.items()})
-    return out
-
-
 def _check_metric(ctx: Ctx, path: str, metric: Any, test_ok: bool) -> str:
-    known = _known_metrics()
+    known = constants.METRIC_DIRECTIONS
     if not isinstance(metric, str) or not _METRIC_NAME.match(metric):
         raise ctx.error(
             path, f"expected a metric name such as val_accuracy, got {describe_value(metric)}"
@@ -236,7 +213,8 @@ def _check_metric(ctx: Ctx, path: str, metric: Any, test_ok: bool) -> str:
             raise ctx.error(
                 path,
                 f"{metric!r} is not a metric the trials report{did_you_mean(metric, known)}"
-                "; use val_<metric>, test_<metric> or one of: " + ", ".join(sorted(_OTHER_METRICS)),
+                "; use val_<metric>, test_<metric> or one of: "
+                + ", ".join(sorted(constants.OTHER_METRIC_DIRECTIONS)),
             )
         # Unknown split metrics may come from a task; refuse only near-misses of known ones.
         close = [m for m in known if m.startswith(prefix)]
@@ -256,14 +234,14 @@ def _check_metric(ctx: Ctx, path: str, metric: Any, test_ok: bool) -> str:
 
 
 def _check_mode(ctx: Ctx, path: str, metric: str, mode: Any) -> str:
-    natural = _known_metrics().get(metric)
+    natural = constants.known_direction(metric)
     if mode is None:
         if natural is None:
             raise ctx.error(
                 path, f"missing; say whether {metric!r} is better high (max) or low (min)"
             )
         return natural
-    if mode not in _MODES:
+    if mode not in constants.DIRECTIONS:
         raise ctx.error(path, f"expected max or min, got {describe_value(mode)}")
     if natural is not None and mode != natural:
         raise ctx.error(
