@@ -42,18 +42,15 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="module")
 def fast_ray_reports() -> Iterator[None]:
-    """Ray Train's controller polls its workers every 2 s and each poll forwards one report:
-    0.25 s lets tiny epochs reach Tune without waiting (read by Ray processes started while it
-    is set, so it must precede every ray.init of the module)."""
-    old = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
-    try:
+    """:data:`ipt_ray.testing.FAST_RAY_REPORTS` in this process's environment for the module
+    (read by Ray processes started while it is set, so it must precede every ray.init of the
+    module)."""
+    from ipt_ray.testing import FAST_RAY_REPORTS
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in FAST_RAY_REPORTS.items():
+            patch.setenv(key, value)
         yield
-    finally:
-        if old is None:
-            os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
-        else:
-            os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = old
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 
 from ipt_ray.artifacts import load_bundle, write_bundle
-from ipt_ray.core.config import TrainConfig
-from ipt_ray.testing import run_cli
-from ipt_ray.training.loop import TrainingRun
+from ipt_ray.testing import run_cli, train_checkpoint
 
 TEXTS = ["a good film", "the plot was dull", "fine"]
 
@@ -23,20 +21,8 @@ TEXTS = ["a good film", "the plot was dull", "fine"]
 def bundle(tiny_models, toy_csv, tmp_path_factory) -> Path:
     """A bundle of a task prompt on the tiny bert, trained for one epoch on the toy task."""
     root = tmp_path_factory.mktemp("artifacts-layer")
-    run = TrainingRun(
-        TrainConfig(
-            task=str(toy_csv),
-            model=str(tiny_models["bert"]),
-            prompt_length=4,
-            max_length=16,
-            batch_size=16,
-            epochs=1,
-            max_samples=40,
-        )
-    )
-    run.fit()
-    run.save_checkpoint(root / "checkpoint")
-    return write_bundle(root / "checkpoint", root / "bundle")
+    checkpoint = train_checkpoint(root / "checkpoint", tiny_models["bert"], toy_csv)
+    return write_bundle(checkpoint, root / "bundle")
 
 
 def test_cli_predict_prints_and_writes_what_the_library_predicts(bundle, tmp_path):

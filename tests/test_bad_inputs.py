@@ -13,13 +13,13 @@ import hashlib
 import json
 import pickle
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from ipt_ray.testing import assert_one_line_error, run_cli
 
 
 @dataclass(frozen=True)
@@ -369,24 +369,11 @@ def inputs(tiny_models, toy_csv, tmp_path_factory) -> Inputs:
     from mlflow import MlflowClient
 
     from ipt_ray.artifacts.bundle import write_bundle
-    from ipt_ray.core.config import TrainConfig
-    from ipt_ray.training.loop import TrainingRun
+    from ipt_ray.testing import train_checkpoint
 
     root = tmp_path_factory.mktemp("bad-inputs")
-    run = TrainingRun(
-        TrainConfig(
-            task=str(toy_csv),
-            model=str(tiny_models["bert"]),
-            prompt_length=4,
-            max_length=16,
-            batch_size=16,
-            epochs=1,
-            max_samples=40,
-        )
-    )
-    run.fit()
-    run.save_checkpoint(root / "checkpoint")
-    bundle = write_bundle(root / "checkpoint", root / "bundle")
+    checkpoint = train_checkpoint(root / "checkpoint", tiny_models["bert"], toy_csv)
+    bundle = write_bundle(checkpoint, root / "bundle")
     store = root / "store.db"
     MlflowClient(tracking_uri=f"sqlite:///{store}").create_experiment("my-search")
     return Inputs(bert=tiny_models["bert"], toy=toy_csv, bundle=bundle, store=store)
@@ -429,21 +416,9 @@ def test_bad_input(case: str, inputs: Inputs, tmp_path: Path) -> None:
     places = {"cwd": cwd, "bert": inputs.bert, "toy": inputs.toy, "bundle": inputs.bundle}
     args = [arg.format(**places) for arg in argv]
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "ipt_ray.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=180,
-    )
+    proc = run_cli(*args, cwd=cwd, timeout=180)
 
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("ipt-ray: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert_one_line_error(proc, *fragments)
     assert proc.stdout == ""
     if args[0] == "search":
         _assert_no_mlflow_records(cwd / "mlflow.db")

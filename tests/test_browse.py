@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,14 @@ import pytest
 from typer.testing import CliRunner
 
 from ipt_ray import constants as C
-from ipt_ray.testing import free_port, mlflow_server, run_cli, tiny_space_text
+from ipt_ray.testing import (
+    assert_one_line_error,
+    free_port,
+    mlflow_server,
+    reference_logits,
+    run_cli,
+    tiny_space_text,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = (
@@ -53,23 +59,6 @@ def cli(*args: str) -> Any:
     from ipt_ray.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def ipt_ray(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``ipt-ray ARGS`` as a user runs it: a new process."""
-    return run_cli(*args, cwd=cwd, timeout=180)
-
-
-def assert_one_line_error(proc: Any, *fragments: str) -> str:
-    """Exit 2 and exactly one ``ipt-ray: error:`` line on stderr; returns that line."""
-    stderr = proc.stderr
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, stderr)
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ipt-ray: error: "), stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return str(lines[0])
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -486,7 +475,7 @@ def test_best_ranks_a_loss_lowest_first(fake_store: FakeStore) -> None:
 def test_best_refuses_a_metric_no_trial_logged(fake_store: FakeStore, tmp_path: Path) -> None:
     """A typo in --metric is an error with a suggestion, not a table of blanks (needs the
     check in ``query.trial_rows``)."""
-    proc = ipt_ray(
+    proc = run_cli(
         "best",
         "--experiment",
         "fake-search",
@@ -687,7 +676,7 @@ def test_bad_input_is_one_line_and_exit_2(fake_store: FakeStore, tmp_path: Path,
     out = tmp_path / "new" / "bundle"
     if args[0] == "export":
         args += ["--out", str(out)]
-    proc = ipt_ray(*args, "--tracking-uri", fake_store.uri, cwd=tmp_path)
+    proc = run_cli(*args, "--tracking-uri", fake_store.uri, cwd=tmp_path)
     assert_one_line_error(proc, *fragments)
     assert not (tmp_path / "new").exists()  # neither --out nor a parent of it
     assert proc.stdout == ""
@@ -696,16 +685,16 @@ def test_bad_input_is_one_line_and_exit_2(fake_store: FakeStore, tmp_path: Path,
 def test_missing_store_and_unreachable_server(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "mlflow.db"
     for command in (["best"], ["export", "--out", str(tmp_path / "b")]):
-        proc = ipt_ray(*command, "--tracking-uri", f"sqlite:///{missing}", cwd=tmp_path)
+        proc = run_cli(*command, "--tracking-uri", f"sqlite:///{missing}", cwd=tmp_path)
         assert_one_line_error(proc, f"no MLflow store at {missing}")
         assert not missing.exists() and not (tmp_path / "b").exists()
     # The default store: ./ipt-ray-runs/mlflow.db of the current directory.
-    proc = ipt_ray("best", cwd=tmp_path)
+    proc = run_cli("best", cwd=tmp_path)
     assert_one_line_error(proc, "no MLflow store at", "ipt-ray-runs")
     assert not (tmp_path / "ipt-ray-runs").exists()
     url = f"http://127.0.0.1:{free_port()}"
     for command in (["best"], ["export", "--out", str(tmp_path / "b")]):
-        proc = ipt_ray(*command, "--tracking-uri", url, cwd=tmp_path)
+        proc = run_cli(*command, "--tracking-uri", url, cwd=tmp_path)
         assert_one_line_error(proc, f"cannot reach the MLflow tracking server {url}")
         assert not (tmp_path / "b").exists()
 
@@ -806,33 +795,6 @@ def real_search(
     return RealSearch(uri, root, summary, by_generator)
 
 
-def reference_logits(checkpoint: Path, texts: list[str]) -> Any:
-    """Logits of a trial checkpoint's best weights, with the model built as training does."""
-    import torch
-
-    from ipt_ray.core.checkpoint import load_weights, read_config
-    from ipt_ray.core.config import TrainConfig
-    from ipt_ray.core.model import build_model
-
-    meta = read_config(checkpoint)
-    config = TrainConfig.from_dict(meta["train_config"])
-    model, tokenizer = build_model(config, meta["num_labels"])
-    model.load_trainable_state_dict(load_weights(checkpoint, best=True))
-    model.eval()
-    batch = tokenizer(
-        texts,
-        None,
-        truncation=True,
-        max_length=config.max_length,
-        padding=True,
-        return_tensors="pt",
-    )
-    with torch.no_grad():
-        return model(
-            batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
-        ).numpy()
-
-
 @pytest.mark.ray
 def test_best_lists_the_real_search(real_search: RealSearch, tmp_path: Path) -> None:
     result = cli("best", "--tracking-uri", real_search.uri, "--json")
@@ -911,7 +873,7 @@ def test_export_peft_for_static_winners_only(real_search: RealSearch, tmp_path: 
         assert (out / "adapter_model.safetensors").stat().st_size > 0
     instance_wise = real_search.by_generator["ipt-encoder"].info.run_id
     out = tmp_path / "peft-ipt-encoder"
-    proc = ipt_ray(
+    proc = run_cli(
         "export",
         instance_wise,
         "--format",
@@ -935,7 +897,7 @@ def test_export_register_creates_a_model_version_of_the_run(
     # A name MLflow refuses: refused before a bundle is written or logged.
     task_run = real_search.by_generator["task"].info.run_id
     for bad in ("team/prompts", " "):
-        proc = ipt_ray(
+        proc = run_cli(
             "export",
             task_run,
             "--out",
@@ -1040,7 +1002,7 @@ def test_best_and_export_against_a_tracking_server(
         assert list((tmp_path / "server" / "server-artifacts").rglob("plots/*.png"))
 
         # A run the server does not have: one line, exit 2.
-        proc = ipt_ray(
+        proc = run_cli(
             "export",
             MISSING_RUN,
             "--out",

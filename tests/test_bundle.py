@@ -34,12 +34,9 @@ from ipt_ray.artifacts.predict import (
     write_prompts,
 )
 from ipt_ray.artifacts.texts import ColumnNotFound, read_texts
-from ipt_ray.core.checkpoint import load_weights, read_config
-from ipt_ray.core.config import TrainConfig
-from ipt_ray.core.model import build_model
+from ipt_ray.core.checkpoint import load_weights
 from ipt_ray.errors import UserError
-from ipt_ray.testing import write_toy_csv
-from ipt_ray.training.loop import TrainingRun
+from ipt_ray.testing import reference_logits, train_checkpoint, write_toy_csv
 
 TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun", "zzz unknown"]
 PAIRS = ["a film", "it was fine", "the story is bland and the cast is flat", "warm"]
@@ -52,39 +49,17 @@ CASES = {
 }
 
 
-def train_checkpoint(
-    directory: Path, model_dir: Path, task: Path, generator: str, options: dict, **settings
-) -> Path:
-    run = TrainingRun(
-        TrainConfig(
-            task=str(task),
-            model=str(model_dir),
-            generator=generator,
-            generator_options=options,
-            prompt_length=4,
-            max_length=16,
-            batch_size=16,
-            epochs=1,
-            max_samples=40,
-            **settings,
-        )
-    )
-    run.fit()
-    run.save_checkpoint(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tiny_models, toy_csv, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("checkpoints")
     out = {
-        key: train_checkpoint(root / key, tiny_models[arch], toy_csv, gen, opts, **settings)
-        for key, (arch, gen, opts, settings) in CASES.items()
+        key: train_checkpoint(
+            root / key, tiny_models[arch], toy_csv, generator=gen, generator_options=opts, **s
+        )
+        for key, (arch, gen, opts, s) in CASES.items()
     }
     pair_csv = write_toy_csv(root / "pairs.csv", n=60, pair=True)
-    out["bert-pair"] = train_checkpoint(
-        root / "bert-pair", tiny_models["bert"], pair_csv, "task", {}
-    )
+    out["bert-pair"] = train_checkpoint(root / "bert-pair", tiny_models["bert"], pair_csv)
     return out
 
 
@@ -104,25 +79,6 @@ def bundle(checkpoints, tmp_path_factory) -> Path:
             "space_file": "ipt_small.yaml",
         },
     )
-
-
-def reference_logits(checkpoint: Path, texts, pairs=None) -> torch.Tensor:
-    """Logits of the checkpoint's best weights, built the way training builds the model."""
-    meta = read_config(checkpoint)
-    config = TrainConfig.from_dict(meta["train_config"])
-    model, tokenizer = build_model(config, meta["num_labels"])
-    model.load_trainable_state_dict(load_weights(checkpoint, best=True))
-    model.eval()
-    batch = tokenizer(
-        texts,
-        pairs,
-        truncation=True,
-        max_length=config.max_length,
-        padding=True,
-        return_tensors="pt",
-    )
-    with torch.no_grad():
-        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
 
 def copy_bundle(source: Path, tmp_path: Path) -> Path:

@@ -4,8 +4,6 @@ server, then browsed and exported from that server (the clusters issue's end-to-
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ipt_ray.cluster import LocalCluster, start_local_cluster, stop_local_cluster
-from ipt_ray.testing import mlflow_server
+from ipt_ray.testing import FAST_RAY_REPORTS, mlflow_server, run_cli
 
 pytestmark = pytest.mark.ray
 
@@ -41,16 +39,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def cli(*args: str, env: dict[str, str], timeout: float = 480) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ipt_ray.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
-
-
 def test_submitted_search_runs_on_both_nodes_and_is_browsable(
     cluster: LocalCluster,
     server: str,
@@ -58,10 +46,9 @@ def test_submitted_search_runs_on_both_nodes_and_is_browsable(
     toy_csv: Path,
     tmp_path: Path,
 ) -> None:
-    env = cluster.client_env()
-    env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
+    env = {**cluster.client_env(), **FAST_RAY_REPORTS}
     storage = tmp_path / "shared-storage"
-    proc = cli(
+    proc = run_cli(
         "search",
         "smoke",
         "--address",
@@ -91,6 +78,8 @@ def test_submitted_search_runs_on_both_nodes_and_is_browsable(
         "epochs=4",
         "--json",
         env=env,
+        inherit=False,
+        timeout=480,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "submitted Ray job" in proc.stderr
@@ -111,7 +100,7 @@ def test_submitted_search_runs_on_both_nodes_and_is_browsable(
     nodes = {c.data.tags["node"] for c in children}
     assert len(nodes) == 2, f"both trials on one node: {nodes}"
 
-    best = cli(
+    best = run_cli(
         "best",
         "--tracking-uri",
         server,
@@ -119,6 +108,7 @@ def test_submitted_search_runs_on_both_nodes_and_is_browsable(
         "on-cluster",
         "--json",
         env=env,
+        inherit=False,
         timeout=120,
     )
     assert best.returncode == 0, best.stderr
@@ -126,7 +116,7 @@ def test_submitted_search_runs_on_both_nodes_and_is_browsable(
     assert rows[0]["run_id"] == summary["best"]["run_id"]
 
     out = tmp_path / "bundle"
-    exported = cli(
+    exported = run_cli(
         "export",
         "--tracking-uri",
         server,
@@ -135,6 +125,7 @@ def test_submitted_search_runs_on_both_nodes_and_is_browsable(
         "--out",
         str(out),
         env=env,
+        inherit=False,
         timeout=120,
     )
     assert exported.returncode == 0, exported.stderr
@@ -153,7 +144,7 @@ def test_bad_cluster_addresses_are_one_line_errors(
     address: str, expected: str, server: str, tmp_path: Path, cluster: LocalCluster
 ) -> None:
     env = cluster.client_env()
-    proc = cli(
+    proc = run_cli(
         "search",
         "smoke",
         "--address",
@@ -163,6 +154,7 @@ def test_bad_cluster_addresses_are_one_line_errors(
         "--storage",
         str(tmp_path),
         env=env,
+        inherit=False,
         timeout=120,
     )
     assert proc.returncode == 2
@@ -177,7 +169,7 @@ def test_a_missing_token_is_a_one_line_error(
     for key in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"):
         env.pop(key, None)
     env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
-    proc = cli(
+    proc = run_cli(
         "search",
         "smoke",
         "--address",
@@ -187,6 +179,7 @@ def test_a_missing_token_is_a_one_line_error(
         "--storage",
         str(tmp_path),
         env=env,
+        inherit=False,
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
@@ -195,7 +188,7 @@ def test_a_missing_token_is_a_one_line_error(
 
 
 def test_submission_without_tracking_uri_is_refused(cluster: LocalCluster, tmp_path: Path) -> None:
-    proc = cli(
+    proc = run_cli(
         "search",
         "smoke",
         "--address",
@@ -203,6 +196,7 @@ def test_submission_without_tracking_uri_is_refused(cluster: LocalCluster, tmp_p
         "--storage",
         str(tmp_path),
         env=cluster.client_env(),
+        inherit=False,
         timeout=120,
     )
     assert proc.returncode == 2 and "--tracking-uri" in proc.stderr

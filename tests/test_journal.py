@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ipt_ray import constants as C
-from ipt_ray.testing import FlakyMlflowClient
+from ipt_ray.testing import FAST_RAY_REPORTS, FlakyMlflowClient, start_cli
 from ipt_ray.tracking import SearchTracker
 from ipt_ray.tracking.journal import (
     JOURNAL_FILE,
@@ -412,30 +411,17 @@ params:
 """
 
 
-def _search(space: Path, cwd: Path, uri: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+def _search(space: Path, cwd: Path, uri: str, log: Path) -> subprocess.Popen[str]:
+    """``ipt-ray search`` in the background, its output appended to ``log``."""
+    storage = cwd / "ray"
     with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ipt_ray.cli",
-                "search",
-                str(space),
-                "--tracking-uri",
-                uri,
-                "--storage",
-                str(cwd / "ray"),
-            ],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: killed with what it started
-        )
+        return start_cli(
+            "search", space, "--tracking-uri", uri, "--storage", storage,
+            cwd=cwd, env=FAST_RAY_REPORTS, stdout=out,
+        )  # fmt: skip
 
 
-def _wait(condition: Any, driver: subprocess.Popen[bytes], log: Path, what: str) -> Any:
+def _wait(condition: Any, driver: subprocess.Popen[str], log: Path, what: str) -> Any:
     deadline = time.time() + 150
     while time.time() < deadline:
         value = condition()

@@ -13,6 +13,7 @@ from ipt_ray.core.attention import layer_prefix
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.core.model import IPTModel, build_model
 from ipt_ray.errors import ConfigError
+from ipt_ray.testing import tiny_training_run
 from ipt_ray.training.loop import TrainingRun
 
 ARCHS = ["bert", "roberta", "distilbert", "electra", "deberta-v2", "gpt2", "llama"]
@@ -201,17 +202,9 @@ def test_prompt_that_does_not_fit_positions_is_refused(tiny_models):
 
 
 def _run(tiny_models, toy_csv, generator="task", **overrides) -> TrainingRun:
-    settings = dict(
-        task=str(toy_csv),
-        model=str(tiny_models["bert"]),
-        generator=generator,
-        prompt_length=4,
-        max_length=16,
-        batch_size=16,
-        epochs=2,
-        lr=3e-2,
-    )
-    return TrainingRun(TrainConfig(**{**settings, **overrides}))
+    """Two epochs on all 120 toy rows at a learning rate that learns them."""
+    settings = {"epochs": 2, "lr": 3e-2, "max_samples": None, **overrides}
+    return tiny_training_run(tiny_models["bert"], toy_csv, generator=generator, **settings)
 
 
 def test_backbone_is_bit_identical_after_training(tiny_models, toy_csv):
@@ -290,9 +283,7 @@ def test_cached_sentence_features_equal_the_live_ones(tiny_models, toy_csv, tmp_
         second.history[-1].metrics["train_loss"], rel=1e-4
     )
     # A second run (another trial) reads the file instead of recomputing.
-    import ipt_ray.training.features as features
-
-    monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(IPTModel, "sentence_embedding", lambda *a, **k: pytest.fail("recomputed"))
     again = _run(tiny_models, toy_csv, generator="idpg")
     torch.testing.assert_close(again.features["train"], cached.features["train"])
 
@@ -418,9 +409,7 @@ def test_cached_layer_states_equal_the_live_pass_and_are_read_back(
     assert first.history[-1].metrics["train_loss"] == pytest.approx(
         second.history[-1].metrics["train_loss"], rel=1e-4
     )
-    import ipt_ray.training.features as features
-
-    monkeypatch.setattr(features, "_write_states", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(IPTModel, "frozen_states", lambda *a, **k: pytest.fail("recomputed"))
     again = _run(tiny_models, toy_csv, generator="idpg", prompt_layer=1)
     index = torch.arange(len(again.data["train"]))
     torch.testing.assert_close(

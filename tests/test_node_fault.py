@@ -12,7 +12,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -26,7 +25,15 @@ from ipt_ray.cluster import (
     start_local_cluster,
     stop_local_cluster,
 )
-from ipt_ray.testing import evidence_text, metric_steps, ray_evidence, write_toy_csv
+from ipt_ray.testing import (
+    FAST_RAY_REPORTS,
+    assert_one_line_error,
+    cli_command,
+    evidence_text,
+    metric_steps,
+    ray_evidence,
+    write_toy_csv,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -54,20 +61,10 @@ def cluster() -> Iterator[LocalCluster]:
 
 
 def search_args(cluster: LocalCluster, uri: str, storage: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ipt_ray.cli",
-        "search",
-        "smoke",
-        "--address",
-        cluster.head_address,
-        "--tracking-uri",
-        uri,
-        "--storage",
-        str(storage),
-        *extra,
-    ]
+    return cli_command(
+        "search", "smoke", "--address", cluster.head_address, "--tracking-uri", uri,
+        "--storage", storage, *extra,
+    )  # fmt: skip
 
 
 def test_storage_that_only_the_driver_sees_is_refused(
@@ -91,10 +88,7 @@ def test_storage_that_only_the_driver_sees_is_refused(
         env=cluster.client_env(),
         timeout=300,
     )
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr[-3000:]
-    assert lines[0].startswith(f"ipt-ray: error: storage {storage} is not shared by all 2 nodes")
+    assert_one_line_error(proc, prefix=f"storage {storage} is not shared by all 2 nodes")
     assert not db.exists(), "no MLflow store was opened"
     assert list(storage.iterdir()) == [], "the worker node's view stayed empty"
 
@@ -109,8 +103,7 @@ def test_a_killed_worker_node_leaves_the_search_to_finish_on_the_head(
     left. (Before the watchdog reaped orphaned placement groups, this hung about one run in
     two: a dead controller's group kept the head's only CPU.)"""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = cluster.client_env()
-    env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.25"
+    env = {**cluster.client_env(), **FAST_RAY_REPORTS}
     head_processes = cluster_processes(cluster) - cluster_processes(cluster, 1)
     fixed = {
         "model": tiny_models["bert"],

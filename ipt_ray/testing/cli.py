@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,19 +16,21 @@ def cli_command(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "ipt_ray.cli", *map(str, args)]
 
 
-def _cli_env(env: dict[str, str] | None) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+def _cli_env(env: Mapping[str, str] | None, inherit: bool) -> dict[str, str]:
+    return {**(os.environ if inherit else {}), "HF_HUB_OFFLINE": "1", **(env or {})}
 
 
 def run_cli(
     *args: str | Path,
     cwd: str | Path | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    inherit: bool = True,
     timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
     """``ipt-ray ARGS`` as a user runs it: a new process (in ``cwd``), offline
-    (``HF_HUB_OFFLINE=1``), with ``env`` added to this process's environment; text output
-    captured.
+    (``HF_HUB_OFFLINE=1``), with ``env`` added to this process's environment (or, with
+    ``inherit=False``, as the whole environment: a cluster's client environment with some keys
+    removed, say); text output captured.
 
     Raises:
         subprocess.TimeoutExpired: it ran longer than ``timeout`` seconds.
@@ -35,7 +38,7 @@ def run_cli(
     return subprocess.run(
         cli_command(*args),
         cwd=cwd,
-        env=_cli_env(env),
+        env=_cli_env(env, inherit),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -45,7 +48,8 @@ def run_cli(
 def start_cli(
     *args: str | Path,
     cwd: str | Path | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    inherit: bool = True,
     stdout: int | IO[Any] | None = subprocess.PIPE,
 ) -> subprocess.Popen[str]:
     """``ipt-ray ARGS`` started in the background, as :func:`run_cli` runs it, with stderr
@@ -54,7 +58,7 @@ def start_cli(
     return subprocess.Popen(
         cli_command(*args),
         cwd=cwd,
-        env=_cli_env(env),
+        env=_cli_env(env, inherit),
         stdout=stdout,
         stderr=subprocess.STDOUT,
         text=True,
