@@ -103,6 +103,17 @@ def test_bundle_predicts_like_the_checkpoint(checkpoints, tmp_path, key):
         np.testing.assert_allclose(list(row["probabilities"].values()), p.numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("key", ["bert-task", "gpt2-prefix"])
+def test_bundle_tokenises_as_training_does_whatever_the_batching(checkpoints, tmp_path, key):
+    """Empty and unknown-word texts, one per batch or all together: the logits of the texts
+    encoded the training way (padded to max_length, trimmed per batch)."""
+    texts = ["", "zzz", *TEXTS, "good " * 40]  # the last is truncated to max_length
+    loaded = load_bundle(write_bundle(checkpoints[key], tmp_path / "bundle"))
+    expected = reference_logits(checkpoints[key], texts).numpy()
+    for batch_size in (1, 4, len(texts)):
+        np.testing.assert_allclose(loaded.logits(texts, batch_size=batch_size), expected, atol=1e-5)
+
+
 def test_prompt_vectors_have_the_documented_shapes(checkpoints, tmp_path):
     task = load_bundle(write_bundle(checkpoints["bert-task"], tmp_path / "task"))
     vectors = task.prompt_vectors(TEXTS)

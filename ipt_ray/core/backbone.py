@@ -49,9 +49,14 @@ def resolve_model(model: str) -> tuple[str, bool]:
 
 
 def _load(
-    model: str, revision: str | None, trust_remote_code: bool, what: Callable[..., Any]
+    model: str,
+    revision: str | None,
+    trust_remote_code: bool,
+    what: Callable[..., Any],
+    kind: str = "model",
 ) -> Any:
-    """``what(source, **kwargs)`` for a backbone id/alias/path; failures become UserError."""
+    """``what(source, **kwargs)`` for a backbone id/alias/path; failures become UserError
+    naming the ``kind`` of thing that could not be loaded."""
     source, local = resolve_model(model)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision is not None and not local:
@@ -67,19 +72,25 @@ def _load(
         )
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"could not load model {model!r}: {first[:200]}" + (f" ({hint})" if hint else "")
+            f"could not load {kind} {model!r}: {first[:200]}" + (f" ({hint})" if hint else "")
         ) from None
 
 
 def load_tokenizer(
-    model: str, *, revision: str | None = None, trust_remote_code: bool = False
+    model: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    kind: str = "model",
 ) -> PreTrainedTokenizerBase:
-    """The backbone's tokenizer (decoders without a pad token pad with their eos token).
+    """The tokenizer of ``model`` (decoders without a pad token pad with their eos token): the
+    one rule for every tokenizer ipt-ray loads, in training and in a bundle alike.
 
     Raises:
-        UserError: as :func:`load_backbone`.
+        UserError: as :func:`load_backbone`; the message calls ``model`` a ``kind``
+            ("could not load tokenizer 'x'" for a bundle's separately recorded tokenizer).
     """
-    tokenizer = _load(model, revision, trust_remote_code, AutoTokenizer.from_pretrained)
+    tokenizer = _load(model, revision, trust_remote_code, AutoTokenizer.from_pretrained, kind)
     if tokenizer.pad_token_id is None:
         # Decoders such as GPT-2 have no pad token; padding is masked out, any id will do.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

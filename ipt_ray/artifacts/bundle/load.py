@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from ipt_ray.artifacts.bundle.format import CONFIG_NAME
 from ipt_ray.artifacts.bundle.verify import verify_bundle
-from ipt_ray.core.backbone import load_backbone, resolve_model
+from ipt_ray.core.backbone import load_backbone, load_tokenizer
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.core.model import IPTModel, build_model
+from ipt_ray.data import encode_texts, trim_padding
 from ipt_ray.errors import UserError
 
 
@@ -53,28 +54,14 @@ class LoadedBundle:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
         for start in range(0, len(texts), batch_size):
-            pairs = None if text_pairs is None else list(text_pairs[start : start + batch_size])
-            encoded = self.tokenizer(
-                list(texts[start : start + batch_size]),
+            pairs = None if text_pairs is None else text_pairs[start : start + batch_size]
+            encoded = encode_texts(
+                self.tokenizer,
+                texts[start : start + batch_size],
                 pairs,
-                truncation=True,
-                max_length=int(self.config["max_length"]),
-                padding=True,
-                padding_side="right",  # pooling of the last token assumes right padding
-                return_tensors="pt",
+                int(self.config["max_length"]),
             )
-            batch = {
-                k: encoded[k].to(torch.int64)
-                for k in ("input_ids", "attention_mask", "token_type_ids")
-                if k in encoded
-            }
-            if batch["input_ids"].shape[1] == 0:  # only empty texts, and no special tokens
-                pad = int(self.tokenizer.pad_token_id or 0)
-                batch = {
-                    k: torch.full((len(v), 1), pad if k == "input_ids" else 0)
-                    for k, v in batch.items()
-                }
-            yield {k: v.to(self.device) for k, v in batch.items()}
+            yield {k: v.to(self.device) for k, v in trim_padding(encoded).items()}
 
     @torch.no_grad()
     def logits(
@@ -193,18 +180,12 @@ def load_bundle(
     revision = None if backbone is not None else recorded["revision"]
     net, tokenizer = load_backbone(model_ref, revision=revision, trust_remote_code=remote)
     if recorded["tokenizer"] != recorded["model"]:
-        source, _ = resolve_model(recorded["tokenizer"])
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                source, revision=recorded["tokenizer_revision"], trust_remote_code=remote
-            )
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"could not load tokenizer {recorded['tokenizer']!r}: "
-                f"{str(exc).splitlines()[0][:200]}"
-            ) from None
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        tokenizer = load_tokenizer(
+            recorded["tokenizer"],
+            revision=recorded["tokenizer_revision"],
+            trust_remote_code=remote,
+            kind="tokenizer",
+        )
     generator = config["generator"]
     options = {k: v for k, v in generator["options"].items() if k != "prompt_length"}
     prompt_layer = config["training"]["train_config"].get("prompt_layer", 0)
