@@ -43,7 +43,8 @@ from ipt_ray.core.config import TrainConfig
 from ipt_ray.core.metrics import classification_metrics
 from ipt_ray.core.model import pool
 from ipt_ray.data import TaskData, TokenizedSplit, batches, load_task, tokenize_task
-from ipt_ray.training.loop import TrainingRun, linear_schedule, seed_everything
+from ipt_ray.training.loop import TrainingRun
+from ipt_ray.training.setup import linear_schedule, seed_everything
 
 GENERATORS = ["task", "prefix", "ipt-lookup", "ipt-encoder", "idpg"]
 METHODS = [*GENERATORS, "full-ft", "probe"]

@@ -71,7 +71,7 @@ def step_fns(
     from ipt_ray.core.backbone import uses_token_types
     from ipt_ray.core.config import TrainConfig
     from ipt_ray.core.model import build_model
-    from ipt_ray.training.loop import make_optimizer
+    from ipt_ray.training.setup import make_optimizer
 
     config = TrainConfig(model="minilm", generator=generator, max_length=args.max_length)
     config.validate()

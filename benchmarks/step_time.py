@@ -23,7 +23,7 @@ from ipt_ray.core.backbone import load_backbone
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.core.model import build_model
 from ipt_ray.data import batches, load_task, tokenize_task
-from ipt_ray.training.loop import make_optimizer
+from ipt_ray.training.setup import make_optimizer
 
 GENERATORS = ["task", "prefix", "ipt-lookup", "ipt-encoder", "idpg"]
 

@@ -67,6 +67,7 @@ def test_a_run_config_validates_without_torch() -> None:
         "ipt_ray.training.loop",
         "ipt_ray.training.features",
         "ipt_ray.training.warm",
+        "ipt_ray.training.setup",
         "ipt_ray.core.model",
         "ipt_ray.core.checkpoint",
     ],

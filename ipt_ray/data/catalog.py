@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ipt_ray.data.files import EXTENSIONS, Columns, load_local_task
+from ipt_ray.data.files import Columns, load_local_task
 from ipt_ray.data.hub import HUB_ALIASES, HUB_TASKS, load_hub_task
 from ipt_ray.data.offline import OFFLINE_TASKS, load_offline_task
 from ipt_ray.data.splits import cap_splits
+from ipt_ray.data.tables import EXTENSIONS
 from ipt_ray.data.task import TaskData
 from ipt_ray.errors import ConfigError, did_you_mean
 

@@ -3,6 +3,7 @@
 Modules, one job each:
 
 * :mod:`~ipt_ray.training.loop`: :class:`TrainingRun` (fit, evaluate, checkpoint) and :func:`train`.
+* :mod:`~ipt_ray.training.setup`: seeds, device, precision, optimizer, learning-rate schedule.
 * :mod:`~ipt_ray.training.features`: the frozen-feature cache (IDPG's sentence vectors, a late
   prompt's layer states).
 * :mod:`~ipt_ray.training.warm`: what a trial process keeps for its next trial (backbone, tasks).
