@@ -43,3 +43,15 @@ def unknown_choice(what: str, value: str, choices: Iterable[str]) -> ConfigError
     return ConfigError(
         f"unknown {what} {value!r}{did_you_mean(value, options)}; allowed: {', '.join(options)}"
     )
+
+
+def check_known_keys(what: str, keys: Iterable[str], known: Iterable[str]) -> None:
+    """Refuse the first of ``keys`` outside ``known`` with :func:`unknown_choice`'s error.
+
+    Raises:
+        ConfigError: "unknown WHAT 'key' (did you mean ...); allowed: ...".
+    """
+    allowed = set(known)
+    for key in keys:
+        if key not in allowed:
+            raise unknown_choice(what, key, allowed)

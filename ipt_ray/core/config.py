@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipt_ray.constants import SPLIT_METRIC_DIRECTIONS, VAL_PREFIX
-from ipt_ray.errors import ConfigError, did_you_mean, unknown_choice
+from ipt_ray.errors import ConfigError, check_known_keys, unknown_choice
 from ipt_ray.generators import get_config_class, make_config
 
 POOLINGS = ("first", "mean", "last")
@@ -168,13 +168,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Build from a mapping; an unknown key raises :class:`ConfigError` with a suggestion."""
-        names = cls.field_names()
-        for key in values:
-            if key not in names:
-                raise ConfigError(
-                    f"unknown setting {key!r}{did_you_mean(key, names)}; "
-                    f"allowed: {', '.join(names)}"
-                )
+        check_known_keys("setting", values, cls.field_names())
         return cls(**dict(values))
 
     def flat_params(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, get_type_hints
 
-from ipt_ray.errors import ConfigError, did_you_mean
+from ipt_ray.errors import ConfigError, check_known_keys
 from ipt_ray.generators.registry import register
 
 
@@ -106,13 +106,7 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> GeneratorConfig:
         """Build from a mapping; unknown keys raise :class:`ConfigError` with a suggestion."""
-        known = cls.knobs()
-        for key in values:
-            if key not in known:
-                raise ConfigError(
-                    f"unknown knob {key!r} for this generator{did_you_mean(key, known)}; "
-                    f"allowed: {', '.join(sorted(known))}"
-                )
+        check_known_keys("knob", values, cls.knobs())
         return cls(**dict(values))
 
     def to_dict(self) -> dict[str, Any]:
