@@ -401,8 +401,8 @@ def search(
     """Search a space with Ray Tune + Optuna TPE (+ ASHA); every trial trained in a reused
     Tune trial process or as a Ray Train job; everything tracked in MLflow."""
     quiet_libraries()
-    from ipt_ray.cluster import preflight
     from ipt_ray.tracking.store import absolute_tracking_uri
+    from ipt_ray.tuning import preflight
     from ipt_ray.tuning.api import prepare_search
     from ipt_ray.tuning.api import search as run_search
     from ipt_ray.tuning.options import SettingError

@@ -152,7 +152,7 @@ def test_a_search_tracked_on_a_server_uses_its_artifacts(cwd: Path) -> None:
 
 # -- the commands around the search ------------------------------------------------------------
 def test_preflight_checks_the_stores_folder(cwd: Path, tmp_path: Path) -> None:
-    from ipt_ray.cluster.preflight import check_tracking_uri
+    from ipt_ray.tracking.store import check_tracking_uri
 
     check_tracking_uri("sqlite://")  # in memory: no folder to check
     check_tracking_uri(sqlite(tmp_path / "new" / "deeper"))  # made later, by the search

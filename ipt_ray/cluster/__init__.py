@@ -1,14 +1,13 @@
-"""Clusters: a real multi-node Ray cluster on this machine, job submission, and checks.
+"""Clusters: a real multi-node Ray cluster on this machine, and job submission.
 
 - :mod:`.local`: start, grow, stop and inspect a local cluster (the why of every setting is
   in its docstring); :mod:`.state` (its description and state file), :mod:`.nodes` (one
   node's ``ray start``), :mod:`.processes` (finding and stopping its processes),
   :mod:`.resources` (memory sizes, free ports).
 - :mod:`.submit`: a search as a Ray job (``ipt-ray search --address http://...``).
-- :mod:`.preflight`: checks of a search's inputs before a cluster is asked for anything.
 
-The local-cluster names below import only the standard library. ``submit`` and
-``preflight`` are used as modules (``from ipt_ray.cluster import preflight``).
+The local-cluster names below import only the standard library. ``submit`` is used as
+a module (``from ipt_ray.cluster import submit``).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def client_for(tracking_uri: str | None) -> tuple[MlflowClient, str]:
         UserError: a local store that does not exist (nothing was searched here), or a
             server that cannot be reached.
     """
-    from ipt_ray.cluster.preflight import check_sqlite_file, check_tracking_uri
+    from ipt_ray.tracking.store import check_sqlite_file, check_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     path = sqlite_path(uri)

@@ -14,7 +14,13 @@ a folder on this machine (a tracking server) keeps its own artifacts, and Ray re
 from __future__ import annotations
 
 import re
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
+
+from ipt_ray.errors import UserError
+from ipt_ray.fs import check_writable_dir
 
 RUNS_DIR = "ipt-ray-runs"
 """Folder of the current directory that holds the default MLflow store and Ray results."""
@@ -105,3 +111,55 @@ def experiment_artifact_location(root: str | Path, experiment_name: str) -> str:
     """``file://<abs root>/<experiment name, made path-safe>``."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment_name).strip("._") or "search"
     return (Path(root).resolve() / safe).as_uri()
+
+
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
+    """An HTTP tracking server must answer ``/health``; a SQLite store's folder be writable."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                response.read(64)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                return  # a server with auth on: reachable; credentials come from MLFLOW_*
+            raise UserError(
+                f"MLflow tracking server {uri} answered {exc.code} on /health"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserError(f"cannot reach the MLflow tracking server {uri}: {reason}") from None
+    elif parsed.scheme == "sqlite":
+        path, folder = sqlite_path(uri), store_dir(uri)
+        if path is not None and folder is not None:  # not an in-memory store
+            if path.exists():
+                check_sqlite_file(path)
+            # The folder the search writes into: the store, and its artifacts and Ray
+            # results unless they are placed elsewhere.
+            check_writable_dir(folder, "MLflow store folder")
+    elif parsed.scheme in ("", "file") and not uri.startswith("databricks"):
+        raise UserError(
+            f"tracking URI {uri!r}: MLflow 3 refuses file stores; use sqlite:///PATH/mlflow.db "
+            "or http://HOST:PORT"
+        )
+
+
+def check_sqlite_file(path: Path) -> None:
+    """An existing MLflow store file must be an SQLite database (an empty file counts as one)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except IsADirectoryError:
+        raise UserError(f"MLflow store {path} is a folder, not an SQLite database file") from None
+    except OSError as exc:
+        raise UserError(f"MLflow store {path} cannot be read: {exc.strerror or exc}") from None
+    if head and head != SQLITE_MAGIC:
+        raise UserError(
+            f"MLflow store {path} is not an SQLite database; allowed: sqlite:///PATH to an "
+            "MLflow store (a new path creates one) or http://HOST:PORT"
+        )

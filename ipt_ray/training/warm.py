@@ -16,7 +16,7 @@ import gc
 import json
 import sys
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ipt_ray.core.backbone import load_backbone, load_tokenizer
 
@@ -25,7 +25,19 @@ if TYPE_CHECKING:
 
     from ipt_ray.core.config import TrainConfig
     from ipt_ray.data import TaskData
-    from ipt_ray.tuning.shared_backbone import SharedBackbone
+
+
+class SharedWeights(Protocol):
+    """A backbone whose weights another layer shares between processes (a search's
+    :class:`ipt_ray.tuning.shared_backbone.SharedBackbone`): the training layer needs only
+    these two calls, and imports nothing of Ray."""
+
+    def serves(self, model: str, revision: str | None, trust_remote_code: bool) -> bool:
+        """Whether it holds this backbone."""
+
+    def materialize(self) -> PreTrainedModel:
+        """The frozen backbone over the shared weights (eval mode, no gradients)."""
+
 
 #: How many backbones and tasks a process keeps (least recently used ones go first).
 MAX_BACKBONES = 1
@@ -45,7 +57,7 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int) ->
 
 
 def backbone(
-    config: TrainConfig, shared: SharedBackbone | None = None
+    config: TrainConfig, shared: SharedWeights | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The frozen backbone and tokenizer of ``config.model`` (built once per process).
 
@@ -57,10 +69,8 @@ def backbone(
         _backbones.move_to_end(key)
         return _backbones[key]
     if shared is not None and shared.serves(*key):
-        from ipt_ray.tuning.shared_backbone import materialize
-
         loaded = (
-            materialize(shared),
+            shared.materialize(),
             load_tokenizer(
                 config.model, revision=config.revision, trust_remote_code=config.trust_remote_code
             ),

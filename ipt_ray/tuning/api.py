@@ -61,7 +61,7 @@ def prepare_search(
         ConfigError: a bad space or override.
         UserError: an unknown task, an unusable tracking URI, storage or Ray address.
     """
-    from ipt_ray.cluster import preflight
+    from ipt_ray.tuning import preflight
 
     if resume is not None and fresh:
         raise SettingError("{resume} and {fresh} contradict each other")
@@ -164,8 +164,8 @@ def search(
         UserError: an unknown task, an unusable tracking URI, storage or Ray address, an
             unreachable cluster.
     """
-    from ipt_ray.cluster import preflight
     from ipt_ray.tracking.store import default_storage, default_tracking_uri
+    from ipt_ray.tuning import preflight
     from ipt_ray.tuning.run import run_search
 
     loaded = prepare_search(

@@ -79,6 +79,10 @@ class SharedBackbone:
         """Whether a run naming this backbone can use these weights."""
         return not trust_remote_code and (model, revision) == (self.model, self.revision)
 
+    def materialize(self) -> PreTrainedModel:
+        """:func:`materialize`: the frozen backbone over this shared copy."""
+        return materialize(self)
+
 
 def _named_tensors(net: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
     """(name, tensor, is_parameter) of every parameter and buffer, tied names included."""
