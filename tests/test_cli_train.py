@@ -102,6 +102,8 @@ def test_every_command_has_help(command):
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0
     assert "Usage" in result.output
+    # Flags show no <bool> value; a required argument shows as SPACE, not {space}.
+    assert "<bool>" not in result.output and "{" not in result.output
 
 
 BAD_INPUTS = {

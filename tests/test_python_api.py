@@ -97,3 +97,16 @@ def test_export_names_its_settings(kwargs: dict[str, object], message: str, tmp_
     with pytest.raises(SettingError, match=message):
         ipt_ray.export(out=tmp_path / "b", **kwargs)  # type: ignore[arg-type]
     assert not (tmp_path / "b").exists()
+
+
+def test_a_run_id_prefix_names_the_run(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from ipt_ray.tracking.query import get_run
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("e", artifact_location=str(tmp_path / "a"))
+    run_id = client.create_run(experiment).info.run_id
+    assert get_run(client, run_id[:12]).info.run_id == run_id  # what `ipt-ray best` prints
+    with pytest.raises(ipt_ray.UserError, match="no run"):
+        get_run(client, "abcdef12" if not run_id.startswith("abcdef12") else "fedcba98")

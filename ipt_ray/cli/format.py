@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from typer.core import TyperCommand, TyperGroup
+
 from ipt_ray.errors import ConfigError, SettingError, UserError
 
 if TYPE_CHECKING:
@@ -20,6 +22,35 @@ if TYPE_CHECKING:
     from ipt_ray.tuning.summary import SearchSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _plain_params(params: list[Any]) -> list[Any]:
+    """Flags without a ``<bool>`` value, arguments named in capitals (``JOB_ID``)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # a flag takes no value: show none
+        elif param.param_type_name == "argument" and param.metavar is None:
+            param.metavar = (param.name or "").upper()
+    return params
+
+
+class Command(TyperCommand):
+    """A command whose help names a flag without a ``<bool>`` placeholder and a required
+    argument as ``SPACE`` (typer writes ``{SPACE}``); ``[required]`` still marks it."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_params(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces: list[str] = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+class Group(TyperGroup):
+    """A command group whose help shows ``--help`` without a ``<bool>`` placeholder."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_params(super().get_params(ctx))
 
 
 def fail(message: str) -> None:

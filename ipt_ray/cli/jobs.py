@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ipt_ray.cli.format import user_errors
+from ipt_ray.cli.format import Command, Group, user_errors
 from ipt_ray.errors import UserError
 
 jobs_app = typer.Typer(
-    help="Ray Jobs on a cluster: list, status, logs, stop.", no_args_is_help=True
+    help="Ray Jobs on a cluster: list, status, logs, stop.", no_args_is_help=True, cls=Group
 )
 
 JobAddressOpt = Annotated[
@@ -43,7 +43,7 @@ def _job_call(address: str | None, method: str, *args: Any) -> Any:
         raise UserError(explain_job_error(where, exc)) from None
 
 
-@jobs_app.command("list")
+@jobs_app.command("list", cls=Command)
 @user_errors
 def jobs_list(address: JobAddressOpt = None) -> None:
     """Jobs on the cluster, newest last: id, status, entrypoint."""
@@ -53,7 +53,7 @@ def jobs_list(address: JobAddressOpt = None) -> None:
         print(f"{job.submission_id or job.job_id}  {status:9s}  {job.entrypoint[:100]}")
 
 
-@jobs_app.command("status")
+@jobs_app.command("status", cls=Command)
 @user_errors
 def jobs_status(job_id: str, address: JobAddressOpt = None) -> None:
     """A job's status (exit status 0 if it succeeded or runs, 1 if it failed or stopped)."""
@@ -63,7 +63,7 @@ def jobs_status(job_id: str, address: JobAddressOpt = None) -> None:
     raise SystemExit(0 if status in ("SUCCEEDED", "RUNNING", "PENDING") else 1)
 
 
-@jobs_app.command("logs")
+@jobs_app.command("logs", cls=Command)
 @user_errors
 def jobs_logs(
     job_id: str,
@@ -83,7 +83,7 @@ def jobs_logs(
         raise UserError(explain_job_error(where, exc)) from None
 
 
-@jobs_app.command("stop")
+@jobs_app.command("stop", cls=Command)
 @user_errors
 def jobs_stop(job_id: str, address: JobAddressOpt = None) -> None:
     """Stop a running job (its search marks running trials KILLED in MLflow)."""
@@ -94,12 +94,13 @@ def jobs_stop(job_id: str, address: JobAddressOpt = None) -> None:
 cluster_app = typer.Typer(
     help="A local multi-node Ray cluster on this machine (loopback, token auth on).",
     no_args_is_help=True,
+    cls=Group,
 )
 
 RootOpt = Annotated[Path, typer.Option(help="folder for the cluster's state, token and logs")]
 
 
-@cluster_app.command("up")
+@cluster_app.command("up", cls=Command)
 @user_errors
 def cluster_up(
     nodes: Annotated[int, typer.Option(help="nodes: a head and NODES-1 workers")] = 2,
@@ -135,7 +136,7 @@ def cluster_up(
     print(f"stop it with: ipt-ray cluster down --root {root}")
 
 
-@cluster_app.command("down")
+@cluster_app.command("down", cls=Command)
 @user_errors
 def cluster_down(root: RootOpt = Path("ipt-ray-runs/cluster")) -> None:
     """Stop every process of the local cluster started with `cluster up`."""
@@ -145,7 +146,7 @@ def cluster_down(root: RootOpt = Path("ipt-ray-runs/cluster")) -> None:
     print("local cluster stopped")
 
 
-@cluster_app.command("status")
+@cluster_app.command("status", cls=Command)
 @user_errors
 def cluster_status(root: RootOpt = Path("ipt-ray-runs/cluster")) -> None:
     """Whether the local cluster runs, and Ray's own status."""

@@ -37,7 +37,7 @@ def _option_parameters() -> list[inspect.Parameter]:
         if f.name == "set":
             kind: Any = list[str] | None
             default: Any = None
-            option = typer.Option("--set", help=f.metadata["help"])
+            option = typer.Option("--set", metavar="KEY=VALUE", help=f.metadata["help"])
         else:
             kind, default = hints[f.name], f.default
             assert default is not MISSING  # every option has a default

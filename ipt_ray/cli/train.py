@@ -71,7 +71,9 @@ def train(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="KEY=VALUE for a generator knob or training setting (repeat)"),
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="a generator knob or training setting (repeat)"
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="write the best checkpoint to this folder")
