@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ipt_ray.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the real names, for type checkers
+    from ipt_ray.artifacts.api import export as export
     from ipt_ray.artifacts.bundle import LoadedBundle as LoadedBundle
     from ipt_ray.artifacts.bundle import load_bundle as load_bundle
     from ipt_ray.artifacts.bundle import verify_bundle as verify_bundle
@@ -25,10 +26,14 @@ if TYPE_CHECKING:  # the real names, for type checkers
     from ipt_ray.core.model import IPTModel as IPTModel
     from ipt_ray.core.model import build_model as build_model
     from ipt_ray.data import load_task as load_task
+    from ipt_ray.errors import SettingError as SettingError
     from ipt_ray.errors import UserError as UserError
     from ipt_ray.generators import generator_names as generator_names
+    from ipt_ray.tracking.best import best as best
+    from ipt_ray.training.api import train as train
     from ipt_ray.training.loop import TrainingRun as TrainingRun
     from ipt_ray.tuning.api import search as search
+    from ipt_ray.tuning.options import SearchOptions as SearchOptions
     from ipt_ray.tuning.space import load_space as load_space
 
 __version__ = "0.1.0"
@@ -36,10 +41,14 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "IPTModel": "ipt_ray.core.model",
     "LoadedBundle": "ipt_ray.artifacts.bundle",
+    "SearchOptions": "ipt_ray.tuning.options",
+    "SettingError": "ipt_ray.errors",
     "TrainConfig": "ipt_ray.core.config",
     "TrainingRun": "ipt_ray.training.loop",
     "UserError": "ipt_ray.errors",
+    "best": "ipt_ray.tracking.best",
     "build_model": "ipt_ray.core.model",
+    "export": "ipt_ray.artifacts.api",
     "generator_names": "ipt_ray.generators",
     "load_bundle": "ipt_ray.artifacts.bundle",
     "load_space": "ipt_ray.tuning.space",
@@ -53,6 +62,7 @@ _EXPORTS = {
     "write_predictions": "ipt_ray.artifacts.predict",
     "write_prompts": "ipt_ray.artifacts.predict",
     "search": "ipt_ray.tuning.api",
+    "train": "ipt_ray.training.api",
 }
 
 __all__ = sorted(_EXPORTS)

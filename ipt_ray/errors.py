@@ -8,11 +8,36 @@ status 2, without a traceback. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 
 
 class UserError(Exception):
     """Bad input from the user. The message is one line naming the value and what is allowed."""
+
+
+#: A setting's name in a :class:`SettingError` template: ``{workers_per_trial}``.
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+class SettingError(UserError):
+    """A setting of a library call (a keyword argument) out of range or contradicting another.
+
+    The message names settings as ``{name}`` placeholders: ``str(error)`` shows them as
+    keyword arguments (``workers_per_trial``), :meth:`render` as anything else (the CLI:
+    ``--workers-per-trial``), so that one message serves the Python API and the command line.
+    """
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, show: Callable[[str], str]) -> str:
+        """The message with each ``{name}`` replaced by ``show(name)``."""
+        return _PLACEHOLDER.sub(lambda m: show(m.group(1)), self.template)
+
+    def __reduce__(self) -> tuple[type[SettingError], tuple[str]]:  # picklable across Ray
+        return (type(self), (self.template,))
 
 
 class ConfigError(UserError, ValueError):

@@ -56,7 +56,7 @@ def mlflow_client(uri: str) -> Any:
 
 def cli(*args: str) -> Any:
     """``ipt-ray ARGS`` in this process (typer's runner; stdout and stderr apart)."""
-    from ipt_ray.cli import app
+    from ipt_ray.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -812,7 +812,7 @@ def test_best_lists_the_real_search(real_search: RealSearch, tmp_path: Path) -> 
 
 def test_the_search_end_table_is_the_best_table(real_search: RealSearch) -> None:
     """What a search prints at its end and what ``ipt-ray best`` prints later: same rows."""
-    from ipt_ray.cli import format_summary_table
+    from ipt_ray.cli.format import format_summary_table
 
     result = cli("best", "--tracking-uri", real_search.uri)
     assert result.exit_code == 0, result.stderr

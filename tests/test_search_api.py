@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from ipt_ray.cluster.submit import job_command
+from ipt_ray.errors import ConfigError, SettingError
 from ipt_ray.tuning.api import prepare_search, search
-from ipt_ray.tuning.options import SettingError, check_settings
+from ipt_ray.tuning.options import SearchOptions
 from ipt_ray.tuning.summary import SearchSummary, TrialSummary
 
 
@@ -31,7 +33,7 @@ def test_bad_settings_are_refused_by_their_keyword_names(
     options: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(SettingError) as caught:
-        prepare_search("smoke", **options)
+        prepare_search("smoke", SearchOptions(**options))
     assert message in str(caught.value)
     assert "--" not in str(caught.value)
 
@@ -39,29 +41,83 @@ def test_bad_settings_are_refused_by_their_keyword_names(
 def test_counts_below_one_are_refused() -> None:
     # (through prepare_search the space refuses num_samples 0 first, as an override)
     with pytest.raises(SettingError, match="num_samples must be at least 1, got 0"):
-        check_settings(num_samples=0)
+        SearchOptions(num_samples=0).check()
 
 
 def test_the_cli_words_the_same_error_as_flags() -> None:
     with pytest.raises(SettingError) as caught:
-        check_settings(runner="actor", worker_failures=1)
+        SearchOptions(runner="actor", worker_failures=1).check()
     flags = caught.value.render(lambda key: "--" + key.replace("_", "-"))
     assert flags.startswith("--worker-failures restarts Ray Train workers, which --runner actor")
     assert "use --max-failures" in flags
 
 
 def test_set_overrides_fixed_settings_of_the_space() -> None:
-    space = prepare_search("smoke", set={"epochs": 1}, num_samples=3)
+    space = prepare_search("smoke", SearchOptions(set={"epochs": 1}, num_samples=3))
     assert space.fixed["epochs"] == 1
     assert space.settings.num_samples == 3
     # A parsed space takes the same overrides on top of its own.
-    again = prepare_search(space, set={"seed": 3})
+    again = prepare_search(space, SearchOptions(set={"seed": 3}))
     assert again.fixed["epochs"] == 1 and again.fixed["seed"] == 3
 
 
 def test_a_dashboard_address_is_for_job_submission() -> None:
     with pytest.raises(SettingError, match=r"address http://127\.0\.0\.1:8265 is a Ray dashboard"):
         search("smoke", address="http://127.0.0.1:8265")
+
+
+def test_an_unknown_keyword_is_refused_with_the_closest_option() -> None:
+    with pytest.raises(ConfigError, match=r"num_sample.*did you mean 'num_samples'"):
+        search("smoke", num_sample=3)
+
+
+# A value for every option, none of them its default (the job must carry each one).
+EVERY_OPTION: dict[str, Any] = {
+    "name": "s1",
+    "address": "http://127.0.0.1:8265",
+    "tracking_uri": "sqlite:////shared/runs/mlflow.db",
+    "storage": "/shared/ray",
+    "resume": "s1",
+    "fresh": True,
+    "num_samples": 7,
+    "max_concurrent": 3,
+    "workers_per_trial": 2,
+    "cpus_per_worker": 1.5,
+    "gpus_per_worker": 0.5,
+    "max_failures": 2,
+    "worker_failures": 1,
+    "placement_timeout": 60.0,
+    "stall_timeout": 90.0,
+    "runner": "train",
+    "set": {"epochs": 1, "encoder": "cnn", "lr": "1e-3", "label_names": ["a", "b"]},
+}
+
+
+def test_every_search_option_reaches_a_submitted_jobs_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    import ipt_ray.tuning.api
+    from ipt_ray.cli.app import app
+
+    assert set(EVERY_OPTION) == set(SearchOptions.names()), "give the new option a value above"
+    command = job_command("space.yaml", SearchOptions(**EVERY_OPTION), as_json=True)
+    assert command[:5] == ["python", "-m", "ipt_ray.cli", "search", "space.yaml"]
+    assert command[-1] == "--json"
+    # The job's command line, parsed by the command itself, gives back the same options (the
+    # driver runs on the cluster: --address auto).
+    received: dict[str, Any] = {}
+
+    def capture(space: str, *, progress: Any = None, **options: Any) -> None:
+        received.update(options, space=space)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(ipt_ray.tuning.api, "search", capture)
+    result = CliRunner().invoke(app, command[3:])
+    assert result.exit_code == 0, result.output
+    assert received.pop("space") == "space.yaml"
+    assert received == {**EVERY_OPTION, "address": "auto"}
 
 
 def _trial(trial_id: str, value: float | None) -> TrialSummary:

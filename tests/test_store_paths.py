@@ -168,7 +168,7 @@ def test_ui_serves_uploads_beside_the_store(
 ) -> None:
     from typer.testing import CliRunner
 
-    from ipt_ray.cli import app
+    from ipt_ray.cli.app import app
 
     other = tmp_path / "other"
     other.mkdir()
@@ -185,21 +185,16 @@ def test_ui_serves_uploads_beside_the_store(
 
 def test_a_submitted_search_needs_storage_only_with_a_server(tmp_path: Path) -> None:
     from ipt_ray.cluster.submit import submit_search
+    from ipt_ray.tuning.options import SearchOptions
     from ipt_ray.tuning.space import parse_space
 
     space = parse_space("fixed: {task: mr}\nparams:\n  generator: [task]\n")
     assert space.path is None  # so that a search that passes the storage check stops next
 
     def submit(tracking_uri: str) -> None:
-        submit_search(
-            space,
-            address="http://127.0.0.1:9",
-            search_args=[],
-            tracking_uri=tracking_uri,
-            storage=None,
-        )
+        submit_search(space, SearchOptions(address="http://127.0.0.1:9", tracking_uri=tracking_uri))
 
-    with pytest.raises(UserError, match="needs --storage"):
+    with pytest.raises(UserError, match="needs storage"):
         submit(SERVER)
     with pytest.raises(UserError, match="needs its space as a file"):
         submit(sqlite(tmp_path))  # Ray results go beside the (shared) store

@@ -28,15 +28,16 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ipt_ray.errors import UserError
+from ipt_ray.errors import SettingError, UserError
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
+    from ipt_ray.tuning.options import SearchOptions
     from ipt_ray.tuning.space import SearchSpace
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
@@ -103,50 +104,68 @@ def explain_job_error(address: str, exc: BaseException) -> str:
     return f"Ray job API at {address}: {text[:300]}"
 
 
+def job_command(space_file: str, options: SearchOptions, *, as_json: bool = False) -> list[str]:
+    """The command a submitted search runs on the cluster: ``ipt-ray search`` of the space
+    file (copied into the job's folder) with every option of ``options``
+    (:meth:`SearchOptions.command_line`), the driver on the cluster (``--address auto``)."""
+    args = replace(options, address="auto").command_line()
+    return ["python", "-m", "ipt_ray.cli", "search", space_file, *args] + (
+        ["--json"] if as_json else []
+    )
+
+
 def submit_search(
-    space: SearchSpace,
+    space: str | Path | SearchSpace,
+    options: SearchOptions,
     *,
-    address: str,
-    search_args: Sequence[str],
-    tracking_uri: str | None,
-    storage: str | None,
     as_json: bool = False,
     code: str = "ship",
     wait: bool = True,
 ) -> int:
-    """Submit ``ipt-ray search`` as a Ray Job; follow its logs; return the exit status.
+    """Submit ``ipt-ray search`` as a Ray Job to the dashboard ``options.address``; follow its
+    logs; return the exit status.
 
-    ``search_args`` are the job's options after the space (``--tracking-uri`` and
-    ``--storage`` included, paths absolute). Without ``storage`` the job keeps its Ray
-    results beside a sqlite store (:func:`ipt_ray.tracking.store.store_dir`), which is then on a
-    shared file system; the job itself checks that every node sees that folder. Returns 0
-    when the job succeeded (or was submitted, with ``wait=False``), 1 otherwise.
+    What only a submission needs is checked first, then the space and options
+    (:func:`ipt_ray.tuning.api.prepare_search`).
+    A relative sqlite ``tracking_uri`` is made absolute (the job runs in a folder of its
+    own). Without ``storage`` the job keeps its Ray results beside a sqlite store
+    (:func:`ipt_ray.tracking.store.store_dir`), which is then on a shared file system; the job
+    itself checks that every node sees that folder. Returns 0 when the job succeeded (or was
+    submitted, with ``wait=False``), 1 otherwise.
 
     Raises:
-        UserError: missing tracking URI, no storage with a store that has no folder (a
-            tracking server), a bad ``code`` mode, or a dashboard that cannot be reached or
-            refuses the token.
+        SettingError: bad options (see :meth:`SearchOptions.check`), no ``tracking_uri``,
+            no ``storage`` with a store that has no folder (a tracking server), a bad
+            ``code`` mode.
+        UserError: a bad space, a dashboard that cannot be reached or refuses the token.
     """
-    from ipt_ray.tracking.store import store_dir
+    from ipt_ray.tracking.store import absolute_tracking_uri, store_dir
+    from ipt_ray.tuning.api import prepare_search
 
-    if tracking_uri is None:
-        raise UserError(
-            "a search submitted to a cluster needs --tracking-uri: an MLflow server "
+    address = str(options.address)
+    if options.tracking_uri is None:
+        raise SettingError(
+            "a search submitted to a cluster needs {tracking_uri}: an MLflow server "
             "the cluster reaches (http://HOST:5000) or sqlite:///SHARED/PATH"
         )
-    if storage is None and store_dir(tracking_uri) is None:
-        raise UserError(
-            f"a search submitted to a cluster with the store {tracking_uri} needs --storage: "
-            "a folder every node shares, or an s3:// / gs:// URI"
+    # The job runs in a folder of its own on the cluster: a relative sqlite path would name
+    # another store there (and put the Ray results beside that one).
+    options = replace(options, tracking_uri=absolute_tracking_uri(options.tracking_uri))
+    if options.storage is None and store_dir(str(options.tracking_uri)) is None:
+        raise SettingError(
+            f"a search submitted to a cluster with the store {options.tracking_uri} needs "
+            "{storage}: a folder every node shares, or an s3:// / gs:// URI"
         )
     if code not in ("ship", "installed"):
-        raise UserError(f"--code must be ship or installed, got {code!r}")
-    if space.path is None:
+        raise SettingError(f"{{code}} must be ship or installed, got {code!r}")
+    loaded = prepare_search(space, options)
+    if loaded.path is None:
         raise UserError("a submitted search needs its space as a file")
+    space_file = loaded.path
     client = job_client(address)
     staging = Path(tempfile.mkdtemp(prefix="ipt-ray-job-"))
     try:
-        shutil.copy(space.path, staging / space.path.name)
+        shutil.copy(space_file, staging / space_file.name)
         runtime_env: dict[str, Any] = {"working_dir": str(staging)}
         if code == "ship":
             import ipt_ray
@@ -160,23 +179,12 @@ def submit_search(
         }
         if passthrough:
             runtime_env["env_vars"] = passthrough
-        entrypoint = shlex.join(
-            [
-                "python",
-                "-m",
-                "ipt_ray.cli",
-                "search",
-                space.path.name,
-                *search_args,
-                "--address",
-                "auto",
-            ]
-        )
+        entrypoint = shlex.join(job_command(space_file.name, options, as_json=as_json))
         try:
             job_id = client.submit_job(
                 entrypoint=entrypoint,
                 runtime_env=runtime_env,
-                metadata={"ipt_ray": "search", "space": space.path.name},
+                metadata={"ipt_ray": "search", "space": space_file.name},
             )
         except Exception as exc:
             raise UserError(explain_job_error(address, exc)) from None

@@ -194,13 +194,33 @@ def find_search(
 
 
 def get_run(client: MlflowClient, run_id: str) -> Run:
-    """The run ``run_id``; raises UserError if the store has none."""
+    """The run ``run_id``, or the one run whose id starts with it (``ipt-ray best`` prints
+    12 characters; at least 6 are needed).
+
+    Raises:
+        UserError: no such run, or a prefix that several runs share.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_run(run_id)
     except MlflowException:
-        raise UserError(f"no run {run_id!r} in this MLflow store") from None
+        pass
+    prefix = run_id.lower()
+    if 6 <= len(prefix) < 32 and all(c in "0123456789abcdef" for c in prefix):
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = (
+            client.search_runs(
+                experiments, filter_string=f"attributes.run_id LIKE '{prefix}%'", max_results=2
+            )
+            if experiments
+            else []
+        )
+        if len(runs) == 1:
+            return runs[0]
+        if runs:
+            raise UserError(f"run id {run_id!r} starts several runs' ids; give more of it")
+    raise UserError(f"no run {run_id!r} in this MLflow store")
 
 
 def trial_status(run: Run) -> str:

@@ -373,9 +373,4 @@ class TrainingRun:
         self.best_state = {k: v.clone() for k, v in best.items()}
 
 
-def train(config: TrainConfig, **kwargs: Any) -> TrainResult:
-    """Convenience: ``TrainingRun(config, **kwargs).fit()``."""
-    return TrainingRun(config).fit(**kwargs)
-
-
-__all__ = ["EpochResult", "TrainResult", "TrainingRun", "train"]
+__all__ = ["EpochCallback", "EpochResult", "TrainResult", "TrainingRun"]

@@ -22,7 +22,7 @@ from ipt_ray.lazy import lazy_exports
 if TYPE_CHECKING:  # the real names, for type checkers
     from ipt_ray.tuning.api import prepare_search as prepare_search
     from ipt_ray.tuning.api import search as search
-    from ipt_ray.tuning.options import SettingError as SettingError
+    from ipt_ray.tuning.options import SearchOptions as SearchOptions
     from ipt_ray.tuning.progress import LineProgress as LineProgress
     from ipt_ray.tuning.progress import ProgressEvent as ProgressEvent
     from ipt_ray.tuning.run import run_search as run_search
@@ -35,9 +35,9 @@ if TYPE_CHECKING:  # the real names, for type checkers
 _EXPORTS = {
     "LineProgress": "ipt_ray.tuning.progress",
     "ProgressEvent": "ipt_ray.tuning.progress",
+    "SearchOptions": "ipt_ray.tuning.options",
     "SearchSpace": "ipt_ray.tuning.space",
     "SearchSummary": "ipt_ray.tuning.summary",
-    "SettingError": "ipt_ray.tuning.options",
     "TrialSummary": "ipt_ray.tuning.summary",
     "load_space": "ipt_ray.tuning.space",
     "parse_space": "ipt_ray.tuning.space",

@@ -1,6 +1,12 @@
-"""A search's own settings, checked before anything starts: the runner a trial trains with,
-resources per trial, failures, and how long a search waits for a trial (the defaults the CLI
-shows and the Ray layer applies).
+"""A search's own settings, in one list (:class:`SearchOptions`), checked before anything
+starts: where it runs and is tracked, the runner a trial trains with, resources per trial,
+failures, and how long a search waits for a trial.
+
+:class:`SearchOptions` is the one place a search option is written: ``ipt_ray.search(**options)``
+takes its fields as keyword arguments, ``ipt-ray search`` builds one flag per field (help text
+from the field's metadata), :func:`~ipt_ray.tuning.run.run_search` reads it, and a search
+submitted as a Ray Job gets its command line from :meth:`SearchOptions.command_line`, so a new
+option reaches all four.
 
 Runners: ``actor`` trains in Tune's trial process, reused by the next trial; ``train`` is a
 Ray Train TorchTrainer with DDP workers (see :mod:`ipt_ray.tuning.trial`). Errors name the
@@ -10,10 +16,11 @@ import here (the CLI checks the settings before it starts anything).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-from ipt_ray.errors import UserError, unknown_choice
+from ipt_ray.errors import SettingError, unknown_choice
 
 #: How a trial trains (see the module docstring); ``auto`` picks one.
 RUNNERS = ("auto", "actor", "train")
@@ -24,44 +31,163 @@ DEFAULT_PLACEMENT_TIMEOUT_S = 180.0
 DEFAULT_STALL_TIMEOUT_S = 1800.0
 
 
-#: The settings an error may name: the keyword arguments of :func:`ipt_ray.tuning.api.search`.
-SETTING_NAMES = (
-    "name",
-    "address",
-    "tracking_uri",
-    "storage",
-    "resume",
-    "fresh",
-    "num_samples",
-    "max_concurrent",
-    "workers_per_trial",
-    "cpus_per_worker",
-    "gpus_per_worker",
-    "max_failures",
-    "worker_failures",
-    "placement_timeout",
-    "stall_timeout",
-    "runner",
-    "set",
-)
-_PLACEHOLDER = re.compile(r"\{(" + "|".join(SETTING_NAMES) + r")\}")
+def _option(default: Any, help: str, **extra: Any) -> Any:
+    """A :class:`SearchOptions` field: its default and the help the CLI shows."""
+    return field(default=default, metadata={"help": help, **extra})
 
 
-class SettingError(UserError):
-    """A search setting out of range. The message names settings as ``{name}`` placeholders:
-    ``str(error)`` shows them as keyword arguments (``workers_per_trial``), and
-    :meth:`render` as anything else (the CLI: ``--workers-per-trial``)."""
+@dataclass(frozen=True)
+class SearchOptions:
+    """Every option of a search (the keyword arguments of :func:`ipt_ray.search`, the flags of
+    ``ipt-ray search``). ``None`` means the default that the help names."""
 
-    def __init__(self, template: str) -> None:
-        self.template = template
-        super().__init__(self.render(lambda name: name))
+    name: str | None = _option(None, "search name = MLflow experiment (default: the space's)")
+    address: str | None = _option(
+        None,
+        "Ray: none = a local Ray; auto, HOST:PORT or ray://... = run the driver here against "
+        "that cluster; http://HEAD:8265 = submit as a Ray Job",
+    )
+    tracking_uri: str | None = _option(
+        None, "MLflow: http://HOST:PORT or sqlite:///PATH (default: ./ipt-ray-runs/mlflow.db)"
+    )
+    storage: str | None = _option(
+        None,
+        "Ray results and checkpoints: a path shared by all nodes or an s3:// / gs:// URI "
+        "(default: ray/ beside a sqlite store, else ./ipt-ray-runs/ray)",
+    )
+    resume: str | None = _option(
+        None, "continue the interrupted search NAME (running the same command again does too)"
+    )
+    fresh: bool = _option(False, "start a new search even if one of this name was interrupted")
+    num_samples: int | None = _option(None, "trials (default: the space's)")
+    max_concurrent: int | None = _option(
+        None, "trials at once (default: the space's, else what the cluster fits)"
+    )
+    workers_per_trial: int = _option(1, "DDP workers per trial")
+    cpus_per_worker: float = _option(1.0, "CPUs per worker")
+    gpus_per_worker: float = _option(0.0, "GPUs per worker (0.5 = 2 per GPU)")
+    max_failures: int = _option(
+        0, "re-run a failed trial this often, from its last checkpoint (-1: always)"
+    )
+    worker_failures: int = _option(
+        0,
+        "restart a trial's workers this often when one dies (a killed process, a lost node), "
+        "from the trial's last checkpoint (-1: always)",
+    )
+    placement_timeout: float = _option(
+        DEFAULT_PLACEMENT_TIMEOUT_S,
+        "seconds a trial waits for its Ray Train workers to be placed before it fails (and "
+        "max_failures retries it); raise it where an autoscaler adds nodes",
+    )
+    stall_timeout: float = _option(
+        DEFAULT_STALL_TIMEOUT_S,
+        "seconds with trials running but none started or reported, after which the "
+        "longest-waiting trial is failed; 0 = never",
+    )
+    runner: str = _option(
+        "auto",
+        "how a trial trains: actor (in Tune's trial process, reused by the next trial: fast "
+        "to start, one process per trial), train (a Ray Train TorchTrainer with "
+        "workers_per_trial DDP workers), or auto (actor for 1 worker, else train)",
+    )
+    set: Mapping[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "override a fixed setting of the space, KEY=VALUE (repeat)"},
+    )
 
-    def render(self, show: Callable[[str], str]) -> str:
-        """The message with each ``{name}`` replaced by ``show(name)``."""
-        return _PLACEHOLDER.sub(lambda m: show(m.group(1)), self.template)
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The options' names, in the order of the help."""
+        return tuple(f.name for f in fields(cls))
 
-    def __reduce__(self) -> tuple[type[SettingError], tuple[str]]:  # picklable across Ray
-        return (type(self), (self.template,))
+    @classmethod
+    def from_keywords(cls, options: Mapping[str, Any]) -> SearchOptions:
+        """Options from keyword arguments (``ipt_ray.search(space, **options)``).
+
+        Raises:
+            ConfigError: a keyword that is no option (with the closest name).
+        """
+        for key in options:
+            if key not in cls.names():
+                raise unknown_choice("search option", key, cls.names())
+        return cls(**{**options, "set": dict(options.get("set") or {})})
+
+    @property
+    def search_name(self) -> str | None:
+        """The name the search runs under: ``resume`` names the search it continues."""
+        return self.resume or self.name
+
+    @property
+    def resume_mode(self) -> bool | None:
+        """True: continue ``resume`` (an error if there is nothing to continue); False: start
+        a new search (``fresh``); None: continue an interrupted search of the name if any."""
+        return True if self.resume else (False if self.fresh else None)
+
+    def check(self) -> str:
+        """Check the options together; the one place that does.
+
+        ``num_samples``/``max_concurrent`` None mean the space's own; ``max_failures`` and
+        ``worker_failures`` -1 mean no limit.
+
+        Returns:
+            The runner the search uses (``actor`` or ``train``, see :func:`resolve_runner`).
+
+        Raises:
+            SettingError: ``resume`` with ``fresh`` or another ``name``, a count below 1,
+                failures below -1, negative CPUs or GPUs per worker, a placement timeout of
+                0 s or less, or ``actor`` with settings only ``train`` has.
+            ConfigError: an unknown runner.
+        """
+        if self.resume is not None and self.fresh:
+            raise SettingError("{resume} and {fresh} contradict each other")
+        if self.resume is not None and self.name is not None and self.resume != self.name:
+            raise SettingError(
+                f"{{resume}} {self.resume} and {{name}} {self.name} name different searches"
+            )
+        for key in ("num_samples", "max_concurrent", "workers_per_trial"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise SettingError(f"{{{key}}} must be at least 1, got {value}")
+        for key in ("max_failures", "worker_failures"):
+            if getattr(self, key) < -1:
+                raise SettingError(
+                    f"{{{key}}} must be -1 (no limit) or more, got {getattr(self, key)}"
+                )
+        if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
+            raise SettingError(
+                "{cpus_per_worker} and {gpus_per_worker} cannot be negative, got "
+                f"{self.cpus_per_worker:g} and {self.gpus_per_worker:g}"
+            )
+        runner = resolve_runner(self.runner, self.workers_per_trial, self.worker_failures)
+        if not self.placement_timeout > 0:
+            raise SettingError(
+                f"{{placement_timeout}} must be more than 0 seconds, got {self.placement_timeout:g}"
+            )
+        return runner
+
+    def command_line(self) -> list[str]:
+        """The options as ``ipt-ray search`` arguments: ``--flag=value`` for each option that
+        is set (None and False are left out), ``--set=KEY=VALUE`` per override (values as YAML,
+        which the command parses back to the same value)."""
+        args: list[str] = []
+        for key in self.names():
+            value = getattr(self, key)
+            flag = "--" + key.replace("_", "-")
+            if key == "set":
+                args += [f"{flag}={k}={_yaml_scalar(v)}" for k, v in value.items()]
+            elif isinstance(value, bool):
+                args += [flag] if value else []
+            elif value is not None:
+                args.append(f"{flag}={value}")
+        return args
+
+
+def _yaml_scalar(value: Any) -> str:
+    """``value`` as YAML on one line (``yaml.safe_load`` gives it back)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000)
+    return text.removesuffix("\n...\n").strip()
 
 
 def resolve_runner(runner: str, workers: int, worker_failures: int) -> str:
@@ -92,60 +218,10 @@ def resolve_runner(runner: str, workers: int, worker_failures: int) -> str:
     return runner
 
 
-def check_settings(
-    *,
-    num_samples: int | None = None,
-    max_concurrent: int | None = None,
-    workers_per_trial: int = 1,
-    cpus_per_worker: float = 1.0,
-    gpus_per_worker: float = 0.0,
-    max_failures: int = 0,
-    worker_failures: int = 0,
-    runner: str = "auto",
-    placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT_S,
-) -> str:
-    """Check a search's resource, failure and runner settings; the one place that does.
-
-    ``num_samples``/``max_concurrent`` None mean the space's own; ``max_failures`` and
-    ``worker_failures`` -1 mean no limit.
-
-    Returns:
-        The runner the search uses (``actor`` or ``train``, see :func:`resolve_runner`).
-
-    Raises:
-        SettingError: a count below 1, failures below -1, negative CPUs or GPUs per worker, a
-            placement timeout of 0 s or less, or ``actor`` with settings only ``train`` has.
-        ConfigError: an unknown runner.
-    """
-    for key, value in (
-        ("num_samples", num_samples),
-        ("max_concurrent", max_concurrent),
-        ("workers_per_trial", workers_per_trial),
-    ):
-        if value is not None and value < 1:
-            raise SettingError(f"{{{key}}} must be at least 1, got {value}")
-    for key, value in (("max_failures", max_failures), ("worker_failures", worker_failures)):
-        if value < -1:
-            raise SettingError(f"{{{key}}} must be -1 (no limit) or more, got {value}")
-    if cpus_per_worker < 0 or gpus_per_worker < 0:
-        raise SettingError(
-            "{cpus_per_worker} and {gpus_per_worker} cannot be negative, got "
-            f"{cpus_per_worker:g} and {gpus_per_worker:g}"
-        )
-    runner = resolve_runner(runner, workers_per_trial, worker_failures)
-    if not placement_timeout > 0:
-        raise SettingError(
-            f"{{placement_timeout}} must be more than 0 seconds, got {placement_timeout:g}"
-        )
-    return runner
-
-
 __all__ = [
     "DEFAULT_PLACEMENT_TIMEOUT_S",
     "DEFAULT_STALL_TIMEOUT_S",
     "RUNNERS",
-    "SETTING_NAMES",
-    "SettingError",
-    "check_settings",
+    "SearchOptions",
     "resolve_runner",
 ]

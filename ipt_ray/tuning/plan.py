@@ -7,12 +7,12 @@ import math
 from typing import Any
 
 from ipt_ray import constants as C
+from ipt_ray.errors import SettingError
 from ipt_ray.tracking import (
     SearchTracker,
     TrackingCallback,
 )
 from ipt_ray.tuning.locations import SearchLocations
-from ipt_ray.tuning.options import SettingError
 from ipt_ray.tuning.progress import ProgressFn
 from ipt_ray.tuning.progress_callback import ProgressCallback
 from ipt_ray.tuning.space import SearchSpace

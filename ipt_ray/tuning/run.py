@@ -31,18 +31,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ipt_ray.errors import SettingError
 from ipt_ray.tracking import (
     SearchTracker,
     register_live,
 )
 from ipt_ray.tracking.journal import journal_path
 from ipt_ray.tuning.locations import SearchLocations, safe_name
-from ipt_ray.tuning.options import (
-    DEFAULT_PLACEMENT_TIMEOUT_S,
-    DEFAULT_STALL_TIMEOUT_S,
-    SettingError,
-    check_settings,
-)
+from ipt_ray.tuning.options import SearchOptions
 from ipt_ray.tuning.plan import (
     build_tuner,
     default_max_concurrent,
@@ -99,55 +95,36 @@ def _checkpoint_resolver(storage: str) -> Callable[[str], Any] | None:
 
 def run_search(
     space: SearchSpace,
+    options: SearchOptions | None = None,
     *,
-    name: str | None = None,
-    address: str | None = None,
-    tracking_uri: str | None = None,
     artifact_root: str | Path | None = None,
-    storage: str | Path | None = None,
-    num_samples: int | None = None,
-    max_concurrent: int | None = None,
-    workers_per_trial: int = 1,
-    cpus_per_worker: float = 1.0,
-    gpus_per_worker: float = 0.0,
-    max_failures: int = 0,
-    worker_failures: int = 0,
-    runner: str = "auto",
-    placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT_S,
-    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
     share_backbone: bool = True,
     progress: ProgressFn | None = None,
     top_k: int = 10,
     ray_init_kwargs: Mapping[str, Any] | None = None,
     train_fn: Callable[[dict[str, Any]], None] | None = None,
-    resume: bool | None = None,
+    **settings: Any,
 ) -> SearchSummary:
     """Search ``space`` with Ray Tune + Optuna TPE (+ ASHA), tracked in MLflow.
 
     Args:
         space: the validated search space.
-        name: search name = MLflow experiment (default: the space's name, else its file name).
-        address: Ray cluster address (``auto``, ``ray://...``, ``host:port``); None starts a
-            local Ray for the search (unless this process already runs one).
-        tracking_uri: MLflow tracking URI; default ``sqlite:///<abs>/ipt-ray-runs/mlflow.db``.
+        options: the search's options (:class:`~ipt_ray.tuning.options.SearchOptions`, their
+            meaning in its help); ``**settings`` are the same as keyword arguments, applied
+            on top. ``num_samples``/``max_concurrent`` override the space's ``search``
+            settings; the default ``max_concurrent`` fills the cluster: CPUs / (workers x
+            CPUs per worker). ``address`` None starts a local Ray for the search (unless this
+            process already runs one). Without ``tracking_uri`` the store is
+            ``sqlite:///<abs>/ipt-ray-runs/mlflow.db``; ``storage`` defaults to ``ray`` beside
+            a local store, ``<abs>/ipt-ray-runs/ray`` with a server, and must be shared by all
+            nodes of a multi-node cluster. ``resume`` continues the interrupted search of that
+            name (an error if there is none); without it an interrupted search of the name is
+            continued, unless ``fresh``. Continuing reuses the MLflow parent and child runs,
+            skips finished trials, resumes interrupted ones from their last checkpoint and
+            keeps the Optuna searcher's history.
         artifact_root: artifact root of a new experiment; default ``mlartifacts`` beside a
             local store (``DIR/mlartifacts`` for ``sqlite:///DIR/mlflow.db``), the server's
             for a server (see :meth:`SearchLocations.resolve`).
-        storage: Ray results and checkpoints (path or URI); default ``ray`` beside a local
-            store, ``<abs>/ipt-ray-runs/ray`` with a server. Must be shared by all nodes of a
-            multi-node cluster.
-        num_samples, max_concurrent: override the space's ``search`` settings; the default
-            ``max_concurrent`` fills the cluster: CPUs / (workers x CPUs per worker).
-        workers_per_trial, cpus_per_worker, gpus_per_worker: DDP workers of each trial.
-        max_failures: Tune restarts a failed trial this often (resuming its last checkpoint).
-        worker_failures: Ray Train restarts a trial's failed workers this often.
-        placement_timeout: seconds a ``train`` trial waits for its workers to be placed
-            before it fails (and ``max_failures`` retries it).
-        stall_timeout: seconds after which, when no RUNNING trial has started or reported, the
-            longest-waiting trial is failed (:mod:`ipt_ray.tuning.watchdog`); 0 or less: never.
-        runner: how a trial trains: ``actor`` (in Tune's trial process, reused by the next
-            trial), ``train`` (a Ray Train TorchTrainer with ``workers_per_trial`` DDP
-            workers) or ``auto`` (see :func:`ipt_ray.tuning.options.resolve_runner`).
         share_backbone: put the backbone into Ray's object store once, so that every trial
             process of a node maps the same weights (when every trial uses one backbone).
         progress: called with a :class:`ProgressEvent` per trial event (None: silent).
@@ -155,36 +132,28 @@ def run_search(
         ray_init_kwargs: extra ``ray.init`` arguments (local Ray or connection).
         train_fn: the per-worker function (tests); default
             :func:`ipt_ray.tuning.worker.train_fn_per_worker`.
-        resume: True continues the interrupted search of this name (error if there is none);
-            None (default) continues it when there is one and starts a new search otherwise;
-            False always starts a new one. Continuing reuses the MLflow parent and child
-            runs, skips finished trials, resumes interrupted ones from their last checkpoint
-            and keeps the Optuna searcher's history.
 
     Raises:
-        SettingError: a setting out of range (:func:`~ipt_ray.tuning.options.check_settings`),
-            or nothing to resume.
+        SettingError: a setting out of range (:meth:`SearchOptions.check`), or nothing to
+            resume.
+        ConfigError: an unknown option in ``settings``.
         UserError: an unreachable cluster or tracking store.
     """
     started = time.time()
-    settings = space.settings
-    search_name = name or space.name or (space.path.stem if space.path else "search")
-    num_samples = num_samples or settings.num_samples
-    runner = check_settings(
-        num_samples=num_samples,
-        max_concurrent=max_concurrent,
-        workers_per_trial=workers_per_trial,
-        cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=gpus_per_worker,
-        max_failures=max_failures,
-        worker_failures=worker_failures,
-        runner=runner,
-        placement_timeout=placement_timeout,
+    options = (
+        SearchOptions.from_keywords(settings) if options is None else replace(options, **settings)
     )
+    runner = options.check()
+    space_settings = space.settings
+    search_name = options.search_name or space.name or (space.path.stem if space.path else "search")
+    num_samples = options.num_samples or space_settings.num_samples
+    workers_per_trial = options.workers_per_trial
+    cpus_per_worker, gpus_per_worker = options.cpus_per_worker, options.gpus_per_worker
+    tracking_uri, storage, address = options.tracking_uri, options.storage, options.address
     where = SearchLocations.resolve(
         search_name, tracking_uri=tracking_uri, artifact_root=artifact_root, storage=storage
     )
-    record = _record_to_resume(search_name, where, resume)
+    record = _record_to_resume(search_name, where, options.resume_mode)
     resumed = record is not None
     if record is not None:
         where = replace(
@@ -207,16 +176,16 @@ def run_search(
         tracker = SearchTracker(
             where.tracking_uri,
             search_name,
-            metric=settings.metric,
-            mode=settings.mode,
+            metric=space_settings.metric,
+            mode=space_settings.mode,
             artifact_location=where.artifact_location,
             resolve_checkpoint=_checkpoint_resolver(where.storage_path),
             checkpoint_score_key=CHECKPOINT_SCORE_KEY,
             journal=journal_path(where.experiment_path),
         )
         concurrency = (
-            max_concurrent
-            or settings.max_concurrent
+            options.max_concurrent
+            or space_settings.max_concurrent
             or default_max_concurrent(workers_per_trial, cpus_per_worker, gpus_per_worker)
         )
         concurrency = max(1, min(concurrency, num_samples))
@@ -226,9 +195,9 @@ def run_search(
             workers=workers_per_trial,
             cpus_per_worker=cpus_per_worker,
             gpus_per_worker=gpus_per_worker,
-            worker_failures=worker_failures,
+            worker_failures=options.worker_failures,
             runner=runner,
-            placement_timeout=placement_timeout,
+            placement_timeout=options.placement_timeout,
             backbone=shared,
             **({"train_fn": train_fn} if train_fn is not None else {}),
         )
@@ -300,8 +269,8 @@ def run_search(
                         key=key,
                         num_samples=num_samples,
                         concurrency=concurrency,
-                        max_failures=max_failures,
-                        stall_timeout=stall_timeout,
+                        max_failures=options.max_failures,
+                        stall_timeout=options.stall_timeout,
                     )
                 tuner.fit()
             left = _release_placement_groups(key, job_id, existing_groups, emit)

@@ -1,0 +1,116 @@
+"""Exporting as a Python call: :func:`export` runs what ``ipt-ray export`` runs.
+
+The source is a trial run id, a search (parent) run id (its best trial), an experiment (its
+newest search's best trial) or a local checkpoint folder (``ipt_ray.train(..., out=...)``);
+the result says what was written. Errors name the settings as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ipt_ray.errors import SettingError
+
+#: What :func:`export` writes: a bundle (:mod:`ipt_ray.artifacts.bundle`) or a PEFT adapter.
+FORMATS = ("ipt", "peft")
+
+
+@dataclass
+class Exported:
+    """What :func:`export` wrote."""
+
+    #: The bundle (or adapter) folder.
+    path: Path
+    format: str
+    #: The trial run exported; None for a checkpoint folder.
+    run_id: str | None = None
+    #: The search's metric and the trial's best value of it (a trial of a search).
+    metric: str | None = None
+    value: float | None = None
+    #: The registered model's version (``register``).
+    version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "run_id": self.run_id,
+            "metric": self.metric,
+            "value": self.value,
+            "version": self.version,
+        }
+
+
+def export(
+    source: str | Path | None = None,
+    *,
+    out: str | Path,
+    experiment: str | None = None,
+    format: str = "ipt",
+    register: str | None = None,
+    tracking_uri: str | None = None,
+) -> Exported:
+    """Export a search's best trial (or the named one) as a portable bundle or PEFT adapter.
+
+    Args:
+        source: a trial run id, a search's parent run id (its best trial), or a checkpoint
+            folder; None: the best trial of ``experiment``'s newest search (else of the
+            newest search in the store).
+        out: the folder to write (new, or empty).
+        experiment: a search's name instead of ``source``.
+        format: ``ipt`` (a bundle) or ``peft`` (an adapter, for ``task`` and ``prefix``).
+        register: also register the bundle as a version of this MLflow model.
+        tracking_uri: the MLflow store (default: ``./ipt-ray-runs/mlflow.db``).
+
+    Raises:
+        SettingError: ``source`` with ``experiment``, an unknown ``format``, ``register``
+            with a checkpoint folder or a PEFT adapter, an ``out`` that exists.
+        UserError: no such run or search, no finished trial, a PEFT export of an
+            instance-wise generator.
+    """
+    from ipt_ray.training.checkpointing import check_new_folder
+
+    if source is not None and experiment is not None:
+        raise SettingError("give a {source} or an {experiment}, not both")
+    if format not in FORMATS:
+        raise SettingError(f"{{format}} must be ipt or peft, got {format!r}")
+    if register is not None and format != "ipt":
+        raise SettingError("{register} takes an ipt bundle; drop {format} peft")
+    folder = Path(source) if source is not None and Path(source).is_dir() else None
+    if folder is not None and register is not None:
+        raise SettingError("{register} needs a run in MLflow, not a checkpoint folder")
+    target = check_new_folder(out, "out")
+    if folder is not None:
+        if format == "peft":
+            from ipt_ray.artifacts.peft import write_peft_adapter
+
+            return Exported(write_peft_adapter(folder, target), format)
+        from ipt_ray.artifacts.bundle import write_bundle
+
+        return Exported(write_bundle(folder, target), format)
+    from ipt_ray.artifacts.export import export as export_run
+    from ipt_ray.tracking.query import client_for
+
+    client, uri = client_for(tracking_uri)
+    written, winner, version = export_run(
+        client,
+        uri,
+        target,
+        run_id=None if source is None else str(source),
+        experiment=experiment,
+        fmt=format,
+        register=register,
+    )
+    return Exported(
+        written,
+        format,
+        run_id=str(winner.run.info.run_id),
+        metric=None if winner.search is None else winner.search.metric,
+        value=winner.value,
+        version=version,
+    )
+
+
+__all__ = ["FORMATS", "Exported", "export"]
