@@ -168,3 +168,31 @@ def test_jobs_commands_report_an_unreachable_dashboard_in_one_line(command):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach a Ray dashboard at http://127.0.0.1:9" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["export"], "Missing option '--out'; see 'ipt-ray export --help'"),
+        (["search"], "Missing argument 'SPACE'; see 'ipt-ray search --help'"),
+        (["search", "smoke", "--bogus"], "No such option: --bogus"),
+        (["search", "smoke", "--num-samples", "abc"], "Invalid value for '--num-samples'"),
+        (["predict"], "Missing argument 'BUNDLE'"),
+    ],
+    ids=["missing-option", "missing-argument", "unknown-option", "bad-type", "predict"],
+)
+def test_usage_errors_are_one_line_too(args: list[str], expected: str, tmp_path: Path) -> None:
+    """What click itself refuses (before any ipt-ray code runs) reads like every other bad
+    input: one line, exit 2, and nothing written."""
+    from ipt_ray.testing import assert_one_line_error, run_cli
+
+    assert_one_line_error(run_cli(*args, cwd=tmp_path, timeout=120), expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ipt_ray_alone_prints_the_help(tmp_path: Path) -> None:
+    from ipt_ray.testing import run_cli
+
+    proc = run_cli(cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "Usage: ipt-ray" in proc.stdout + proc.stderr
+    assert "search" in proc.stdout + proc.stderr

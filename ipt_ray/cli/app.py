@@ -3,10 +3,12 @@ console script and ``python -m ipt_ray.cli``)."""
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from ipt_ray.cli import browse, export, jobs, predict, search, train
-from ipt_ray.cli.format import Command, Group
+from ipt_ray.cli.format import Command, Group, fail
 
 app = typer.Typer(
     name="ipt-ray",
@@ -36,8 +38,32 @@ app.add_typer(jobs.cluster_app, name="cluster")
 
 
 def main() -> None:
-    """The console-script entry point."""
-    app()
+    """The console-script entry point.
+
+    Click's own usage errors (a missing argument or option, an unknown option, a value of the
+    wrong type) are worded like every other bad input: one ``ipt-ray: error:`` line, exit 2,
+    instead of click's usage block; ``ipt-ray`` alone still prints the help.
+    """
+    try:  # typer 0.2x runs its own copy of click; older ones run click itself
+        from typer._click import exceptions as click
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions as click  # type: ignore[no-redef]
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="ipt-ray", standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "ipt-ray"
+        fail(f"{exc.format_message().rstrip('.')}; see '{where} --help'")
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
