@@ -157,9 +157,9 @@ def test_a_killed_worker_node_leaves_the_search_to_finish_on_the_head(
     assert not cluster_processes(cluster, 1), "the worker node is gone"
     assert head_processes & cluster_processes(cluster), "the head survived"
     summary = json.loads(lines[-1])
-    assert summary["counts"]["trials"] == 4
+    assert summary["counts"]["trials"] == 4, output[-3000:]
     assert summary["counts"]["failed"] == 0, output[-3000:]
-    assert summary["tracking_calls_lost"] == 0
+    assert summary["tracking_calls_lost"] == 0, output[-3000:]
     # What the dead node's trials held was given back: nothing of the search still reserves
     # or waits for resources (their orphaned placement groups, if any, were reaped).
     assert summary["placement_groups_left"] == 0, output[-3000:]

@@ -223,8 +223,9 @@ class CallBacklog:
             with quick_http_requests():
                 self.apply(call)
             return True
-        except NoRun:
+        except NoRun as exc:
             self.lost_calls += 1
+            logger.warning("MLflow: %s dropped: %s", call.what, exc)
             return True
         except Exception as exc:
             self.failed_calls += 1
