@@ -40,6 +40,23 @@ def test_only_live_groups_of_a_dead_actor_are_orphans() -> None:
     assert not group("REMOVED", "c0ffee", dead=True).orphaned
 
 
+def test_the_actor_table_decides_whether_a_creator_is_dead() -> None:
+    """A group's flag can lag (its creator died with its node): the actor table says DEAD, or
+    no longer holds the actor at all (the GCS forgets only dead ones)."""
+    from ipt_ray.tuning.watchdog import actor_dead
+
+    class Table:
+        def __init__(self, rows: dict[str, dict[str, str]]) -> None:
+            self.rows = rows
+
+        def actor_table(self, actor_id: str) -> dict[str, str]:
+            return self.rows.get(actor_id, {})
+
+    table = Table({"a": {"State": "DEAD"}, "b": {"State": "ALIVE"}, "c": {"State": "RESTARTING"}})
+    assert actor_dead(table, "a") and actor_dead(table, "gone")
+    assert not actor_dead(table, "b") and not actor_dead(table, "c")
+
+
 def test_bundles_are_described_in_one_short_phrase() -> None:
     assert describe_bundles([{"CPU": 1.0}]) == "1 x {CPU: 1}"
     assert describe_bundles([{"CPU": 2.0, "GPU": 0.5}] * 2) == "2 x {CPU: 2, GPU: 0.5}"
@@ -87,7 +104,7 @@ def test_a_group_whose_creator_died_is_removed_and_no_other(ray_session: None) -
     ray.kill(creator)
     job = current_job_id()
     deadline = time.monotonic() + 30
-    while not any(g.id == orphan and g.creator_actor_dead for g in placement_groups(job) or []):
+    while not any(g.id == orphan and g.creatoractor_dead for g in placement_groups(job) or []):
         assert time.monotonic() < deadline, "Ray never marked the creator dead"
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 0, "the orphan still holds its CPU"

@@ -11,7 +11,10 @@ On a small cluster that is every CPU, and the next trials wait forever (measured
 loopback cluster, the worker node SIGKILLed, one CREATED ``{CPU: 1}`` group owned by a dead
 controller, two PENDING ones). The watchdog gives placement groups the lifetime a user
 expects, that of their creator: every few seconds it removes the search's groups whose creator
-actor is dead (:func:`reap_orphaned_placement_groups`). A group created by the driver itself
+actor is dead (:func:`reap_orphaned_placement_groups`). A group's own "creator dead" flag is
+not enough: when the creator died with its node, the flag was measured still False while the
+actor table said DEAD (one run in four of the node-kill test hung so), so the actor table
+decides. A group created by the driver itself
 (Tune's own trial groups) has no creator actor and is never touched.
 
 **Stalled trials.** When trials are RUNNING but none of them has started or reported for
@@ -27,6 +30,7 @@ watchdog alone remains. No MLflow here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -59,7 +63,8 @@ class PlacementGroupInfo:
         bundles: resources of each bundle, e.g. ``[{"CPU": 1.0}]``.
         job_id: hex id of the creating job.
         creator_actor_id: hex id of the creating actor, or None when a driver created it.
-        creator_actor_dead: whether that actor is dead.
+        creatoractor_dead: whether that actor is dead (by the group's own flag, or by the
+            actor table when the flag lags: see :func:`placement_groups`).
         detached: created with ``lifetime="detached"`` (outlives its creator on purpose).
     """
 
@@ -68,7 +73,7 @@ class PlacementGroupInfo:
     bundles: tuple[Mapping[str, float], ...]
     job_id: str
     creator_actor_id: str | None
-    creator_actor_dead: bool
+    creatoractor_dead: bool
     detached: bool
 
     @property
@@ -82,7 +87,7 @@ class PlacementGroupInfo:
             self.live
             and not self.detached
             and self.creator_actor_id is not None
-            and self.creator_actor_dead
+            and self.creatoractor_dead
         )
 
 
@@ -120,25 +125,38 @@ def placement_groups(job_id: str | None = None) -> list[PlacementGroupInfo] | No
         for item in raw:
             data = gcs_pb2.PlacementGroupTableData.FromString(item)  # type: ignore[attr-defined]
             creator = data.creator_actor_id.hex()
-            groups.append(
-                PlacementGroupInfo(
-                    id=data.placement_group_id.hex(),
-                    state=gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(  # type: ignore[attr-defined]
-                        data.state
-                    ),
-                    bundles=tuple(_unit_resources(b) for b in data.bundles),
-                    job_id=data.creator_job_id.hex(),
-                    creator_actor_id=None if _is_nil(creator) else creator,
-                    creator_actor_dead=bool(data.creator_actor_dead),
-                    detached=bool(data.is_detached),
-                )
+            group = PlacementGroupInfo(
+                id=data.placement_group_id.hex(),
+                state=gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(  # type: ignore[attr-defined]
+                    data.state
+                ),
+                bundles=tuple(_unit_resources(b) for b in data.bundles),
+                job_id=data.creator_job_id.hex(),
+                creator_actor_id=None if _is_nil(creator) else creator,
+                creatoractor_dead=bool(data.creatoractor_dead),
+                detached=bool(data.is_detached),
             )
+            if group.live and group.creator_actor_id and not group.creatoractor_dead:
+                # The group's flag lags behind its creator's death when the creator died
+                # with its node (measured: a CREATED {CPU: 1} group whose TrainController
+                # the actor table says is DEAD, flag still False, holding the head's only
+                # CPU for the rest of the search). The actor table decides.
+                dead = actor_dead(state, group.creator_actor_id)
+                group = dataclasses.replace(group, creatoractor_dead=dead)
+            groups.append(group)
     except Exception as exc:  # a Ray whose private table moved: reaping is off, not the search
         if not _table_unreadable_warned:
             logger.warning("cannot read Ray's placement group table (%s): orphans not reaped", exc)
             _table_unreadable_warned = True
         return None
     return [g for g in groups if job_id is None or g.job_id == job_id]
+
+
+def actor_dead(state: Any, actor_id: str) -> bool:
+    """Whether the actor table says actor ``actor_id`` is dead. An actor it no longer holds
+    counts as dead: the GCS forgets only dead actors (the oldest, past its cache size)."""
+    info = state.actor_table(actor_id)
+    return not info or info.get("State") == "DEAD"
 
 
 def _remove(groups: Iterable[PlacementGroupInfo]) -> list[PlacementGroupInfo]:
