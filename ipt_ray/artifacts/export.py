@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ipt_ray import constants as C
-from ipt_ray.errors import UserError
+from ipt_ray.errors import SettingError, UserError
 from ipt_ray.tracking.query import Search, find_search, get_run, trial_rows, trial_status
 from ipt_ray.tracking.schema import CHECKPOINT_ARTIFACT_DIR, COMPLETED_STATUSES
 
@@ -139,13 +139,10 @@ def export(
     """Export the chosen trial; returns (bundle folder, winner, registered version or None).
 
     Raises:
-        UserError: see :func:`choose_trial`; ``fmt`` not ipt/peft; a PEFT export of an
-            instance-wise generator; ``register`` with ``fmt='peft'``.
+        UserError: see :func:`choose_trial`; a PEFT export of an instance-wise generator.
+        SettingError: ``register`` is not a valid MLflow model name.
     """
-    if fmt not in ("ipt", "peft"):
-        raise UserError(f"--format must be ipt or peft, got {fmt!r}")
-    if register is not None and fmt != "ipt":
-        raise UserError("--register takes an ipt bundle; drop --format peft")
+    # fmt and register with fmt were checked by the caller (ipt_ray.artifacts.api.export).
     if register is not None:
         check_model_name(register)
     winner = choose_trial(client, run_id=run_id, experiment=experiment)
@@ -168,7 +165,7 @@ def check_model_name(name: str) -> None:
     """MLflow's rule for registered model names, checked before anything is written.
 
     Raises:
-        UserError: an empty name, or one with ``/`` or ``:``.
+        SettingError: an empty name, or one with ``/`` or ``:``.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import _validate_model_name  # the rule MLflow applies
@@ -176,8 +173,8 @@ def check_model_name(name: str) -> None:
     try:
         _validate_model_name(name)
     except MlflowException as exc:
-        raise UserError(
-            f"--register {name!r} is not a valid MLflow model name: {exc.message}"
+        raise SettingError(
+            f"{{register}} {name!r} is not a valid MLflow model name: {exc.message}"
         ) from None
 
 

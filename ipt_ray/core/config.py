@@ -127,7 +127,9 @@ class TrainConfig:
         if not isinstance(self.generator_options, dict):
             raise ConfigError("generator_options must be a mapping of knob names to values")
         if "prompt_length" in self.generator_options:
-            raise ConfigError("set prompt_length as --prompt-length, not as a generator knob")
+            raise ConfigError(
+                "prompt_length is a setting of the run (prompt_length), not a generator knob"
+            )
         make_config(self.generator, self.generator_kwargs())
         return self
 

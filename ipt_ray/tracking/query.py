@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ipt_ray import constants as C
-from ipt_ray.errors import UserError, did_you_mean
+from ipt_ray.errors import SettingError, UserError, did_you_mean
 from ipt_ray.tracking import schema as S
 from ipt_ray.tracking.store import default_tracking_uri, sqlite_path
 
@@ -124,8 +124,8 @@ def client_for(tracking_uri: str | None) -> tuple[MlflowClient, str]:
     uri = tracking_uri or default_tracking_uri()
     path = sqlite_path(uri)
     if path is not None and not path.exists():
-        raise UserError(
-            f"no MLflow store at {path}: run a search here first, or pass --tracking-uri"
+        raise SettingError(
+            f"no MLflow store at {path}: run a search here first, or pass {{tracking_uri}}"
         )
     if path is None:
         check_tracking_uri(uri)
