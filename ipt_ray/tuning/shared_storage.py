@@ -12,7 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
-from ipt_ray.errors import UserError
+from ipt_ray.errors import SettingError
 
 
 def _sees(path: str) -> tuple[str, bool]:
@@ -22,7 +22,7 @@ def _sees(path: str) -> tuple[str, bool]:
 
 
 def check_shared_storage(storage: str, *, timeout: float = 60.0) -> None:
-    """Raise UserError when a local ``storage`` path is not visible from every alive node.
+    """Raise SettingError when a local ``storage`` path is not visible from every alive node.
 
     URIs (``s3://``, ``gs://``, ...) and single-node clusters pass without a probe.
     """
@@ -51,8 +51,8 @@ def check_shared_storage(storage: str, *, timeout: float = 60.0) -> None:
         marker.unlink(missing_ok=True)
     blind = sorted({host for host, seen in results if not seen})
     if blind:
-        raise UserError(
+        raise SettingError(
             f"storage {storage} is not shared by all {len(nodes)} nodes (not visible on "
-            f"{', '.join(blind)}); give --storage a shared file system path or an s3:// / gs:// "
-            "URI"
+            f"{', '.join(blind)}); give {{storage}} a shared file system path or an s3:// / "
+            "gs:// URI"
         )
