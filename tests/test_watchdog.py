@@ -104,7 +104,7 @@ def test_a_group_whose_creator_died_is_removed_and_no_other(ray_session: None) -
     ray.kill(creator)
     job = current_job_id()
     deadline = time.monotonic() + 30
-    while not any(g.id == orphan and g.creatoractor_dead for g in placement_groups(job) or []):
+    while not any(g.id == orphan and g.creator_actor_dead for g in placement_groups(job) or []):
         assert time.monotonic() < deadline, "Ray never marked the creator dead"
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 0, "the orphan still holds its CPU"

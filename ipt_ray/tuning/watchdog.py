@@ -63,7 +63,7 @@ class PlacementGroupInfo:
         bundles: resources of each bundle, e.g. ``[{"CPU": 1.0}]``.
         job_id: hex id of the creating job.
         creator_actor_id: hex id of the creating actor, or None when a driver created it.
-        creatoractor_dead: whether that actor is dead (by the group's own flag, or by the
+        creator_actor_dead: whether that actor is dead (by the group's own flag, or by the
             actor table when the flag lags: see :func:`placement_groups`).
         detached: created with ``lifetime="detached"`` (outlives its creator on purpose).
     """
@@ -73,7 +73,7 @@ class PlacementGroupInfo:
     bundles: tuple[Mapping[str, float], ...]
     job_id: str
     creator_actor_id: str | None
-    creatoractor_dead: bool
+    creator_actor_dead: bool
     detached: bool
 
     @property
@@ -87,7 +87,7 @@ class PlacementGroupInfo:
             self.live
             and not self.detached
             and self.creator_actor_id is not None
-            and self.creatoractor_dead
+            and self.creator_actor_dead
         )
 
 
@@ -133,16 +133,16 @@ def placement_groups(job_id: str | None = None) -> list[PlacementGroupInfo] | No
                 bundles=tuple(_unit_resources(b) for b in data.bundles),
                 job_id=data.creator_job_id.hex(),
                 creator_actor_id=None if _is_nil(creator) else creator,
-                creatoractor_dead=bool(data.creatoractor_dead),
+                creator_actor_dead=bool(data.creator_actor_dead),
                 detached=bool(data.is_detached),
             )
-            if group.live and group.creator_actor_id and not group.creatoractor_dead:
+            if group.live and group.creator_actor_id and not group.creator_actor_dead:
                 # The group's flag lags behind its creator's death when the creator died
                 # with its node (measured: a CREATED {CPU: 1} group whose TrainController
                 # the actor table says is DEAD, flag still False, holding the head's only
                 # CPU for the rest of the search). The actor table decides.
                 dead = actor_dead(state, group.creator_actor_id)
-                group = dataclasses.replace(group, creatoractor_dead=dead)
+                group = dataclasses.replace(group, creator_actor_dead=dead)
             groups.append(group)
     except Exception as exc:  # a Ray whose private table moved: reaping is off, not the search
         if not _table_unreadable_warned:
