@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from ipt_ray.core.checkpoint import load_weights, read_config
-
-
-def ipt_ray(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ipt_ray.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+from ipt_ray.testing import assert_one_line_error
+from ipt_ray.testing import run_cli as ipt_ray
 
 
 def tiny_args(tiny_models, toy_csv, *extra: str) -> list[str]:
@@ -131,12 +121,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tiny_models, toy_
     extra, expected = BAD_INPUTS[case]
     out = tmp_path / "out"
     proc = ipt_ray(*tiny_args(tiny_models, toy_csv, *extra, "--out", str(out)), cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("ipt-ray: error: ")
-    assert expected in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert_one_line_error(proc, expected)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing half-written"
 
@@ -145,8 +130,7 @@ def test_empty_data_file_is_refused(tiny_models, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("text,label\n", encoding="utf-8")
     proc = ipt_ray("train", "--task", str(empty), "--model", str(tiny_models["bert"]))
-    assert proc.returncode == 2
-    assert "empty" in proc.stderr.lower() and len(proc.stderr.strip().splitlines()) == 1
+    assert "empty" in assert_one_line_error(proc).lower()
 
 
 def test_existing_out_folder_is_refused_before_training(tiny_models, toy_csv, tmp_path):
@@ -154,7 +138,7 @@ def test_existing_out_folder_is_refused_before_training(tiny_models, toy_csv, tm
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     proc = ipt_ray(*tiny_args(tiny_models, toy_csv, "--out", str(out)))
-    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert_one_line_error(proc, "already exists")
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
@@ -165,9 +149,7 @@ def test_existing_out_folder_is_refused_before_training(tiny_models, toy_csv, tm
 )
 def test_jobs_commands_report_an_unreachable_dashboard_in_one_line(command):
     proc = ipt_ray("jobs", *command, "--address", "http://127.0.0.1:9")
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot reach a Ray dashboard at http://127.0.0.1:9" in lines[0]
+    assert_one_line_error(proc, "cannot reach a Ray dashboard at http://127.0.0.1:9")
 
 
 @pytest.mark.parametrize(
@@ -184,15 +166,11 @@ def test_jobs_commands_report_an_unreachable_dashboard_in_one_line(command):
 def test_usage_errors_are_one_line_too(args: list[str], expected: str, tmp_path: Path) -> None:
     """What click itself refuses (before any ipt-ray code runs) reads like every other bad
     input: one line, exit 2, and nothing written."""
-    from ipt_ray.testing import assert_one_line_error, run_cli
-
-    assert_one_line_error(run_cli(*args, cwd=tmp_path, timeout=120), expected)
+    assert_one_line_error(ipt_ray(*args, cwd=tmp_path, timeout=120), expected)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_ipt_ray_alone_prints_the_help(tmp_path: Path) -> None:
-    from ipt_ray.testing import run_cli
-
-    proc = run_cli(cwd=tmp_path, timeout=120)
+    proc = ipt_ray(cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "Usage: ipt-ray" in proc.stdout + proc.stderr
     assert "search" in proc.stdout + proc.stderr
