@@ -29,9 +29,12 @@ message, which Tune records as the trial's error. No MLflow here.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import ray.train
@@ -39,10 +42,12 @@ import ray.tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.tuning.options import DEFAULT_PLACEMENT_TIMEOUT_S
 from ipt_ray.tuning.worker import (
     CHECKPOINT_SCORE_KEY,
+    RESUME_DIR_KEY,
     SHARED_BACKBONE_KEY,
     TRAIN_CONFIG_KEY,
     train_fn_per_worker,
@@ -116,13 +121,57 @@ class TrialSetup:
         return self.gpus_per_worker > 0
 
 
+logger = logging.getLogger(__name__)
+
+#: Ray Train's record of a run's checkpoints, in the run's folder.
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+
+
+def salvage_run(run_dir: Path) -> Path | None:
+    """Make a trial's Ray Train run restartable when its checkpoint record is unreadable.
+
+    Ray Train rewrites ``checkpoint_manager_snapshot.json`` in place; a controller that dies
+    with its node in the middle leaves it empty (measured: 0 bytes after a node kill), and
+    every restart then fails in ``TrainController.__init__`` (CheckpointManagerInitialization
+    Error) until the trial has used up its retries. An unreadable record is removed, so the
+    restarted controller starts, and the run's latest complete checkpoint folder is returned
+    to resume from instead (None when the record is readable or absent, or no folder is
+    complete).
+    """
+    snapshot = run_dir / SNAPSHOT_FILE
+    try:
+        json.loads(snapshot.read_text())
+        return None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        pass
+    snapshot.unlink(missing_ok=True)
+    complete = sorted(
+        d
+        for d in run_dir.glob("epoch-*")
+        if (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file()
+    )
+    latest = complete[-1] if complete else None
+    logger.warning(
+        "Ray Train's checkpoint record %s was unreadable (its controller died writing it); "
+        "removed, resuming from %s",
+        snapshot,
+        latest or "the start",
+    )
+    return latest
+
+
 def run_name(trial_id: str) -> str:
     """The Ray Train run name of a trial: stable across restarts of the trial."""
     return f"trial-{trial_id}"
 
 
-def build_trainer(train_config: TrainConfig, setup: TrialSetup, trial_id: str) -> TorchTrainer:
-    """The TorchTrainer of one trial (see the module docstring)."""
+def build_trainer(
+    train_config: TrainConfig, setup: TrialSetup, trial_id: str, resume: Path | None = None
+) -> TorchTrainer:
+    """The TorchTrainer of one trial (see the module docstring); ``resume``: a checkpoint
+    folder to start from when Ray Train has none to give (see :func:`salvage_run`)."""
     resources: dict[str, float] = {"CPU": setup.cpus_per_worker}
     if setup.use_gpu:
         resources["GPU"] = setup.gpus_per_worker
@@ -131,6 +180,7 @@ def build_trainer(train_config: TrainConfig, setup: TrialSetup, trial_id: str) -
         train_loop_config={
             TRAIN_CONFIG_KEY: train_config.to_dict(),
             SHARED_BACKBONE_KEY: setup.backbone,
+            RESUME_DIR_KEY: None if resume is None else str(resume),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=setup.workers,
@@ -207,7 +257,10 @@ def train_driver_fn(config: dict[str, Any], setup: TrialSetup) -> None:
         except Exception as exc:
             raise TrialFailed(short_error(exc)) from exc
         return
-    trainer = build_trainer(train_config, setup, trial_id)
+    resume = None
+    if "://" not in setup.storage_path:  # a local (shared) folder: its record can be read
+        resume = salvage_run(Path(setup.storage_path) / run_name(trial_id))
+    trainer = build_trainer(train_config, setup, trial_id, resume)
     # Ray Train reads it here and hands it to the controller it starts.
     os.environ[_PLACEMENT_TIMEOUT_ENV] = f"{setup.placement_timeout:g}"
     try:

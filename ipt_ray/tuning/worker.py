@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 
 #: Key of ``train_loop_config`` holding ``TrainConfig.to_dict()``.
 TRAIN_CONFIG_KEY = "train_config"
+#: Key of ``train_loop_config`` holding a checkpoint folder to resume from when Ray Train has
+#: none (its record of the run was unreadable; see ipt_ray.tuning.trial.salvage_run), or None.
+RESUME_DIR_KEY = "resume_dir"
 #: Key of ``train_loop_config`` holding the search's :class:`SharedBackbone` (or None).
 SHARED_BACKBONE_KEY = "shared_backbone"
 #: Reported with every result: the hosts of all ranks, comma-separated, sorted (the tracker
@@ -282,6 +285,11 @@ def _train(
     reporter.finish(result.metrics, run)
 
 
+def _resume_checkpoint(folder: str | None) -> Any:
+    """A Ray Checkpoint of ``folder`` (None for None)."""
+    return None if folder is None else ray.train.Checkpoint.from_directory(folder)
+
+
 def train_fn_per_worker(config: dict[str, Any]) -> None:
     """Train one trial's configuration on this rank and report every epoch to Ray Train.
 
@@ -305,7 +313,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         node=", ".join(sorted(set(nodes))),
         scratch=scratch_dir(context.get_experiment_name(), rank),
         report=report_to_train,
-        checkpoint=ray.train.get_checkpoint(),
+        checkpoint=ray.train.get_checkpoint() or _resume_checkpoint(config.get(RESUME_DIR_KEY)),
         device=_device(train_config),
         shared=config.get(SHARED_BACKBONE_KEY),
     )
@@ -348,6 +356,7 @@ __all__ = [
     "NODE_KEY",
     "REPLICAS_IN_SYNC_KEY",
     "REPLICA_HASHES_KEY",
+    "RESUME_DIR_KEY",
     "SHARED_BACKBONE_KEY",
     "TRAIN_CONFIG_KEY",
     "WALL_SECONDS_KEY",
