@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
-from ipt_ray.tuning.trial import SNAPSHOT_FILE, salvage_run
+from ipt_ray.tuning.trial import RESUMABLE_FILES, SNAPSHOT_FILE, salvage_run
 
 
 def checkpoint(run: Path, name: str, *, complete: bool = True) -> Path:
     folder = run / name
     folder.mkdir(parents=True)
-    (folder / WEIGHTS_FILE).write_bytes(b"weights")
-    if complete:
-        (folder / CONFIG_FILE).write_text("{}")
+    # A folder the dying node did not finish copying lacks its last file.
+    for name in RESUMABLE_FILES if complete else RESUMABLE_FILES[:-1]:
+        (folder / name).write_bytes(b"x")
     return folder
 
 

@@ -43,6 +43,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
+from ipt_ray.core.checkpoint import TRAIN_STATE_JSON, TRAIN_STATE_TENSORS
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.tuning.options import DEFAULT_PLACEMENT_TIMEOUT_S
 from ipt_ray.tuning.worker import (
@@ -125,6 +126,8 @@ logger = logging.getLogger(__name__)
 
 #: Ray Train's record of a run's checkpoints, in the run's folder.
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+#: What a checkpoint folder needs for a run to resume from it (weights, config, train state).
+RESUMABLE_FILES = (WEIGHTS_FILE, CONFIG_FILE, TRAIN_STATE_TENSORS, TRAIN_STATE_JSON)
 
 
 def salvage_run(run_dir: Path) -> Path | None:
@@ -134,9 +137,9 @@ def salvage_run(run_dir: Path) -> Path | None:
     with its node in the middle leaves it empty (measured: 0 bytes after a node kill), and
     every restart then fails in ``TrainController.__init__`` (CheckpointManagerInitialization
     Error) until the trial has used up its retries. An unreadable record is removed, so the
-    restarted controller starts, and the run's latest complete checkpoint folder is returned
-    to resume from instead (None when the record is readable or absent, or no folder is
-    complete).
+    restarted controller starts, and the run's latest complete checkpoint folder (every file
+    of :data:`RESUMABLE_FILES`) is returned to resume from instead (None when the record is
+    readable or absent, or no folder is complete).
     """
     snapshot = run_dir / SNAPSHOT_FILE
     try:
@@ -148,9 +151,7 @@ def salvage_run(run_dir: Path) -> Path | None:
         pass
     snapshot.unlink(missing_ok=True)
     complete = sorted(
-        d
-        for d in run_dir.glob("epoch-*")
-        if (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file()
+        d for d in run_dir.glob("epoch-*") if all((d / f).is_file() for f in RESUMABLE_FILES)
     )
     latest = complete[-1] if complete else None
     logger.warning(
