@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from ipt_ray.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the real names, for type checkers
-    from ipt_ray.artifacts.api import export as export
     from ipt_ray.artifacts.bundle import LoadedBundle as LoadedBundle
     from ipt_ray.artifacts.bundle import load_bundle as load_bundle
     from ipt_ray.artifacts.bundle import verify_bundle as verify_bundle
@@ -30,6 +29,7 @@ if TYPE_CHECKING:  # the real names, for type checkers
     from ipt_ray.errors import UserError as UserError
     from ipt_ray.generators import generator_names as generator_names
     from ipt_ray.tracking.best import best as best
+    from ipt_ray.tracking.export import export as export
     from ipt_ray.training.api import train as train
     from ipt_ray.training.loop import TrainingRun as TrainingRun
     from ipt_ray.tuning.api import search as search
@@ -48,7 +48,7 @@ _EXPORTS = {
     "UserError": "ipt_ray.errors",
     "best": "ipt_ray.tracking.best",
     "build_model": "ipt_ray.core.model",
-    "export": "ipt_ray.artifacts.api",
+    "export": "ipt_ray.tracking.export",
     "generator_names": "ipt_ray.generators",
     "load_bundle": "ipt_ray.artifacts.bundle",
     "load_space": "ipt_ray.tuning.space",

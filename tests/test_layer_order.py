@@ -20,8 +20,8 @@ LAYERS = [
     ("core",),
     ("data",),
     ("training",),
-    ("tracking",),
     ("artifacts",),
+    ("tracking",),
     ("tuning",),
     ("cluster",),
     ("cli",),
@@ -37,17 +37,21 @@ def layer_of(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[0] == "ipt_ray" else None
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
-    """(line, imported ipt_ray module) of every import in ``path``."""
+def imports(path: Path, package: str = "ipt_ray") -> list[tuple[int, str]]:
+    """(line, imported module of ``package``) of every import in ``path``."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "ipt_ray":  # from ipt_ray import constants, __version__, ...
-                found += [(node.lineno, f"ipt_ray.{a.name}") for a in node.names]
-            elif node.module.startswith("ipt_ray."):
+            if node.module == package:  # from ipt_ray import constants, __version__, ...
+                found += [(node.lineno, f"{package}.{a.name}") for a in node.names]
+            elif node.module.startswith(f"{package}."):
                 found.append((node.lineno, node.module))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("ipt_ray.")]
+            found += [
+                (node.lineno, a.name)
+                for a in node.names
+                if a.name == package or a.name.startswith(f"{package}.")
+            ]
     return found
 
 
@@ -72,3 +76,13 @@ def test_a_module_imports_only_from_its_layer_and_those_above(path: Path) -> Non
         and RANK[target] > RANK[source]
     ]
     assert not upward, f"{source} imports from a layer below it: {upward}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_tracking_layer_imports_mlflow(path: Path) -> None:
+    """README: "MLflow only here". The test helpers (an mlflow server) are not a layer."""
+    source = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    if source in ("tracking", "testing"):
+        return
+    found = imports(path, "mlflow")
+    assert not found, f"{source} imports MLflow: {found}"

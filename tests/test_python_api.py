@@ -14,8 +14,8 @@ from ipt_ray.errors import ConfigError, SettingError
 
 
 def test_the_top_level_names_are_the_library_calls() -> None:
-    from ipt_ray.artifacts.api import export
     from ipt_ray.tracking.best import best
+    from ipt_ray.tracking.export import export
     from ipt_ray.training.api import train
     from ipt_ray.tuning.api import search
 

@@ -3,14 +3,13 @@
 - :mod:`.bundle`: a trial checkpoint as a portable, checksummed folder, and loading it back
   (no Ray, no MLflow).
 - :mod:`.peft`: static prompts (``task``, ``prefix``) as a PEFT adapter.
-- :mod:`.export`: the winning (or a named) trial from MLflow to a bundle or adapter.
 - :mod:`.texts`: reading texts from .txt, .csv and .jsonl files.
 - :mod:`.predict`: texts in, predictions and prompt vectors out (``ipt-ray predict``,
   ``ipt-ray prompts``).
 
-Names are imported lazily, so loading a bundle imports neither Ray nor MLflow. The export
-function stays ``ipt_ray.artifacts.export.export``: a package attribute named ``export``
-would be replaced by the submodule of that name once it is imported.
+Nothing here imports Ray or MLflow, and names are imported lazily, so loading a bundle
+imports neither. Exporting a trial from MLflow is the tracking layer's
+(:mod:`ipt_ray.tracking.export`), which writes through :mod:`.bundle` and :mod:`.peft`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``ipt-ray export``: :func:`ipt_ray.artifacts.api.export`."""
+"""``ipt-ray export``: :func:`ipt_ray.tracking.export.export`."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def export(
 ) -> None:
     """Export a search's best trial (or the named one) as a portable bundle or PEFT adapter."""
     quiet_libraries()
-    from ipt_ray.artifacts.api import export as export_trial
+    from ipt_ray.tracking.export import export as export_trial
 
     done = export_trial(
         source,

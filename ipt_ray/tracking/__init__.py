@@ -11,6 +11,11 @@
   imports Ray).
 - reading: :mod:`~ipt_ray.tracking.query` (a search's trials ranked),
   :mod:`~ipt_ray.tracking.pareto`, :mod:`~ipt_ray.tracking.plots`.
+- exporting: :mod:`~ipt_ray.tracking.winner` (which trial, its checkpoint downloaded),
+  :mod:`~ipt_ray.tracking.export` (``ipt_ray.export``: written by :mod:`ipt_ray.artifacts`),
+  :mod:`~ipt_ray.tracking.registry` (a bundle as a registered model's version). The function
+  stays ``ipt_ray.tracking.export.export``: a package attribute named ``export`` would be
+  replaced by the submodule of that name once it is imported.
 
 Public names are imported lazily: ``import ipt_ray.tracking`` (or its schema) imports neither
 MLflow nor Ray; each is imported when a name that needs it is first used.

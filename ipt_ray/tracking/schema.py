@@ -34,6 +34,8 @@ SPACE_ARTIFACT = "search_space.yaml"
 SUMMARY_ARTIFACT = "search_summary.json"
 #: Folder of a trial run holding its best checkpoint (weights + config, no optimizer state).
 CHECKPOINT_ARTIFACT_DIR = "checkpoint"
+#: Folder of a trial run holding the bundle that ``export --register`` logged (a model's source).
+BUNDLE_ARTIFACT_DIR = "bundle"
 #: Folder of the parent run holding the search's plots.
 PLOTS_ARTIFACT_DIR = "plots"
 
@@ -100,6 +102,7 @@ def metric_direction(metric: str) -> Direction:
 
 __all__ = [
     "BEST_PREFIX",
+    "BUNDLE_ARTIFACT_DIR",
     "CHECKPOINT_ARTIFACT_DIR",
     "COMPLETED_STATUSES",
     "DIRECTIONS",

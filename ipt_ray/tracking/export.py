@@ -2,7 +2,9 @@
 
 The source is a trial run id, a search (parent) run id (its best trial), an experiment (its
 newest search's best trial) or a local checkpoint folder (``ipt_ray.train(..., out=...)``);
-the result says what was written. Errors name the settings as keyword arguments.
+the result says what was written. Errors name the settings as keyword arguments. Everything
+that can be refused is checked before anything is written; the bundle itself is written by
+:mod:`ipt_ray.artifacts` (a temporary folder, renamed), which knows nothing of MLflow.
 """
 
 from __future__ import annotations
@@ -83,34 +85,46 @@ def export(
         raise SettingError("{register} needs a run in MLflow, not a checkpoint folder")
     target = check_new_folder(out, "out")
     if folder is not None:
-        if format == "peft":
-            from ipt_ray.artifacts.peft import write_peft_adapter
-
-            return Exported(write_peft_adapter(folder, target), format)
-        from ipt_ray.artifacts.bundle import write_bundle
-
-        return Exported(write_bundle(folder, target), format)
-    from ipt_ray.artifacts.export import export as export_run
+        return Exported(_write(folder, target, format), format)
     from ipt_ray.tracking.query import client_for
+    from ipt_ray.tracking.registry import check_model_name, register_bundle
+    from ipt_ray.tracking.winner import choose_trial, downloaded_checkpoint, provenance
 
-    client, uri = client_for(tracking_uri)
-    written, winner, version = export_run(
-        client,
-        uri,
-        target,
-        run_id=None if source is None else str(source),
-        experiment=experiment,
-        fmt=format,
-        register=register,
+    if register is not None:
+        check_model_name(register)
+    client, _ = client_for(tracking_uri)
+    winner = choose_trial(
+        client, run_id=None if source is None else str(source), experiment=experiment
     )
+    run_id = str(winner.run.info.run_id)
+    with downloaded_checkpoint(client, run_id) as checkpoint:
+        written = _write(checkpoint, target, format, provenance(winner), winner.value)
+    version = None if register is None else register_bundle(client, written, winner, register)
     return Exported(
         written,
         format,
-        run_id=str(winner.run.info.run_id),
+        run_id=run_id,
         metric=None if winner.search is None else winner.search.metric,
         value=winner.value,
         version=version,
     )
+
+
+def _write(
+    checkpoint: Path,
+    target: Path,
+    format: str,
+    provenance: dict[str, Any] | None = None,
+    score: float | None = None,
+) -> Path:
+    """A checkpoint folder as a bundle or a PEFT adapter at ``target``; returns the folder."""
+    if format == "peft":
+        from ipt_ray.artifacts.peft import write_peft_adapter
+
+        return write_peft_adapter(checkpoint, target)
+    from ipt_ray.artifacts.bundle import write_bundle
+
+    return write_bundle(checkpoint, target, provenance=provenance, score=score)
 
 
 __all__ = ["FORMATS", "Exported", "export"]
