@@ -347,6 +347,30 @@ def test_trial_rows_rank_every_trial_with_its_status_and_best_value(fake_store: 
     assert "test_accuracy" not in t3.metrics
 
 
+def test_every_read_pages_through_all_runs_and_experiments(
+    fake_store: FakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages far smaller than the search: nothing is cut off (a cap would silently drop
+    trials from ``best``, the plots and ``export``), and the ranking is the same."""
+    from ipt_ray.tracking import query
+
+    client = mlflow_client(fake_store.uri)
+    search = query.find_search(client, experiment="fake-search")
+    whole = [(r.run_id, r.value) for r in query.trial_rows(client, search)]
+    pareto_whole = query.trial_rows(client, query.find_search(client, experiment="fake-pareto"))
+    monkeypatch.setattr(query, "PAGE_SIZE", 2)
+    assert [(r.run_id, r.value) for r in query.trial_rows(client, search)] == whole
+    assert len(whole) == 5
+    paged = query.trial_rows(client, query.find_search(client, experiment="fake-pareto"))
+    assert len(paged) == len(pareto_whole) == 7
+    monkeypatch.setattr(query, "PAGE_SIZE", 1)  # five experiments, one a page
+    assert query.find_search(client).run_id == fake_store.lone_search
+    assert query.get_run(client, fake_store.unrelated[:12]).info.run_id == fake_store.unrelated
+    result = cli("best", "--experiment", "fake-search", "--tracking-uri", fake_store.uri, "--json")
+    assert result.exit_code == 0, result.output
+    assert [t["run_id"] for t in json.loads(result.stdout)["trials"]] == [r for r, _ in whole]
+
+
 def test_trial_rows_rank_by_another_metric(fake_store: FakeStore) -> None:
     from ipt_ray.tracking.query import find_search, trial_rows
 

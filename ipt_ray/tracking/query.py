@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ipt_ray import constants as C
 from ipt_ray.errors import SettingError, UserError, did_you_mean
@@ -20,8 +20,16 @@ from ipt_ray.tracking import schema as S
 from ipt_ray.tracking.store import default_tracking_uri, sqlite_path
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlflow import MlflowClient
-    from mlflow.entities import Run
+    from mlflow.entities import Experiment, Run
+    from mlflow.store.entities.paged_list import PagedList
+
+#: Runs or experiments asked for per MLflow call. Every read of a search pages through all
+#: of them: a cap would silently drop trials from ``best``, the plots and ``export``.
+PAGE_SIZE = 1000
+T = TypeVar("T")
 
 #: Child-run metrics that make up a row beside the ranked value.
 ROW_METRICS = (
@@ -32,6 +40,43 @@ ROW_METRICS = (
     C.SECONDS_PER_EPOCH,
     S.BEST_PREFIX + C.EPOCH,
 )
+
+
+def _every(fetch: Callable[[str | None], PagedList[T]]) -> list[T]:
+    """Every item of a paged MLflow listing: ``fetch(page_token)`` until no token is left."""
+    items: list[T] = []
+    token: str | None = None
+    while True:
+        page = fetch(token)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
+def every_run(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+) -> list[Run]:
+    """Every run matching ``filter_string`` in ``experiment_ids`` (all pages, MLflow's order)."""
+    if not experiment_ids:
+        return []
+    return _every(
+        lambda token: client.search_runs(
+            experiment_ids,
+            filter_string=filter_string,
+            order_by=order_by,
+            max_results=PAGE_SIZE,
+            page_token=token,
+        )
+    )
+
+
+def every_experiment(client: MlflowClient) -> list[Experiment]:
+    """Every active experiment of the store (all pages)."""
+    return _every(lambda token: client.search_experiments(max_results=PAGE_SIZE, page_token=token))
 
 
 @dataclass
@@ -166,14 +211,14 @@ def find_search(
     if experiment is not None:
         named = client.get_experiment_by_name(experiment)
         if named is None:
-            names = [e.name for e in client.search_experiments()]
+            names = [e.name for e in every_experiment(client)]
             raise UserError(
                 f"unknown experiment {experiment!r}{did_you_mean(experiment, names)}; "
                 f"experiments in this store: {', '.join(sorted(names)) or 'none'}"
             )
         experiment_ids = [named.experiment_id]
     else:
-        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+        experiment_ids = [e.experiment_id for e in every_experiment(client)]
     runs = (
         client.search_runs(
             experiment_ids,
@@ -208,7 +253,7 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
         pass
     prefix = run_id.lower()
     if 6 <= len(prefix) < 32 and all(c in "0123456789abcdef" for c in prefix):
-        experiments = [e.experiment_id for e in client.search_experiments()]
+        experiments = [e.experiment_id for e in every_experiment(client)]
         runs = (
             client.search_runs(
                 experiments, filter_string=f"attributes.run_id LIKE '{prefix}%'", max_results=2
@@ -255,12 +300,8 @@ def metric_mode(search: Search, metric: str) -> str:
 
 def child_runs(client: MlflowClient, search: Search) -> list[Run]:
     """The trial runs of ``search`` (its child runs), in MLflow's order."""
-    return list(
-        client.search_runs(
-            [search.experiment_id],
-            filter_string=f"tags.`{S.TAG_PARENT_RUN}` = '{search.run_id}'",
-            max_results=10_000,
-        )
+    return every_run(
+        client, [search.experiment_id], f"tags.`{S.TAG_PARENT_RUN}` = '{search.run_id}'"
     )
 
 
