@@ -934,7 +934,7 @@ def test_export_register_creates_a_model_version_of_the_run(
         )
         assert_one_line_error(proc, "--register", "model name")
         assert not (tmp_path / "refused").exists()
-        assert not client.list_artifacts(task_run, "bundle")
+        assert not client.get_run(task_run).outputs.model_outputs
 
     run_id = real_search.by_generator["prefix"].info.run_id
     result = cli(
@@ -952,9 +952,10 @@ def test_export_register_creates_a_model_version_of_the_run(
     version = client.get_model_version("toy-prompts", "1")
     assert version.run_id == run_id
     assert version.tags["generator"] == "prefix"
-    assert version.source.endswith("/bundle")
-    logged = {Path(f.path).name for f in client.list_artifacts(run_id, "bundle")}
-    assert {"ipt_config.json", "README.md"} <= logged
+    assert version.source.startswith("models:/m-")  # the pyfunc model logged to the run
+    run = client.get_run(run_id)
+    assert [f"models:/{o.model_id}" for o in run.outputs.model_outputs] == [version.source]
+    assert run.info.status == "FINISHED"
 
 
 @pytest.mark.ray
@@ -1009,6 +1010,18 @@ def test_best_and_export_against_a_tracking_server(
         assert f"exported trial run {summary.best.run_id}" in result.stdout
         client, _ = client_for(url)
         assert client.get_model_version("served-prompts", "1").run_id == summary.best.run_id
+        import mlflow
+        import pandas as pd
+
+        mlflow.set_tracking_uri(url)  # models:/ resolves through MLflow's process-wide store
+        try:
+            served = mlflow.pyfunc.load_model("models:/served-prompts/1")
+        finally:
+            mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        predicted = served.predict(pd.DataFrame({"text": ["a good movie", "a dull film"]}))
+        assert list(predicted["label"]) == [
+            p["label"] for p in load_bundle(out).predict(["a good movie", "a dull film"])
+        ]
         checkpoint = Path(
             client.download_artifacts(summary.best.run_id, "checkpoint", str(tmp_path / "ckpt"))
         )

@@ -160,7 +160,12 @@ def test_bundle_layout_config_and_model_card(bundle):
     }
     assert config["backbone"]["tokenizer"] == config["backbone"]["model"]
     assert config["backbone"]["local_dir"] is True
-    assert config["metric"] == {"name": "accuracy", "split": "validation", "score": 0.875}
+    assert config["metric"] == {
+        "name": "accuracy",
+        "split": "validation",
+        "score": 0.875,
+        "test": {},  # a checkpoint folder: no trial run to read test metrics from
+    }
     assert config["label_names"] == ["negative", "positive"] and not config["is_pair"]
     assert config["params"]["trainable"] == 4 * 32 + 32 * 2 + 2
     card = (bundle / README_NAME).read_text()

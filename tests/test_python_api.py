@@ -88,7 +88,7 @@ def test_best_without_a_store_says_so(tmp_path: Path) -> None:
     ("kwargs", "message"),
     [
         ({"source": "abc", "experiment": "e"}, "give a source or an experiment, not both"),
-        ({"format": "onnx"}, "format must be ipt or peft, got 'onnx'"),
+        ({"format": "onnx"}, "format must be one of ipt, peft, mlflow, got 'onnx'"),
         ({"format": "peft", "register": "m"}, "register takes an ipt bundle"),
     ],
     ids=["both", "format", "register-peft"],

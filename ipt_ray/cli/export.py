@@ -27,11 +27,17 @@ def export(
     format_: Annotated[
         str,
         typer.Option(
-            "--format", help="ipt (a bundle) or peft (an adapter for task and prefix winners)"
+            "--format",
+            help="ipt (a bundle), peft (an adapter for task and prefix winners) or mlflow (an "
+            "MLflow pyfunc model folder holding the bundle)",
         ),
     ] = "ipt",
     register: Annotated[
-        str | None, typer.Option(help="also register the bundle as a version of this MLflow model")
+        str | None,
+        typer.Option(
+            help="also log the bundle as a pyfunc model of the trial's run and register it as "
+            "a new version of this MLflow model (models:/NAME/VERSION)"
+        ),
     ] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:

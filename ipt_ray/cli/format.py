@@ -99,6 +99,12 @@ def quiet_libraries() -> None:
     """:func:`quiet_environment`, and the info logs and progress bars of transformers and
     datasets (for the commands that load models or data)."""
     quiet_environment()
+    import logging
+
+    # Logging a pyfunc model (export --register, --format mlflow): MLflow narrates its
+    # signature inference and input-example check; ipt-ray gives the signature itself.
+    for name in ("mlflow.models.signature", "mlflow.pyfunc"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

@@ -13,7 +13,8 @@
   :mod:`~ipt_ray.tracking.pareto`, :mod:`~ipt_ray.tracking.plots`.
 - exporting: :mod:`~ipt_ray.tracking.winner` (which trial, its checkpoint downloaded),
   :mod:`~ipt_ray.tracking.export` (``ipt_ray.export``: written by :mod:`ipt_ray.artifacts`),
-  :mod:`~ipt_ray.tracking.registry` (a bundle as a registered model's version). The function
+  :mod:`~ipt_ray.tracking.pyfunc` (a bundle as an MLflow pyfunc model) and
+  :mod:`~ipt_ray.tracking.registry` (that model as a registered model's version). The function
   stays ``ipt_ray.tracking.export.export``: a package attribute named ``export`` would be
   replaced by the submodule of that name once it is imported.
 

@@ -9,21 +9,25 @@ that can be refused is checked before anything is written; the bundle itself is 
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ipt_ray import constants as C
 from ipt_ray.errors import SettingError
+from ipt_ray.tracking.schema import TEST_METRICS
 
-#: What :func:`export` writes: a bundle (:mod:`ipt_ray.artifacts.bundle`) or a PEFT adapter.
-FORMATS = ("ipt", "peft")
+#: What :func:`export` writes: a bundle (:mod:`ipt_ray.artifacts.bundle`), a PEFT adapter, or
+#: an MLflow pyfunc model folder holding the bundle (:mod:`ipt_ray.tracking.pyfunc`).
+FORMATS = ("ipt", "peft", "mlflow")
 
 
 @dataclass
 class Exported:
     """What :func:`export` wrote."""
 
-    #: The bundle (or adapter) folder.
+    #: The bundle (adapter, MLflow model) folder.
     path: Path
     format: str
     #: The trial run exported; None for a checkpoint folder.
@@ -62,8 +66,10 @@ def export(
             newest search in the store).
         out: the folder to write (new, or empty).
         experiment: a search's name instead of ``source``.
-        format: ``ipt`` (a bundle) or ``peft`` (an adapter, for ``task`` and ``prefix``).
-        register: also register the bundle as a version of this MLflow model.
+        format: ``ipt`` (a bundle), ``peft`` (an adapter, for ``task`` and ``prefix``) or
+            ``mlflow`` (an MLflow pyfunc model folder: ``mlflow.pyfunc.load_model(out)``).
+        register: also log the bundle as a pyfunc model of the trial's run and register it
+            as a new version of this MLflow model (``models:/NAME/VERSION``).
         tracking_uri: the MLflow store (default: ``./ipt-ray-runs/mlflow.db``).
 
     Raises:
@@ -77,8 +83,8 @@ def export(
     if source is not None and experiment is not None:
         raise SettingError("give a {source} or an {experiment}, not both")
     if format not in FORMATS:
-        raise SettingError(f"{{format}} must be ipt or peft, got {format!r}")
-    if register is not None and format != "ipt":
+        raise SettingError(f"{{format}} must be one of {', '.join(FORMATS)}, got {format!r}")
+    if register is not None and format == "peft":
         raise SettingError("{register} takes an ipt bundle; drop {format} peft")
     folder = Path(source) if source is not None and Path(source).is_dir() else None
     if folder is not None and register is not None:
@@ -97,9 +103,16 @@ def export(
         client, run_id=None if source is None else str(source), experiment=experiment
     )
     run_id = str(winner.run.info.run_id)
+    version = None
+    tests = {
+        key.removeprefix(C.TEST_PREFIX): float(winner.run.data.metrics[key])
+        for key in TEST_METRICS
+        if key in winner.run.data.metrics
+    }
     with downloaded_checkpoint(client, run_id) as checkpoint:
-        written = _write(checkpoint, target, format, provenance(winner), winner.value)
-    version = None if register is None else register_bundle(client, written, winner, register)
+        written = _write(checkpoint, target, format, provenance(winner), winner.value, tests)
+    if register is not None:
+        version = register_bundle(client, _bundle_in(written, format), winner, register)
     return Exported(
         written,
         format,
@@ -116,15 +129,37 @@ def _write(
     format: str,
     provenance: dict[str, Any] | None = None,
     score: float | None = None,
+    test_metrics: dict[str, float] | None = None,
 ) -> Path:
-    """A checkpoint folder as a bundle or a PEFT adapter at ``target``; returns the folder."""
+    """A checkpoint folder as ``format`` at ``target``; returns the folder."""
     if format == "peft":
         from ipt_ray.artifacts.peft import write_peft_adapter
 
         return write_peft_adapter(checkpoint, target)
     from ipt_ray.artifacts.bundle import write_bundle
 
-    return write_bundle(checkpoint, target, provenance=provenance, score=score)
+    if format == "ipt":
+        return write_bundle(
+            checkpoint, target, provenance=provenance, score=score, test_metrics=test_metrics
+        )
+    from ipt_ray.tracking.pyfunc import save_bundle_model
+
+    with tempfile.TemporaryDirectory(prefix="ipt-ray-bundle-") as tmp:
+        bundle = write_bundle(
+            checkpoint,
+            Path(tmp) / "bundle",
+            provenance=provenance,
+            score=score,
+            test_metrics=test_metrics,
+        )
+        return save_bundle_model(bundle, target)
+
+
+def _bundle_in(written: Path, format: str) -> Path:
+    """The bundle that :func:`_write` wrote: the folder itself, or inside an MLflow model."""
+    from ipt_ray.tracking.pyfunc import BUNDLE_KEY
+
+    return written if format == "ipt" else written / "artifacts" / BUNDLE_KEY
 
 
 __all__ = ["FORMATS", "Exported", "export"]

@@ -34,8 +34,10 @@ SPACE_ARTIFACT = "search_space.yaml"
 SUMMARY_ARTIFACT = "search_summary.json"
 #: Folder of a trial run holding its best checkpoint (weights + config, no optimizer state).
 CHECKPOINT_ARTIFACT_DIR = "checkpoint"
-#: Folder of a trial run holding the bundle that ``export --register`` logged (a model's source).
-BUNDLE_ARTIFACT_DIR = "bundle"
+#: Name of the pyfunc model that ``export --register`` logs to a trial's run.
+MODEL_NAME = "model"
+#: A trial's test metrics that a registered model version and a bundle carry.
+TEST_METRICS = (C.TEST_PREFIX + C.ACCURACY, C.TEST_PREFIX + C.F1_MACRO)
 #: Folder of the parent run holding the search's plots.
 PLOTS_ARTIFACT_DIR = "plots"
 
@@ -102,7 +104,6 @@ def metric_direction(metric: str) -> Direction:
 
 __all__ = [
     "BEST_PREFIX",
-    "BUNDLE_ARTIFACT_DIR",
     "CHECKPOINT_ARTIFACT_DIR",
     "COMPLETED_STATUSES",
     "DIRECTIONS",
@@ -110,6 +111,7 @@ __all__ = [
     "KIND_TRIAL",
     "METRIC_DIRECTIONS",
     "MLFLOW_STATUS",
+    "MODEL_NAME",
     "NODE_RESULT_KEY",
     "OTHER_METRIC_DIRECTIONS",
     "PLOTS_ARTIFACT_DIR",
@@ -130,6 +132,7 @@ __all__ = [
     "TAG_PRUNED",
     "TAG_RUN_NAME",
     "TAG_TRIAL_ID",
+    "TEST_METRICS",
     "Direction",
     "known_direction",
     "metric_direction",

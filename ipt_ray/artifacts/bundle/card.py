@@ -41,6 +41,7 @@ def model_card(config: Mapping[str, Any]) -> str:
     rows = [
         ("task", config["task"] + (" (text pairs)" if config["is_pair"] else "")),
         (f"{metric['split']} {metric['name']}", _fmt(metric["score"])),
+        *((f"test {name}", _fmt(value)) for name, value in metric.get("test", {}).items()),
         ("labels", ", ".join(config["label_names"])),
         ("generator", f"{generator['name']} ({knobs})"),
         ("prompt length", config["prompt_length"]),

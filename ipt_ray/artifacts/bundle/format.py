@@ -35,7 +35,9 @@ Layout (format ``ipt-ray-bundle``, version 1)::
     num_labels        len(label_names)
     is_pair           whether instances are (text, text_pair)
     task              the task's name as trained
-    metric            {"name": "accuracy", "split": "validation", "score": float | null}
+    metric            {"name": "accuracy", "split": "validation", "score": float | null,
+                       "test": {metric: float | null} (the trial's test split; {} if unknown;
+                       absent in bundles written before ipt-ray recorded it)}
     params            {"trainable": int, "backbone": int, "trainable_share": float}
     training          {"best_epoch": int, "epochs": int, "train_config": {TrainConfig fields}}
     provenance        {} or where the bundle came from: search, experiment, experiment_id,

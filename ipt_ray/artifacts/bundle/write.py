@@ -77,6 +77,7 @@ def bundle_config_from_checkpoint(
     *,
     score: float | None = None,
     provenance: Mapping[str, Any] | None = None,
+    test_metrics: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The ``ipt_config.json`` content for a trial checkpoint (see the module docstring).
 
@@ -137,6 +138,7 @@ def bundle_config_from_checkpoint(
             "name": str(meta["metric"]),
             "split": "validation",
             "score": _finite_or_none(score, "score"),
+            "test": {str(k): _finite_or_none(v, k) for k, v in (test_metrics or {}).items()},
         },
         "params": {
             "trainable": int(meta.get("trainable_params", 0)),
@@ -158,6 +160,7 @@ def write_bundle(
     *,
     provenance: dict[str, Any] | None = None,
     score: float | None = None,
+    test_metrics: Mapping[str, float] | None = None,
 ) -> Path:
     """Export a trial checkpoint as a bundle folder (layout in the module docstring).
 
@@ -170,6 +173,8 @@ def write_bundle(
         provenance: JSON values describing the search it came from (see ``PROVENANCE_KEYS``).
         score: the validation score of the best epoch (default: read from the checkpoint's
             train state when present).
+        test_metrics: the trial's test-split metrics (``{"accuracy": 0.81, ...}``), kept
+            under ``metric.test``.
 
     Returns:
         ``out_dir``.
@@ -179,7 +184,9 @@ def write_bundle(
             ``provenance`` or ``score`` is not JSON-able.
     """
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
-    config = bundle_config_from_checkpoint(checkpoint_dir, score=score, provenance=provenance)
+    config = bundle_config_from_checkpoint(
+        checkpoint_dir, score=score, provenance=provenance, test_metrics=test_metrics
+    )
     weights = load_weights(checkpoint_dir, best=True)
     unknown = sorted(k for k in weights if k.split(".", 1)[0] not in ("generator", "head"))
     if unknown or "head.weight" not in weights:
