@@ -17,7 +17,9 @@ import pytest
 
 from ipt_ray.testing import FAST_RAY_REPORTS, start_cli, write_toy_csv
 
-pytestmark = pytest.mark.ray
+# Slow (about 2 minutes on 2 cores): the default suite keeps the same kill-and-resume path in
+# tests/test_journal.py (the driver killed during an MLflow outage, every epoch logged once).
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SPACE = """
 name: resumable
