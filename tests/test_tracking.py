@@ -167,6 +167,52 @@ def test_pruned_failed_and_best_with_mode_min(store: dict[str, Any], tmp_path: P
     assert parent.data.metrics["trials_failed"] == 1
 
 
+def test_what_the_mlflow_ui_shows(store: dict[str, Any], tmp_path: Path) -> None:
+    """The training layout, trial runs named after what they tried, a pruned trial told apart
+    by its name, and descriptions on the trial and search runs."""
+    tracker = make_tracker(store)
+    for trial, lr, generator in (("ab12_00000", 0.0023, "idpg"), ("ab12_00001", 0.05, "task")):
+        tracker.start_trial(
+            trial,
+            params={"prompt_length": 8, "generator": generator, "lr": lr},
+            sampled={"lr": lr, "generator": generator},
+            max_epochs=2,
+        )
+    tracker.log_result("ab12_00000", {C.EPOCH: 1, "val_accuracy": 0.6})
+    tracker.log_result("ab12_00000", {C.EPOCH: 2, "val_accuracy": 0.8})
+    tracker.log_result("ab12_00001", {C.EPOCH: 1, "val_accuracy": 0.5})
+    tracker.end_trial("ab12_00000")
+    tracker.end_trial("ab12_00001")  # stopped after 1 of 2 epochs: pruned
+    tracker.finish_search()
+
+    client = store["client"]
+    experiment = client.get_experiment(tracker.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    by_trial = {r.data.tags.get(C.TAG_TRIAL_ID): r for r in runs(store, tracker)}
+    done, pruned = by_trial["ab12_00000"], by_trial["ab12_00001"]
+    assert done.info.run_name == "idpg-P8-lr2.3e-3-t0"
+    assert pruned.info.run_name == "task-P8-lr5.0e-2-t1 (pruned)"
+    note = done.data.tags["mlflow.note.content"]
+    assert "`generator=idpg`" in note and "best val_accuracy 0.8000 at epoch 2" in note
+    assert f"ipt-ray export {done.info.run_id} --out DIR" in note
+    assert "**Pruned** (stopped early) after epoch 1" in pruned.data.tags["mlflow.note.content"]
+    search = by_trial[None].data.tags["mlflow.note.content"]
+    assert "1 finished, 1 pruned" in search
+    assert "Best trial: **idpg-P8-lr2.3e-3-t0**" in search
+    assert "ipt-ray export --experiment 'demo search' --out DIR" in search
+
+
+def test_an_experiment_made_before_gets_the_training_layout(store: dict[str, Any]) -> None:
+    client = store["client"]
+    old = client.create_experiment("demo search", artifact_location=store["artifacts"])
+    client.set_experiment_tag(old, "team", "nlp")
+    make_tracker(store)
+    assert client.get_experiment(old).tags == {
+        "team": "nlp",
+        "mlflow.experimentKind": "custom_model_development",
+    }
+
+
 def test_best_checkpoint_falls_back_when_deleted(store: dict[str, Any], tmp_path: Path) -> None:
     tracker = make_tracker(store)
     tracker.start_trial("t", params={}, max_epochs=2)

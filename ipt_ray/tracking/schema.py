@@ -12,6 +12,7 @@ search space included, may import it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from ipt_ray import constants as C
 from ipt_ray.constants import (
@@ -40,6 +41,36 @@ MODEL_NAME = "model"
 TEST_METRICS = (C.TEST_PREFIX + C.ACCURACY, C.TEST_PREFIX + C.F1_MACRO)
 #: Folder of the parent run holding the search's plots.
 PLOTS_ARTIFACT_DIR = "plots"
+
+# -- what MLflow's UI shows --------------------------------------------------------------
+#: Experiment tag (and its value) that opens MLflow 3's UI on its training layout, not the
+#: GenAI one it picks for an experiment without it.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: A run's description (markdown), shown at the top of its page.
+TAG_NOTE = "mlflow.note.content"
+#: Appended to a pruned trial's run name: MLflow shows it FINISHED, like a finished one.
+PRUNED_SUFFIX = " (pruned)"
+
+
+def trial_run_name(trial_id: str, settings: Mapping[str, Any]) -> str:
+    """A trial run's name after what it tried, e.g. ``idpg-P8-lr2.3e-3-t12`` for Tune's trial
+    ``bf3d6529_00012``: generator, prompt length, learning rate, and the trial's index (names
+    stay distinct within a search)."""
+    parts = [str(settings.get("generator") or "trial")]
+    length = settings.get("prompt_length")
+    if length not in (None, ""):
+        parts.append(f"P{length}")
+    try:
+        mantissa, exponent = f"{float(settings['lr']):.1e}".split("e")
+        parts.append(f"lr{mantissa}e{int(exponent)}")
+    except (KeyError, TypeError, ValueError):
+        pass
+    # Tune's ids are <search>_<index>: the index tells a search's trials apart.
+    _, _, index = trial_id.rpartition("_")
+    parts.append(f"t{int(index)}" if index.isdigit() else trial_id[-4:])
+    return "-".join(parts)
+
 
 # -- what trials report -------------------------------------------------------------------
 #: Result key with the hosts of a trial's workers; the tracker writes it to the tag of the
@@ -107,6 +138,7 @@ __all__ = [
     "CHECKPOINT_ARTIFACT_DIR",
     "COMPLETED_STATUSES",
     "DIRECTIONS",
+    "EXPERIMENT_KIND",
     "KIND_SEARCH",
     "KIND_TRIAL",
     "METRIC_DIRECTIONS",
@@ -115,6 +147,7 @@ __all__ = [
     "NODE_RESULT_KEY",
     "OTHER_METRIC_DIRECTIONS",
     "PLOTS_ARTIFACT_DIR",
+    "PRUNED_SUFFIX",
     "SPACE_ARTIFACT",
     "SPLIT_METRIC_DIRECTIONS",
     "STATUSES",
@@ -126,8 +159,10 @@ __all__ = [
     "SUMMARY_ARTIFACT",
     "TAG_BEST_TRIAL",
     "TAG_ERROR",
+    "TAG_EXPERIMENT_KIND",
     "TAG_KIND",
     "TAG_NODE",
+    "TAG_NOTE",
     "TAG_PARENT_RUN",
     "TAG_PRUNED",
     "TAG_RUN_NAME",
@@ -137,4 +172,5 @@ __all__ = [
     "known_direction",
     "metric_direction",
     "status_of",
+    "trial_run_name",
 ]

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ipt_ray.errors import UserError
 from ipt_ray.tracking import schema as S
+from ipt_ray.tracking.notes import search_note
 from ipt_ray.tracking.record import TrialRecord
 from ipt_ray.tracking.trials import TrialLog
 from ipt_ray.tracking.writer import (
@@ -126,6 +127,7 @@ class SearchTracker(TrialLog):
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.parent_status: str | None = None
+        self.space_name: str | None = None  # the parent's "space" param (its description)
         self._failure_reasons = {}
         super().__init__(
             client,
@@ -142,7 +144,9 @@ class SearchTracker(TrialLog):
         if experiment is None:
             return str(
                 self.client.create_experiment(
-                    self.experiment_name, artifact_location=self.artifact_location
+                    self.experiment_name,
+                    artifact_location=self.artifact_location,
+                    tags={S.TAG_EXPERIMENT_KIND: S.EXPERIMENT_KIND},
                 )
             )
         if experiment.lifecycle_stage == "deleted":
@@ -150,6 +154,10 @@ class SearchTracker(TrialLog):
                 f"MLflow experiment {self.experiment_name!r} is deleted (but its name is still "
                 "taken); restore it, remove it for good with `mlflow gc`, or choose another "
                 "search name"
+            )
+        if S.TAG_EXPERIMENT_KIND not in experiment.tags:  # made before ipt-ray set it
+            self.client.set_experiment_tag(
+                experiment.experiment_id, S.TAG_EXPERIMENT_KIND, S.EXPERIMENT_KIND
             )
         return str(experiment.experiment_id)
 
@@ -185,6 +193,7 @@ class SearchTracker(TrialLog):
         self.parent_status = S.STATUS_RUNNING
         if params:
             self._log_params(self.parent_run_id, params)
+            self.space_name = None if params.get("space") is None else str(params["space"])
         if space_text is not None:
             self._call(
                 OP_LOG_TEXT,
@@ -205,6 +214,7 @@ class SearchTracker(TrialLog):
         try:
             run = self.client.get_run(parent_run_id)
             self.experiment_id = run.info.experiment_id
+            self.space_name = run.data.params.get("space")
         except Exception as exc:
             raise TrackingError(
                 f"cannot resume: parent run {parent_run_id} is not in {self.tracking_uri} "
@@ -322,6 +332,15 @@ class SearchTracker(TrialLog):
             best_run = {ARG_RUN: best.run_id} if best.run_id else {ARG_RUN_OF_TRIAL: best.trial_id}
             self._call(OP_TAG_BEST_TRIAL, "set the best-trial tag", run_id, best=best_run)
         counts = self.counts()
+        note = search_note(
+            search=self.experiment_name,
+            space=self.space_name,
+            metric=self.metric,
+            mode=self.mode,
+            counts=counts,
+            best=best,
+        )
+        self._call(OP_SET_TAG, "describe the search", run_id, key=S.TAG_NOTE, value=note)
         values = {f"trials_{k}": float(v) for k, v in counts.items() if k != S.STATUS_RUNNING}
         if best is not None and best.best_value is not None:
             values[S.BEST_PREFIX + self.metric] = best.best_value

@@ -21,6 +21,7 @@ from typing import Any
 from ipt_ray import constants as C
 from ipt_ray.tracking import schema as S
 from ipt_ray.tracking.backlog import quick_http_requests
+from ipt_ray.tracking.notes import trial_note
 from ipt_ray.tracking.record import (
     NON_METRIC_KEYS,
     STATIC_METRICS,
@@ -48,6 +49,7 @@ class TrialLog(RunWriter):
 
     metric: str
     mode: str
+    experiment_name: str
     checkpoint_score_key: str | None
     experiment_id: str | None
     parent_run_id: str | None
@@ -84,6 +86,7 @@ class TrialLog(RunWriter):
         tags = {
             S.TAG_KIND: S.KIND_TRIAL,
             S.TAG_TRIAL_ID: trial_id,
+            S.TAG_NOTE: self._note(record),
         }
         if self.parent_run_id is not None:
             tags[S.TAG_PARENT_RUN] = self.parent_run_id
@@ -99,7 +102,7 @@ class TrialLog(RunWriter):
             f"create the run of trial {trial_id}",
             trial=trial_id,
             experiment_id=self.experiment_id,
-            run_name=f"trial-{trial_id}",
+            run_name=S.trial_run_name(trial_id, record.settings),
             tags=tags,
         )
         self._log_params(record, record.settings)
@@ -260,8 +263,15 @@ class TrialLog(RunWriter):
         else:
             pruned = "true" if record.status == S.STATUS_PRUNED else "false"
             self._call(OP_SET_TAG, "set the pruned tag", record, key=S.TAG_PRUNED, value=pruned)
+        if record.status == S.STATUS_PRUNED:  # the runs table shows the name, not the tag
+            name = S.trial_run_name(trial_id, record.settings) + S.PRUNED_SUFFIX
+            self._call(OP_SET_TAG, "name a pruned run", record, key=S.TAG_RUN_NAME, value=name)
+        self._call(OP_SET_TAG, "describe the run", record, key=S.TAG_NOTE, value=self._note(record))
         self._terminate(record, S.MLFLOW_STATUS[record.status])
         return record
+
+    def _note(self, record: TrialRecord) -> str:
+        return trial_note(record, search=self.experiment_name, metric=self.metric)
 
     def kill_open_trials(self) -> list[str]:
         """Mark every trial still running as KILLED; return their ids."""
