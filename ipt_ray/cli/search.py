@@ -73,11 +73,11 @@ def _search(
         status = submit_search(space, options, as_json=as_json, code=code, wait=wait)
         raise SystemExit(status)
 
+    from ipt_ray.cli.live import search_progress
     from ipt_ray.tuning.api import search as run_search
-    from ipt_ray.tuning.progress import LineProgress
 
-    progress = LineProgress(sys.stderr if as_json else sys.stdout)
-    summary = run_search(space, progress=progress, **vars(options))
+    with search_progress(sys.stdout, as_json=as_json) as progress:
+        summary = run_search(space, progress=progress, **vars(options))
     print()
     for line in format_summary_table(summary):
         print(line)

@@ -16,7 +16,7 @@ class ProgressEvent:
     ``kind`` is ``start`` (where things go), ``trial_start``, ``result`` (one epoch),
     ``stalled`` (the watchdog fails a trial), ``warning``, ``trial_end`` (``status``
     finished, pruned or failed) or ``end``. ``message`` is the line ready to print; the
-    other fields are for callers that format their own.
+    other fields are for callers that format their own (a live display).
     """
 
     kind: str
@@ -24,7 +24,14 @@ class ProgressEvent:
     trial_id: str | None = None
     status: str | None = None
     epoch: int | None = None
+    #: ``result``: the epoch's value of the search's metric; ``trial_end``: the trial's best.
     value: float | None = None
+    #: ``start``: how many trials the search runs, its metric and direction (max or min).
+    total: int | None = None
+    metric: str | None = None
+    mode: str | None = None
+    #: ``trial_start``: the trial's sampled parameters.
+    params: Mapping[str, Any] | None = None
 
 
 ProgressFn = Callable[[ProgressEvent], None]

@@ -54,7 +54,13 @@ class ProgressCallback(Callback):
         sampled = record.sampled if record else {}
         text = f"[{trial.trial_id}] started {format_params(sampled)}".rstrip()
         self._emit(
-            ProgressEvent("trial_start", text, trial_id=trial.trial_id, status=STATUS_RUNNING)
+            ProgressEvent(
+                "trial_start",
+                text,
+                trial_id=trial.trial_id,
+                status=STATUS_RUNNING,
+                params=dict(sampled),
+            )
         )
 
     def on_trial_result(

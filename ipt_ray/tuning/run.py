@@ -247,6 +247,9 @@ def run_search(
                             f"  Ray results: {where.experiment_path}",
                         ]
                     ),
+                    total=num_samples,
+                    metric=tracker.metric,
+                    mode=tracker.mode,
                 )
             )
             with quiet_tune():
