@@ -706,6 +706,30 @@ def test_bad_input_is_one_line_and_exit_2(fake_store: FakeStore, tmp_path: Path,
     assert proc.stdout == ""
 
 
+def test_ui_is_one_worker_and_prints_the_searchs_page(
+    fake_store: FakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    commands: list[list[str]] = []
+    monkeypatch.setattr(os, "execvp", lambda _, command: commands.append(command))
+    client = mlflow_client(fake_store.uri)
+    for args, name in (([], "lone"), (["--experiment", "fake-search"], "fake-search")):
+        result = cli("ui", "--tracking-uri", fake_store.uri, "--port", "5055", *args)
+        assert result.exit_code == 0, result.output
+        experiment_id = client.get_experiment_by_name(name).experiment_id
+        assert result.stdout.splitlines() == [
+            "MLflow UI on http://127.0.0.1:5055 (Ctrl-C stops it)",
+            f"  search {name!r}: http://127.0.0.1:5055/#/experiments/{experiment_id}",
+        ]
+    command = commands[0]
+    assert command[command.index("--workers") + 1] == "1"
+    assert command[command.index("--backend-store-uri") + 1] == fake_store.uri
+    result = cli("ui", "--tracking-uri", fake_store.uri, "--experiment", "nope")
+    assert result.exit_code == 2 and "unknown experiment 'nope'" in result.stderr
+    assert len(commands) == 2, "a refused experiment starts no server"
+
+
 def test_missing_store_and_unreachable_server(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "mlflow.db"
     for command in (["best"], ["export", "--out", str(tmp_path / "b")]):

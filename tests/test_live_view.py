@@ -23,7 +23,9 @@ class Clock:
 
 def events(mode: str = "max") -> list[ProgressEvent]:
     return [
-        ProgressEvent("start", "search 'demo': 4 trials", total=4, metric="val_accuracy", mode=mode),
+        ProgressEvent(
+            "start", "search 'demo': 4 trials", total=4, metric="val_accuracy", mode=mode
+        ),
         ProgressEvent("trial_start", "[a] started", trial_id="a", params={"generator": "idpg"}),
         ProgressEvent("trial_start", "[b] started", trial_id="b", params={"generator": "task"}),
         ProgressEvent("result", "[a] epoch 1/2", trial_id="a", epoch=1, value=0.70),

@@ -63,9 +63,10 @@ def best(
 @user_errors
 def ui(
     tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
 ) -> None:
-    """Open the MLflow UI on the local store (bound to 127.0.0.1)."""
+    """Open the MLflow UI on the local store (bound to 127.0.0.1, one worker process)."""
     from ipt_ray.tracking.store import default_artifact_root, default_tracking_uri, sqlite_path
 
     uri = tracking_uri or default_tracking_uri()
@@ -77,6 +78,8 @@ def ui(
         raise UserError(
             f"no MLflow store at {path}: run a search here first, or pass --tracking-uri"
         )
+    url = f"http://127.0.0.1:{port}"
+    page = _experiment_page(uri, experiment)
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [
         str(mlflow) if mlflow.exists() else "mlflow",
@@ -87,11 +90,35 @@ def ui(
         "127.0.0.1",
         "--port",
         str(port),
+        # MLflow's default is 4 worker processes (about 1.5 GB); one serves one user.
+        "--workers",
+        "1",
     ]
     artifacts = default_artifact_root(uri)
     if artifacts is not None:
         # MLflow's default is ./mlartifacts of the current folder: artifacts uploaded through
         # the UI belong beside the store, with the searches' own.
         command += ["--artifacts-destination", str(artifacts)]
-    print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI on {url} (Ctrl-C stops it)", flush=True)
+    if page is not None:
+        print(f"  {page[0]}: {url}/{page[1]}", flush=True)
     os.execvp(command[0], command)
+
+
+def _experiment_page(uri: str, experiment: str | None) -> tuple[str, str] | None:
+    """(what, URL path) of ``experiment``'s newest search (default: the store's newest).
+
+    Raises:
+        UserError: ``experiment`` was named and the store has no search in it.
+    """
+    from ipt_ray.tracking.query import client_for, find_search
+    from ipt_ray.tracking.store import experiment_page
+
+    client, _ = client_for(uri)
+    try:
+        search = find_search(client, experiment=experiment)
+    except UserError:
+        if experiment is not None:
+            raise
+        return None  # an empty store: the UI's home page
+    return f"search {search.experiment_name!r}", experiment_page(search.experiment_id)

@@ -107,6 +107,11 @@ def ui_command(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
+def experiment_page(experiment_id: str) -> str:
+    """The MLflow UI's page of an experiment, relative to the UI's root URL."""
+    return f"#/experiments/{experiment_id}"
+
+
 def experiment_artifact_location(root: str | Path, experiment_name: str) -> str:
     """``file://<abs root>/<experiment name, made path-safe>``."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment_name).strip("._") or "search"
