@@ -109,6 +109,8 @@ def test_parent_children_metrics_and_best_checkpoint(store: dict[str, Any], tmp_
     child = store["client"].get_run(tracker.trials["t1"].run_id)
     assert parent.data.tags[C.TAG_BEST_TRIAL] == child.info.run_id
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(0.8)
+    # Logged at the epoch the best trial reached it, as the trials log step = epoch.
+    assert history(store, parent.info.run_id, "best_val_accuracy") == [(2, pytest.approx(0.8))]
     assert parent.data.metrics["trials_finished"] == 1
 
     assert child.info.status == "FINISHED"

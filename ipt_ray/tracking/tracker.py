@@ -342,9 +342,12 @@ class SearchTracker(TrialLog):
         )
         self._call(OP_SET_TAG, "describe the search", run_id, key=S.TAG_NOTE, value=note)
         values = {f"trials_{k}": float(v) for k, v in counts.items() if k != S.STATUS_RUNNING}
-        if best is not None and best.best_value is not None:
-            values[S.BEST_PREFIX + self.metric] = best.best_value
         self._log_metrics(run_id, values, 0)
+        if best is not None and best.best_value is not None:
+            # At the epoch it was reached: the trials log step = epoch, so MLflow's chart of
+            # best_<metric> puts the search's best where the trials' curves have it.
+            best_values = {S.BEST_PREFIX + self.metric: best.best_value}
+            self._log_metrics(run_id, best_values, best.best_epoch or 0)
         self.parent_status = S.STATUS_KILLED if interrupted else S.STATUS_FINISHED
         self._terminate(run_id, S.MLFLOW_STATUS[self.parent_status])
         self.flush()
