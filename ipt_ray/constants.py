@@ -23,6 +23,9 @@ TRAINABLE_SHARE = "trainable_share"  # trainable / backbone parameters, as a fra
 FIRST_STEP_UNIX = "first_step_unix"
 STARTUP_SECONDS = "startup_seconds"
 TORCH_THREADS = "torch_threads"  # intra-op threads of a training process (reported once)
+# Result key (reported once, with the first step): the task a trial trains on, as
+# TaskData.describe() gives it (name, content digest, split sizes), a JSON string.
+DATASET = "dataset"
 VAL_PREFIX = "val_"
 TEST_PREFIX = "test_"
 ACCURACY = "accuracy"

@@ -856,6 +856,16 @@ def test_best_lists_the_real_search(real_search: RealSearch, tmp_path: Path) -> 
     assert {t["generator"] for t in out["trials"]} == set(GENERATORS)
     assert all(t["metrics"][C.TRAINABLE_PARAMS] > 0 for t in out["trials"])
     assert out["trials"][0]["run_id"] == summary.best.run_id
+    # What MLflow's UI shows of each trial: its name, description and dataset (the task).
+    digests = set()
+    for generator, run in real_search.by_generator.items():
+        assert run.info.run_name.startswith(f"{generator}-P")
+        assert "mlflow.note.content" in run.data.tags
+        (dataset,) = run.inputs.dataset_inputs
+        assert dataset.dataset.name == run.data.params["task"]
+        assert json.loads(dataset.dataset.profile)["train"] > 0
+        digests.add(dataset.dataset.digest)
+    assert len(digests) == 1, "the same task: the same digest"
 
 
 def test_the_search_end_table_is_the_best_table(real_search: RealSearch) -> None:

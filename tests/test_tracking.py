@@ -204,6 +204,24 @@ def test_what_the_mlflow_ui_shows(store: dict[str, Any], tmp_path: Path) -> None
     assert "ipt-ray export --experiment 'demo search' --out DIR" in search
 
 
+def test_a_trials_task_is_its_runs_dataset_input(store: dict[str, Any]) -> None:
+    """The task a trial reports with its first epoch becomes the run's training dataset
+    (MLflow's dataset column): name, digest, split sizes; once, however often reported."""
+    tracker = make_tracker(store)
+    tracker.start_trial("t", params={"lr": 0.1}, max_epochs=2)
+    described = {"name": "mr", "digest": "ab" * 32, "train": 8530, "validation": 1066, "test": 1066}
+    for epoch in (1, 2):
+        tracker.log_result("t", {**epoch_result(epoch, 0.5), C.DATASET: json.dumps(described)})
+    tracker.log_result("t", {C.EPOCH: 2, C.DATASET: "not json"})
+    tracker.end_trial("t")
+    tracker.finish_search()
+    (inputs,) = store["client"].get_run(tracker.trials["t"].run_id).inputs.dataset_inputs
+    assert (inputs.dataset.name, inputs.dataset.digest) == ("mr", "ab" * 18)
+    assert json.loads(inputs.dataset.profile) == {"train": 8530, "validation": 1066, "test": 1066}
+    assert {t.key: t.value for t in inputs.tags} == {"mlflow.data.context": "train"}
+    assert C.DATASET not in store["client"].get_run(tracker.trials["t"].run_id).data.metrics
+
+
 def test_an_experiment_made_before_gets_the_training_layout(store: dict[str, Any]) -> None:
     client = store["client"]
     old = client.create_experiment("demo search", artifact_location=store["artifacts"])

@@ -107,6 +107,11 @@ class TaskData:
         """The splits by name: ``{"train": ..., "validation": ..., "test": ...}``."""
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
+    def describe(self) -> dict[str, str | int]:
+        """The task as a run's dataset input names it: name, :meth:`fingerprint`, split sizes."""
+        sizes = {name: len(split) for name, split in self.splits().items()}
+        return {"name": self.name, "digest": self.fingerprint(), **sizes}
+
     def fingerprint(self) -> str:
         """SHA-256 hex digest of the content: label names and every split's texts and labels.
 

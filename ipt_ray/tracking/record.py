@@ -77,6 +77,7 @@ class TrialRecord:
     uploaded_checkpoint: str | None = None
     run_requested: bool = False  # its run's creation was sent or buffered
     logged_epochs: list[int] = field(default_factory=list)
+    dataset_logged: bool = False  # its run's dataset input was sent or buffered
     error: str | None = None
     node: str | None = None
     started: float = field(default_factory=time.time)

@@ -32,6 +32,7 @@ from ipt_ray.tracking.record import (
 )
 from ipt_ray.tracking.writer import (
     OP_CREATE_TRIAL_RUN,
+    OP_LOG_DATASET,
     OP_SET_STATUS,
     OP_SET_TAG,
     OP_UPLOAD_CHECKPOINT,
@@ -39,6 +40,19 @@ from ipt_ray.tracking.writer import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def _dataset(value: Any) -> dict[str, Any] | None:
+    """A reported :data:`~ipt_ray.constants.DATASET` (JSON) with a name and a digest."""
+    if not isinstance(value, str):
+        return None
+    try:
+        described = json.loads(value)
+    except ValueError:
+        return None
+    if isinstance(described, dict) and {"name", "digest"} <= set(described):
+        return described
+    return None
 
 
 class TrialLog(RunWriter):
@@ -145,6 +159,10 @@ class TrialLog(RunWriter):
         node = result.get(S.NODE_RESULT_KEY)
         if not record.has_run:
             return
+        dataset = _dataset(result.get(C.DATASET))
+        if dataset is not None and not record.dataset_logged:
+            record.dataset_logged = True
+            self._call(OP_LOG_DATASET, "log the trial's dataset", record, dataset=dataset)
         if isinstance(node, str) and node != record.node:
             record.node = node
             self._call(OP_SET_TAG, "set the node tag", record, key=S.TAG_NODE, value=node)

@@ -16,6 +16,7 @@ call is applied.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ OP_SET_TERMINATED = "set_terminated"
 OP_LOG_TEXT = "log_text"
 OP_LOG_DICT = "log_dict"
 OP_UPLOAD_CHECKPOINT = "upload_checkpoint"
+OP_LOG_DATASET = "log_dataset"
 # The argument naming the run a call writes to: its id, or (its creation still pending when
 # the call was queued) the trial whose run it is.
 ARG_RUN = "run"
@@ -63,8 +65,11 @@ _OPS = frozenset(
         OP_LOG_TEXT,
         OP_LOG_DICT,
         OP_UPLOAD_CHECKPOINT,
+        OP_LOG_DATASET,
     }
 )
+#: MLflow keeps a dataset's digest in 36 characters.
+DATASET_DIGEST_CHARS = 36
 
 
 def _param_value(value: Any) -> str:
@@ -256,6 +261,27 @@ class RunWriter:
             self.client.log_dict(run_id, args["data"], args["artifact_file"])
         elif op == OP_UPLOAD_CHECKPOINT:
             self._upload_checkpoint(run_id, args["trial"], args["paths"])
+        elif op == OP_LOG_DATASET:
+            self._log_dataset(run_id, args["dataset"])
+
+    def _log_dataset(self, run_id: str, described: Mapping[str, Any]) -> None:
+        """The trial's task as the run's training dataset input (the runs table's dataset
+        column): ``described`` is :meth:`ipt_ray.data.TaskData.describe`. MLflow keeps one
+        input per (name, digest) of a run, so a replay adds nothing."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        name = str(described["name"])
+        sizes = {k: described[k] for k in ("train", "validation", "test") if k in described}
+        dataset = Dataset(
+            name=name,
+            digest=str(described["digest"])[:DATASET_DIGEST_CHARS],
+            source_type="ipt-ray",
+            source=json.dumps({"task": name}),
+            profile=json.dumps(sizes),
+        )
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, "train")]
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=tags)])
 
     def _create_trial_run(self, args: Mapping[str, Any]) -> None:
         """Create a trial's run, unless it exists: a replay (after an answer that never came,

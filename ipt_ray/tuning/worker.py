@@ -35,6 +35,7 @@ No MLflow here: the driver-side Tune callback in :mod:`ipt_ray.tracking` logs wh
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import socket
 import tempfile
@@ -209,6 +210,7 @@ class _Reporter:
         if run.first_step_at is not None and not self.first_step_sent:
             metrics[C.FIRST_STEP_UNIX] = run.first_step_at
             metrics[C.TORCH_THREADS] = torch.get_num_threads()
+            metrics[C.DATASET] = json.dumps(run.task.describe())
             self.first_step_sent = True
         directory = self._save(run)
         if result.epoch >= self.epochs:
