@@ -302,9 +302,12 @@ def test_an_outage_is_buffered_and_replayed_in_order(
         run_two_epochs(tracker, tmp_path)  # its run cannot even be created
     assert tracker.trials["t"].run_id is None and tracker.pending_calls > 5
     assert "unreachable" in caplog.text
+    kept = tracker.pending_calls
     client.error = None  # it comes back: the next call replays the backlog first
     tracker.finish_search()
     assert tracker.pending_calls == 0 and tracker.lost_calls == 0
+    stats = tracker.call_stats  # what the search's JSON summary reports
+    assert stats["backlog_peak"] >= kept and stats["calls"] > kept and stats["seconds"] > 0
     run_id = tracker.trials["t"].run_id
     assert run_id is not None
     run = store["client"].get_run(run_id)

@@ -126,6 +126,9 @@ class CallBacklog:
         self.runs_of = runs_of
         self.failed_calls = 0  # calls that failed at least once (refused or kept)
         self.lost_calls = 0  # calls that never reached MLflow (refused, or given up on)
+        self.attempts = 0  # MLflow calls tried (a replayed call counts each time)
+        self.seconds = 0.0  # wall time spent in them, in the caller's thread (the driver)
+        self.peak = 0  # the most calls kept at once
         self._queue: deque[PendingCall] = deque()
         self._next_retry = 0.0
         # Calls flush() gave up on: lost to this process, but kept in the journal for a resume.
@@ -202,6 +205,7 @@ class CallBacklog:
             except OSError as exc:
                 self._journal_failed(exc)
         self._queue.append(call)
+        self.peak = max(self.peak, len(self._queue))
 
     def _dequeue(self) -> None:
         """Done with the first kept call: drop it, and say so in the journal."""
@@ -219,6 +223,8 @@ class CallBacklog:
     def _attempt(self, call: PendingCall) -> bool:
         """Try ``call``: True when done with it (succeeded, or refused and dropped)."""
         call.attempts += 1
+        self.attempts += 1
+        started = time.perf_counter()
         try:
             with quick_http_requests():
                 self.apply(call)
@@ -234,6 +240,8 @@ class CallBacklog:
             self.lost_calls += 1
             logger.warning("MLflow: %s failed (the search goes on): %s", call.what, exc)
             return True
+        finally:
+            self.seconds += time.perf_counter() - started
 
     def submit(self, call: PendingCall) -> None:
         """Make ``call`` now, or keep it behind the calls already kept; never raises."""

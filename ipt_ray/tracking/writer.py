@@ -140,6 +140,12 @@ class RunWriter:
         return self.backlog.lost_calls
 
     @property
+    def call_stats(self) -> dict[str, float]:
+        """MLflow calls tried, the driver's seconds in them, and the most kept at once."""
+        backlog = self.backlog
+        return {"calls": backlog.attempts, "seconds": backlog.seconds, "backlog_peak": backlog.peak}
+
+    @property
     def pending_calls(self) -> int:
         """Calls kept while the store is unreachable."""
         return len(self.backlog)

@@ -90,6 +90,10 @@ class SearchSummary:
     trials: list[TrialSummary] = field(default_factory=list)
     #: MLflow calls that never reached the store (refused, or it stayed unreachable).
     tracking_calls_lost: int = 0
+    #: MLflow calls the driver made, its seconds in them, the most kept at once (an outage).
+    tracking_calls: int = 0
+    tracking_call_seconds: float = 0.0
+    tracking_backlog_peak: int = 0
     #: Placement groups of dead Ray Train controllers that the watchdog removed.
     placement_groups_reaped: int = 0
     #: Placement groups of this search still reserving or waiting after it ended (should be 0).
@@ -139,6 +143,9 @@ class SearchSummary:
             },
             "seconds": self.seconds,
             "tracking_calls_lost": self.tracking_calls_lost,
+            "tracking_calls": self.tracking_calls,
+            "tracking_call_seconds": round(self.tracking_call_seconds, 3),
+            "tracking_backlog_peak": self.tracking_backlog_peak,
             "placement_groups_reaped": self.placement_groups_reaped,
             "placement_groups_left": self.placement_groups_left,
             "trials_stalled": self.trials_stalled,
@@ -173,6 +180,9 @@ def summarize(
         ui_command=ui_command(tracker.tracking_uri),
         trials=[TrialSummary.from_record(r) for r in tracker.trials.values()],
         tracking_calls_lost=tracker.lost_calls,
+        tracking_calls=int(tracker.call_stats["calls"]),
+        tracking_call_seconds=tracker.call_stats["seconds"],
+        tracking_backlog_peak=int(tracker.call_stats["backlog_peak"]),
     )
 
 
