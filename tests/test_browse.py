@@ -606,6 +606,54 @@ def test_importances_find_the_parameter_that_decides_the_score() -> None:
     assert sum(scores.values()) == pytest.approx(1.0)
 
 
+def test_plots_of_thousands_of_trials_stay_readable(
+    fake_store: FakeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Markers shrink and fade as trials grow (their legend stays opaque); importances are
+    computed on a seeded sample above IMPORTANCE_SAMPLE trials, and the plot says so."""
+    import random
+
+    from ipt_ray.tracking.plots import importances, write_search_plots
+    from ipt_ray.tracking.plots.figures import crowd
+    from ipt_ray.tracking.query import TrialRow, find_search
+
+    assert crowd(10) == (36.0, 1.0)
+    assert crowd(2000)[0] < 8 and crowd(2000)[1] < 0.2
+    assert crowd(2000) < crowd(200) < crowd(51)
+    rng = random.Random(0)
+    rows = []
+    for i in range(300):
+        generator = ("task", "prefix")[i % 2]
+        settings = {"generator": generator, "lr": 10 ** rng.uniform(-3, -1), "prompt_length": 4}
+        rows.append(
+            TrialRow.from_params(
+                settings,
+                rank=0,
+                run_id=f"r{i}",
+                trial_id=f"x_{i:05d}",
+                status="finished",
+                value=(0.9 if generator == "prefix" else 0.6) + rng.uniform(0, 0.02),
+                metrics={C.TRAINABLE_PARAMS: 100.0 if generator == "task" else 400.0},
+                started=float(i),
+                params={k: str(v) for k, v in settings.items()},
+            )
+        )
+    monkeypatch.setattr(importances, "IMPORTANCE_SAMPLE", 100)
+    sample = importances.importance_sample(rows)
+    assert len(sample) == 100 and sample == importances.importance_sample(rows)  # seeded
+    scores, _ = importances.param_importances(rows, importances_axes(rows), "max")
+    assert next(iter(scores)) == "generator", "the sample still finds what decides the score"
+    client = mlflow_client(fake_store.uri)
+    written = write_search_plots(rows, find_search(client, experiment="fake-search"), tmp_path)
+    assert [p.name for p in written] == list(PLOTS)
+
+
+def importances_axes(rows: list[Any]) -> Any:
+    from ipt_ray.tracking.plots import searched_axes, start_order
+
+    return searched_axes(start_order(rows))
+
+
 def test_importances_without_scikit_learn_fall_back_to_ped_anova(
     monkeypatch: pytest.MonkeyPatch,
     fake_store: FakeStore,

@@ -48,6 +48,21 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def crowd(n: int) -> tuple[float, float]:
+    """(marker area in points², alpha) for ``n`` points or lines: a few dozen are drawn full
+    size and opaque; thousands small and faint, so that where they gather still shows."""
+    if n <= 50:
+        return 36.0, 1.0
+    return max(4.0, 36.0 * math.sqrt(50 / n)), max(0.15, math.sqrt(50 / n))
+
+
+def opaque_legend(legend: Any) -> None:
+    """A legend's markers opaque, however faint the crowd they stand for (:func:`crowd`)."""
+    for handle in legend.legend_handles:
+        if handle is not None:
+            handle.set_alpha(1.0)
+
+
 def note(ax: Axes, text: str) -> None:
     """A message in the middle of an empty plot."""
     ax.set_axis_off()
@@ -69,6 +84,7 @@ def plot_history(
         note(ax, "no trials")
         return save(fig, path)
     xs = list(range(1, len(trials) + 1))
+    size, alpha = crowd(len(trials))
     for status, style in _STATUS_STYLE.items():
         with_value = [
             (x, float(t.value))
@@ -88,6 +104,8 @@ def plot_history(
                 [v for _, v in with_value],
                 label=label,
                 zorder=3,
+                s=size,
+                alpha=alpha,
                 **style,
             )
             label = "_"  # one legend entry per status
@@ -97,7 +115,8 @@ def plot_history(
                 [0.0] * len(without),
                 transform=ax.get_xaxis_transform(),
                 clip_on=False,
-                alpha=0.6,
+                alpha=0.6 * alpha,
+                s=size,
                 label=label,
                 zorder=3,
                 **style,
@@ -129,7 +148,7 @@ def plot_history(
     ax.set_xlim(0.5, len(trials) + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
+    opaque_legend(ax.legend(loc="best", fontsize=9))
     return save(fig, path)
 
 
@@ -155,6 +174,8 @@ def plot_parallel(
     norm = Normalize(vmin=low, vmax=high if high > low else low + 1e-12)
     cmap = colormaps["viridis"]
     xs = list(range(len(columns)))
+    _, alpha = crowd(len(done))
+    thin = len(done) > 200
     for trial, value in sorted(zip(done, values, strict=True), key=lambda tv: tv[1]):
         ys = [a.position(trial.params[a.name]) for a in axes]
         ys.append(value_axis.position(repr(value)))
@@ -162,10 +183,10 @@ def plot_parallel(
             xs,
             ys,
             color=cmap(norm(value)),
-            linewidth=1.5,
-            alpha=0.85,
+            linewidth=0.6 if thin else 1.5,
+            alpha=0.85 * alpha,
             linestyle="--" if trial.status == S.STATUS_PRUNED else "-",
-            marker="o",
+            marker="" if thin else "o",
             markersize=3,
         )
     for x, column in zip(xs, columns, strict=True):
@@ -232,6 +253,7 @@ def plot_tradeoff(
         note(ax, f"no completed trial with {y_name} and {C.TRAINABLE_PARAMS}")
         return save(fig, path)
     generators = sorted({t.generator for t in drawn})
+    size, alpha = crowd(len(drawn))
     for i, generator in enumerate(generators):
         mine = [t for t in drawn if t.generator == generator]
         ax.scatter(
@@ -239,7 +261,8 @@ def plot_tradeoff(
             [float(y_of(t) or 0.0) for t in mine],
             marker=_GENERATOR_MARKERS[i % len(_GENERATOR_MARKERS)],
             label=f"{generator or '?'} ({len(mine)})",
-            s=50,
+            s=size * 50 / 36,
+            alpha=alpha,
             zorder=3,
         )
     points = [(float(t.metrics[C.TRAINABLE_PARAMS]), float(y_of(t) or 0.0)) for t in drawn]
@@ -258,5 +281,5 @@ def plot_tradeoff(
     ax.set_xlabel(f"{C.TRAINABLE_PARAMS} (log scale)")
     ax.set_ylabel(f"{y_name} ({'higher' if y_mode == 'max' else 'lower'} is better)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="best", fontsize=9, title="generator")
+    opaque_legend(ax.legend(loc="best", fontsize=9, title="generator"))
     return save(fig, path)

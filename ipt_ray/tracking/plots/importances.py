@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,19 @@ if TYPE_CHECKING:
     import optuna
 
     from ipt_ray.tracking.query import TrialRow
+
+
+#: Importances are computed on at most this many completed trials (a seeded sample).
+IMPORTANCE_SAMPLE = 1000
+
+
+def importance_sample(trials: Sequence[TrialRow]) -> list[TrialRow]:
+    """The completed trials importances are computed on: all of them, or a seeded sample of
+    :data:`IMPORTANCE_SAMPLE` (fANOVA's forest grows with the trials)."""
+    done = [t for t in trials if t.completed]
+    if len(done) <= IMPORTANCE_SAMPLE:
+        return done
+    return random.Random(0).sample(done, IMPORTANCE_SAMPLE)
 
 
 def param_importances(
@@ -38,7 +52,7 @@ def param_importances(
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
     from optuna.trial import create_trial
 
-    done = [t for t in trials if t.completed]
+    done = importance_sample(trials)
     if len(done) < 2:
         raise ValueError(f"not enough completed trials ({len(done)}; at least 2)")
     if not axes:
@@ -99,7 +113,12 @@ def plot_importances(
     bars = ax.barh(names, values, color="tab:blue")
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=3, fontsize=9)
     n = sum(t.completed for t in trials)
-    ax.set_xlabel(f"importance ({evaluator} over {n} completed trials; sums to 1)")
+    over = (
+        f"{n} completed trials"
+        if n <= IMPORTANCE_SAMPLE
+        else (f"a sample of {IMPORTANCE_SAMPLE} of {n} completed trials")
+    )
+    ax.set_xlabel(f"importance ({evaluator} over {over}; sums to 1)")
     ax.set_xlim(0, max(1.0, max(values) * 1.15))
     skipped = sorted({k for t in trials if t.completed for k in t.params} - {a.name for a in axes})
     knobs = [k for k in skipped if "." in k and not k.startswith("fixed.")]
