@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import random
@@ -48,7 +47,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +58,7 @@ from ipt_ray.cluster import (
     start_local_cluster,
     stop_local_cluster,
 )
-from ipt_ray.testing import ray_evidence
+from ipt_ray.testing import machine_lock, ray_evidence
 
 TRIALS, CONCURRENT, MAX_FAILURES, WORKER_FAILURES = 12, 2, 3, 2
 FIXED = {"max_samples": 3000, "batch_size": 4}
@@ -71,15 +69,6 @@ KINDS = {"actor": ["trial", "node"], "train": ["trial", "train_worker", "node"]}
 SUMMARY_KEYS = ("placement_groups_left", "placement_groups_reaped", "trials_stalled")
 SUMMARY_KEYS += ("tracking_calls_lost",)
 FAST_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "HF_HUB_OFFLINE": "1"}
-
-
-@contextlib.contextmanager
-def machine_lock(path: str | None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (nothing if None); closing the file frees it."""
-    with contextlib.ExitStack() as stack:
-        if path:
-            fcntl.flock(stack.enter_context(open(path, "a")), fcntl.LOCK_EX)
-        yield
 
 
 def titled(cluster: LocalCluster, prefix: str) -> list[int]:

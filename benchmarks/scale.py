@@ -26,8 +26,6 @@ it ends (a rerun skips the stages already there; ``--redo`` runs them again):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import random
@@ -37,7 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +61,6 @@ params:
 """
 
 
-@contextlib.contextmanager
-def ray_lock() -> Iterator[None]:
-    """One Ray on the machine: wait for ``$IPT_RAY_LOCK`` when it is set."""
-    path = os.environ.get("IPT_RAY_LOCK")
-    if not path:
-        yield
-        return
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def inputs(work: Path) -> tuple[Path, Path]:
     from ipt_ray.testing import save_tiny_backbone, write_toy_csv
 
@@ -98,6 +83,7 @@ def folder_bytes(path: Path) -> int:
 
 def run_stage(work: Path, name: str, trials: int, tracking_uri: str) -> dict[str, Any]:
     """One search of ``trials`` trials; what it cost the driver, Tune and MLflow."""
+    from ipt_ray.testing import machine_lock
     from ipt_ray.tuning.run import run_search
     from ipt_ray.tuning.space import parse_space
 
@@ -117,7 +103,7 @@ def run_stage(work: Path, name: str, trials: int, tracking_uri: str) -> dict[str
     sampler.start()
     cpus = len(os.sched_getaffinity(0))
     try:
-        with ray_lock():
+        with machine_lock():
             summary = run_search(
                 parse_space(space_text(work, name, trials)),
                 tracking_uri=tracking_uri,

@@ -15,8 +15,6 @@ waits for that lock file.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -24,7 +22,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 SPACE = """
@@ -61,17 +58,6 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@contextlib.contextmanager
-def ray_lock() -> Iterator[None]:
-    path = os.environ.get("IPT_RAY_LOCK")
-    if not path:
-        yield
-        return
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def cli(*args: str, cwd: Path) -> str:
     command = [str(Path(sys.executable).with_name("ipt-ray")), *args]
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
@@ -99,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     from mlflow import MlflowClient
 
-    from ipt_ray.testing import save_tiny_backbone, write_toy_csv
+    from ipt_ray.testing import machine_lock, save_tiny_backbone, write_toy_csv
 
     out = args.out.resolve()
     with tempfile.TemporaryDirectory(prefix="ipt-ray-ui-") as tmp:
@@ -108,7 +94,7 @@ def main() -> None:
         task = write_toy_csv(root / "reviews.csv", n=400)
         space = root / "ui-demo.yaml"
         space.write_text(SPACE.format(task=task, model=model))
-        with ray_lock():
+        with machine_lock():
             print(cli("search", str(space), cwd=root)[-1500:], flush=True)
         print(cli("export", "--out", "bundle", "--register", "ui-demo-prompts", cwd=root))
         uri = f"sqlite:///{root / 'ipt-ray-runs' / 'mlflow.db'}"

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the real names, for type checkers
     from ipt_ray.testing.cluster import FAST_RAY_REPORTS as FAST_RAY_REPORTS
     from ipt_ray.testing.cluster import alive_actor_pids as alive_actor_pids
     from ipt_ray.testing.cluster import evidence_text as evidence_text
+    from ipt_ray.testing.cluster import machine_lock as machine_lock
     from ipt_ray.testing.cluster import ray_evidence as ray_evidence
     from ipt_ray.testing.cluster import stalled_worker as stalled_worker
     from ipt_ray.testing.data import TOY_WORDS as TOY_WORDS
@@ -64,6 +65,7 @@ _EXPORTS = {
     "assert_one_line_error": "ipt_ray.testing.cli",
     "cli_command": "ipt_ray.testing.cli",
     "evidence_text": "ipt_ray.testing.cluster",
+    "machine_lock": "ipt_ray.testing.cluster",
     "free_port": "ipt_ray.testing.tracking",
     "metric_steps": "ipt_ray.testing.tracking",
     "mlflow_server": "ipt_ray.testing.tracking",

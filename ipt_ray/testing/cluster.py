@@ -1,10 +1,15 @@
-"""Ray for tests: live actors, what a hung cluster looks like, a worker that never reports."""
+"""Ray for tests: live actors, what a hung cluster looks like, a worker that never reports,
+and the lock that keeps one Ray on a shared machine."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 #: Environment for processes that start Ray: Ray Train's controller polls its workers every
@@ -101,3 +106,18 @@ def stalled_worker(config: dict[str, Any]) -> None:
 
     for _ in range(36_000):
         time.sleep(0.1)
+
+
+#: The lock file that keeps one Ray on a shared machine (tests, benchmarks, docs scripts).
+LOCK_ENV = "IPT_RAY_LOCK"
+
+
+@contextlib.contextmanager
+def machine_lock(path: str | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (default ``$IPT_RAY_LOCK``; nothing when
+    neither is set) for the block: one Ray at a time on a shared machine."""
+    path = path if path is not None else os.environ.get(LOCK_ENV)
+    with contextlib.ExitStack() as stack:
+        if path:
+            fcntl.flock(stack.enter_context(open(path, "a")), fcntl.LOCK_EX)
+        yield
