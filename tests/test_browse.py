@@ -694,6 +694,11 @@ def test_log_search_plots_puts_them_under_plots_of_the_parent_run(
     listed = {f.path: f.file_size for f in client.list_artifacts(search.run_id, "plots")}
     assert set(listed) == set(paths)
     assert all(size > 10_000 for size in listed.values())
+    # Also as images, which MLflow's UI shows in the charts (where a user lands).
+    images = {Path(f.path).name for f in client.list_artifacts(search.run_id, "images")}
+    keys = {name.split("+")[0] for name in images if name.endswith(".png")}
+    assert keys == {f"plots~{Path(name).stem}" for name in PLOTS}
+    assert client.get_run(search.run_id).data.tags["mlflow.loggedImages"] == "True"
 
 
 def test_best_plot_writes_the_plots(fake_store: FakeStore, tmp_path: Path) -> None:

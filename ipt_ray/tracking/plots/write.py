@@ -84,10 +84,20 @@ def log_search_plots(
     """Write the plots to a temporary folder and log them to the search's parent run under
     ``plots/``; returns their artifact paths (``plots/optimization_history.png``, ...).
 
-    A second call replaces the files (same names). Raises what :func:`write_search_plots`
-    raises, and MLflow's errors when the artifact store refuses the upload.
+    Each is also logged as an image (``log_image``, key ``plots/<name>``), which MLflow's UI
+    shows in the experiment's and the run's charts, where a user lands, not only among the
+    artifacts. A second call replaces the files (same names) and adds the images again (the UI
+    shows the newest). Raises what
+    :func:`write_search_plots` raises, and MLflow's errors when the artifact store refuses
+    the upload.
     """
+    from PIL import Image
+
     with tempfile.TemporaryDirectory(prefix="ipt-ray-plots-") as tmp:
         written = write_search_plots(rows, search, tmp, metric=metric)
         client.log_artifacts(search.run_id, tmp, S.PLOTS_ARTIFACT_DIR)
+        for path in written:
+            with Image.open(path) as image:
+                key = f"{S.PLOTS_ARTIFACT_DIR}/{path.stem}"
+                client.log_image(search.run_id, image.convert("RGB"), key=key, step=0)
     return [f"{S.PLOTS_ARTIFACT_DIR}/{path.name}" for path in written]
