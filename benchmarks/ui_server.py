@@ -1,9 +1,9 @@
-"""What ``ipt-ray ui`` costs: the MLflow UI server with MLflow's default workers and with the
-one worker ``ipt-ray ui`` starts, side by side on the same store.
+"""What ``ipt-ray ui`` costs: MLflow's own ``mlflow ui`` (its defaults: 4 workers, a job
+runner and its consumers) and ``ipt-ray ui`` (1 worker, no job runner), side by side on the
+same store.
 
-For each setting, ``--rounds`` times (alternating the settings, so that both see the same
-machine load): start ``mlflow ui --backend-store-uri sqlite:///... --workers W`` on a free
-port, time until ``/health`` answers and the experiment page's API call
+For each, ``--rounds`` times (alternating, so that both see the same machine load): start it
+on a free port, time until ``/health`` answers and the experiment page's API call
 (``/ajax-api/2.0/mlflow/experiments/search``) returns, then sum the proportional set size
 (PSS: shared pages split between the processes sharing them) of the server's whole process
 tree, and stop it. Reports the medians. Linux only (``/proc/PID/smaps_rollup``).
@@ -26,6 +26,9 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+
+#: MLflow's switch for its server's job runner: unset, so that each tool picks its own.
+JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 def tree_pss_bytes(pid: int) -> int:
@@ -55,17 +58,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def one_round(uri: str, workers: int | None) -> dict[str, float]:
+def one_round(uri: str, tool: str) -> dict[str, float]:
     port = free_port()
-    mlflow = str(Path(sys.executable).with_name("mlflow"))
-    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    if workers is not None:
-        command += ["--workers", str(workers)]
+    command = [str(Path(sys.executable).with_name(tool)), "ui", "--port", str(port)]
+    if tool == "mlflow":
+        command += ["--backend-store-uri", uri, "--host", "127.0.0.1"]
+    else:
+        command += ["--tracking-uri", uri]
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     started = time.perf_counter()
     server = subprocess.Popen(
         command,
-        env={**os.environ, "PATH": path},
+        env={**{k: v for k, v in os.environ.items() if k != JOBS_ENV}, "PATH": path},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -109,11 +113,11 @@ def main() -> None:
         client = MlflowClient(tracking_uri=uri)  # a store with one experiment and run
         experiment = client.create_experiment("bench", artifact_location=Path(tmp).as_uri())
         client.set_terminated(client.create_run(experiment).info.run_id)
-        settings = {"mlflow default": None, "ipt-ray ui (1 worker)": 1}
+        settings = {"mlflow ui (defaults)": "mlflow", "ipt-ray ui": "ipt-ray"}
         rows: dict[str, list[dict[str, float]]] = {name: [] for name in settings}
         for _ in range(args.rounds):
-            for name, workers in settings.items():
-                rows[name].append(one_round(uri, workers))
+            for name, tool in settings.items():
+                rows[name].append(one_round(uri, tool))
                 print(name, rows[name][-1], flush=True)
     result = {
         name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}

@@ -765,7 +765,14 @@ def test_ui_is_one_worker_and_prints_the_searchs_page(
     import os
 
     commands: list[list[str]] = []
-    monkeypatch.setattr(os, "execvp", lambda _, command: commands.append(command))
+    envs: list[dict[str, str]] = []
+
+    def execvpe(_: str, command: list[str], env: dict[str, str]) -> None:
+        commands.append(command)
+        envs.append(env)
+
+    monkeypatch.setattr(os, "execvpe", execvpe)
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
     client = mlflow_client(fake_store.uri)
     for args, name in (([], "lone"), (["--experiment", "fake-search"], "fake-search")):
         result = cli("ui", "--tracking-uri", fake_store.uri, "--port", "5055", *args)
@@ -778,6 +785,7 @@ def test_ui_is_one_worker_and_prints_the_searchs_page(
     command = commands[0]
     assert command[command.index("--workers") + 1] == "1"
     assert command[command.index("--backend-store-uri") + 1] == fake_store.uri
+    assert envs[0]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no GenAI job runner
     result = cli("ui", "--tracking-uri", fake_store.uri, "--experiment", "nope")
     assert result.exit_code == 2 and "unknown experiment 'nope'" in result.stderr
     assert len(commands) == 2, "a refused experiment starts no server"

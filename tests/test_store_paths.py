@@ -174,7 +174,7 @@ def test_ui_serves_uploads_beside_the_store(
     other.mkdir()
     (other / "mlflow.db").touch()
     commands: list[list[str]] = []
-    monkeypatch.setattr(os, "execvp", lambda _, command: commands.append(command))
+    monkeypatch.setattr(os, "execvpe", lambda _, command, env: commands.append(command))
     result = CliRunner().invoke(app, ["ui", "--tracking-uri", sqlite(other)])
     assert result.exit_code == 0, result.output
     (command,) = commands

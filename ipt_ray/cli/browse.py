@@ -21,6 +21,8 @@ TrackingOpt = Annotated[
     ),
 ]
 ExperimentOpt = Annotated[str | None, typer.Option(help="search name = MLflow experiment")]
+#: MLflow's switch for its server's job execution (on by default).
+JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 @user_errors
@@ -66,7 +68,7 @@ def ui(
     experiment: ExperimentOpt = None,
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
 ) -> None:
-    """Open the MLflow UI on the local store (bound to 127.0.0.1, one worker process)."""
+    """Open the MLflow UI on the local store (bound to 127.0.0.1, one worker, no job runner)."""
     from ipt_ray.tracking.store import default_artifact_root, default_tracking_uri, sqlite_path
 
     uri = tracking_uri or default_tracking_uri()
@@ -102,7 +104,11 @@ def ui(
     print(f"MLflow UI on {url} (Ctrl-C stops it)", flush=True)
     if page is not None:
         print(f"  {page[0]}: {url}/{page[1]}", flush=True)
-    os.execvp(command[0], command)
+    # MLflow 3's server also starts a job runner and seven job consumers (GenAI jobs, about
+    # 1.4 GB) that browsing searches never uses; a user who wants them sets the variable.
+    env = {**os.environ}
+    env.setdefault(JOBS_ENV, "false")
+    os.execvpe(command[0], command, env)
 
 
 def _experiment_page(uri: str, experiment: str | None) -> tuple[str, str] | None:
