@@ -2,9 +2,10 @@
 
 Runs a small real search (a tiny random BERT and a toy task, so it takes about a minute on
 2 cores), registers its best trial as a model, starts ``ipt-ray ui`` on the store, and takes
-headless screenshots with Debian's chromium of: the experiment (runs table), the search's
-parent run, its best trial's run, and the registered model's version. The PNGs go to
-``--out`` (default ``docs/``).
+headless screenshots with Debian's chromium (driven over its DevTools protocol) of: the
+experiment as ``ipt-ray ui`` links it, the search's parent run (its description opened, with
+the plots), its best trial's run, and the registered model's version. The
+PNGs go to ``--out`` (default ``docs/``).
 
     IPT_RAY_LOCK=/tmp/ipt-ray-ray.lock .venv/bin/python docs/screenshots.py [--out docs]
 
@@ -15,6 +16,9 @@ waits for that lock file.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -53,8 +57,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--window-size=1600,1000",
-    "--virtual-time-budget=20000",
+    "--window-size=1600,1300",
 ]
 
 
@@ -66,16 +69,69 @@ def cli(*args: str, cwd: Path) -> str:
     return done.stdout
 
 
-def screenshot(url: str, out: Path, profile: Path) -> None:
-    chromium = [
-        "chromium",
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        f"--screenshot={out}",
-        url,
-    ]
-    subprocess.run(chromium, check=True, capture_output=True, timeout=120)
-    print(f"{out}  <- {url}", flush=True)
+class Browser:
+    """Headless chromium driven over the DevTools protocol (aiohttp's websocket client): a
+    page is captured after it has had ``settle`` seconds of real time, so that what MLflow's
+    UI loads lazily (its image charts) is there."""
+
+    def __init__(self, profile: Path, port: int = 9333) -> None:
+        self.port = port
+        self.proc = subprocess.Popen(
+            [
+                "chromium",
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--remote-debugging-port={port}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def _shot(self, url: str, out: Path, settle: float, click: str | None) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/json/list") as r:
+                        pages = [t for t in await r.json() if t["type"] == "page"]
+                        break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.2)
+            async with session.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                ids = iter(range(1, 1_000_000))
+
+                async def call(method: str, **params: object) -> dict[str, object]:
+                    msg_id = next(ids)
+                    await ws.send_json({"id": msg_id, "method": method, "params": params})
+                    while True:
+                        message = await ws.receive_json()
+                        if message.get("id") == msg_id:
+                            return dict(message.get("result", {}))
+
+                await call("Page.enable")
+                await call("Page.navigate", url=url)
+                await asyncio.sleep(settle)
+                if click is not None:  # e.g. "Show more" of a collapsed description
+                    script = (
+                        "[...document.querySelectorAll('button, a, span')]"
+                        f".find(e => e.textContent.trim() === {json.dumps(click)})?.click()"
+                    )
+                    await call("Runtime.evaluate", expression=script)
+                    await asyncio.sleep(settle / 2)
+                shot = await call("Page.captureScreenshot", format="png")
+                out.write_bytes(base64.b64decode(str(shot["data"])))
+
+    def screenshot(
+        self, url: str, out: Path, settle: float = 8.0, click: str | None = None
+    ) -> None:
+        asyncio.run(self._shot(url, out, settle, click))
+        print(f"{out}  <- {url}", flush=True)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
 def main() -> None:
@@ -86,6 +142,7 @@ def main() -> None:
     from mlflow import MlflowClient
 
     from ipt_ray.testing import machine_lock, save_tiny_backbone, write_toy_csv
+    from ipt_ray.tracking.store import experiment_page
 
     out = args.out.resolve()
     with tempfile.TemporaryDirectory(prefix="ipt-ray-ui-") as tmp:
@@ -121,15 +178,21 @@ def main() -> None:
                         raise SystemExit("ipt-ray ui did not start") from None
                     time.sleep(0.5)
             exp = f"{base}/#/experiments/{experiment.experiment_id}"
-            pages = {
-                "ui-runs.png": f"{exp}/runs",
-                "ui-search-run.png": f"{exp}/runs/{parent.info.run_id}",
-                "ui-trial-run.png": f"{exp}/runs/{best}",
-                "ui-model-version.png": f"{base}/#/models/ui-demo-prompts/versions/1",
+            layout = "?workflowType=machine_learning"  # as the link ipt-ray ui prints
+            run_page = f"{exp}/runs/{parent.info.run_id}"
+            pages = {  # name: (URL, the text of what to click first)
+                "ui-experiment.png": (f"{base}/{experiment_page(experiment.experiment_id)}", None),
+                "ui-search-run.png": (f"{run_page}{layout}", "Show more"),
+                "ui-trial-run.png": (f"{exp}/runs/{best}{layout}", None),
+                "ui-model-version.png": (f"{base}/#/models/ui-demo-prompts/versions/1", None),
             }
             out.mkdir(parents=True, exist_ok=True)
-            for name, url in pages.items():
-                screenshot(url, out / name, root / "chromium-profile")
+            browser = Browser(root / "chromium-profile")
+            try:
+                for name, (url, click) in pages.items():
+                    browser.screenshot(url, out / name, click=click)
+            finally:
+                browser.close()
         finally:
             os.killpg(ui.pid, signal.SIGTERM)
             ui.wait(timeout=30)

@@ -694,11 +694,15 @@ def test_log_search_plots_puts_them_under_plots_of_the_parent_run(
     listed = {f.path: f.file_size for f in client.list_artifacts(search.run_id, "plots")}
     assert set(listed) == set(paths)
     assert all(size > 10_000 for size in listed.values())
-    # Also as images, which MLflow's UI shows in the charts (where a user lands).
-    images = {Path(f.path).name for f in client.list_artifacts(search.run_id, "images")}
-    keys = {name.split("+")[0] for name in images if name.endswith(".png")}
-    assert keys == {f"plots~{Path(name).stem}" for name in PLOTS}
-    assert client.get_run(search.run_id).data.tags["mlflow.loggedImages"] == "True"
+    # Also in the run's description, where MLflow's UI shows them on top of the run's page
+    # (the images load from the artifacts: checked in a real browser, docs/screenshots.py).
+    note = client.get_run(search.run_id).data.tags["mlflow.note.content"]
+    run = search.run_id
+    assert note.startswith("**Plots**")  # this fake search had no description before
+    for name in PLOTS:
+        assert f"(get-artifact?path=plots%2F{name}&run_uuid={run})" in note
+    log_search_plots(client, search, trial_rows(client, search))  # again: replaced, not added
+    assert client.get_run(search.run_id).data.tags["mlflow.note.content"] == note
 
 
 def test_best_plot_writes_the_plots(fake_store: FakeStore, tmp_path: Path) -> None:
@@ -780,7 +784,8 @@ def test_ui_is_one_worker_and_prints_the_searchs_page(
         experiment_id = client.get_experiment_by_name(name).experiment_id
         assert result.stdout.splitlines() == [
             "MLflow UI on http://127.0.0.1:5055 (Ctrl-C stops it)",
-            f"  search {name!r}: http://127.0.0.1:5055/#/experiments/{experiment_id}",
+            f"  search {name!r}: http://127.0.0.1:5055/#/experiments/{experiment_id}"
+            "?workflowType=machine_learning",
         ]
     command = commands[0]
     assert command[command.index("--workers") + 1] == "1"

@@ -192,15 +192,15 @@ def test_what_the_mlflow_ui_shows(store: dict[str, Any], tmp_path: Path) -> None
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     by_trial = {r.data.tags.get(C.TAG_TRIAL_ID): r for r in runs(store, tracker)}
     done, pruned = by_trial["ab12_00000"], by_trial["ab12_00001"]
-    assert done.info.run_name == "idpg-P8-lr2.3e-3-t0"
-    assert pruned.info.run_name == "task-P8-lr5.0e-2-t1 (pruned)"
+    assert done.info.run_name == "idpg-P8-lr2.3e-3-0000"
+    assert pruned.info.run_name == "task-P8-lr5.0e-2-0001 (pruned)"
     note = done.data.tags["mlflow.note.content"]
     assert "`generator=idpg`" in note and "best val_accuracy 0.8000 at epoch 2" in note
     assert f"ipt-ray export {done.info.run_id} --out DIR" in note
     assert "**Pruned** (stopped early) after epoch 1" in pruned.data.tags["mlflow.note.content"]
     search = by_trial[None].data.tags["mlflow.note.content"]
     assert "1 finished, 1 pruned" in search
-    assert "Best trial: **idpg-P8-lr2.3e-3-t0**" in search
+    assert "Best trial: **idpg-P8-lr2.3e-3-0000**" in search
     assert "ipt-ray export --experiment 'demo search' --out DIR" in search
 
 

@@ -77,7 +77,7 @@ def search_note(
     lines.append(
         f"Rank the trials: `ipt-ray best --experiment {name}`. Export the best: "
         f"`ipt-ray export --experiment {name} --out DIR` (add `--register NAME` for the "
-        "model registry). Plots: the `plots/` artifacts of this run."
+        "model registry). Plots: below, and among this run's artifacts (`plots/`)."
     )
     return "\n\n".join(lines)
 

@@ -54,9 +54,9 @@ PRUNED_SUFFIX = " (pruned)"
 
 
 def trial_run_name(trial_id: str, settings: Mapping[str, Any]) -> str:
-    """A trial run's name after what it tried, e.g. ``idpg-P8-lr2.3e-3-t12`` for Tune's trial
-    ``bf3d6529_00012``: generator, prompt length, learning rate, and the trial's index (names
-    stay distinct within a search)."""
+    """A trial run's name after what it tried, e.g. ``idpg-P8-lr2.3e-3-6529`` for Tune's trial
+    ``bf3d6529``: generator, prompt length, learning rate, and the end of the trial id (names
+    stay distinct within a search, and lead to the trial)."""
     parts = [str(settings.get("generator") or "trial")]
     length = settings.get("prompt_length")
     if length not in (None, ""):
@@ -66,9 +66,7 @@ def trial_run_name(trial_id: str, settings: Mapping[str, Any]) -> str:
         parts.append(f"lr{mantissa}e{int(exponent)}")
     except (KeyError, TypeError, ValueError):
         pass
-    # Tune's ids are <search>_<index>: the index tells a search's trials apart.
-    _, _, index = trial_id.rpartition("_")
-    parts.append(f"t{int(index)}" if index.isdigit() else trial_id[-4:])
+    parts.append(trial_id[-4:])  # Tune's ids (``bf3d6529``) differ in their ends too
     return "-".join(parts)
 
 

@@ -108,8 +108,11 @@ def ui_command(tracking_uri: str) -> str:
 
 
 def experiment_page(experiment_id: str) -> str:
-    """The MLflow UI's page of an experiment, relative to the UI's root URL."""
-    return f"#/experiments/{experiment_id}"
+    """The MLflow UI's page of an experiment in its training layout, relative to the UI's
+    root URL. MLflow 3.17's UI takes the layout from its GenAI / Model training switch (kept
+    in the browser, GenAI at first), which this URL sets, not from the experiment's
+    ``mlflow.experimentKind`` tag that earlier 3.x UIs read."""
+    return f"#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def experiment_artifact_location(root: str | Path, experiment_name: str) -> str:

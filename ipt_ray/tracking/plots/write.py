@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from ipt_ray.errors import UserError
 from ipt_ray.tracking import schema as S
@@ -84,20 +85,29 @@ def log_search_plots(
     """Write the plots to a temporary folder and log them to the search's parent run under
     ``plots/``; returns their artifact paths (``plots/optimization_history.png``, ...).
 
-    Each is also logged as an image (``log_image``, key ``plots/<name>``), which MLflow's UI
-    shows in the experiment's and the run's charts, where a user lands, not only among the
-    artifacts. A second call replaces the files (same names) and adds the images again (the UI
-    shows the newest). Raises what
-    :func:`write_search_plots` raises, and MLflow's errors when the artifact store refuses
-    the upload.
+    They are also shown where a user lands: the parent run's description (the top of its page
+    in MLflow's UI) gets a "Plots" section that embeds them. A second call replaces the files
+    (same names) and the section. Raises what :func:`write_search_plots` raises, and MLflow's
+    errors when the artifact store refuses the upload.
     """
-    from PIL import Image
-
     with tempfile.TemporaryDirectory(prefix="ipt-ray-plots-") as tmp:
         written = write_search_plots(rows, search, tmp, metric=metric)
         client.log_artifacts(search.run_id, tmp, S.PLOTS_ARTIFACT_DIR)
-        for path in written:
-            with Image.open(path) as image:
-                key = f"{S.PLOTS_ARTIFACT_DIR}/{path.stem}"
-                client.log_image(search.run_id, image.convert("RGB"), key=key, step=0)
-    return [f"{S.PLOTS_ARTIFACT_DIR}/{path.name}" for path in written]
+    paths = [f"{S.PLOTS_ARTIFACT_DIR}/{path.name}" for path in written]
+    note = client.get_run(search.run_id).data.tags.get(S.TAG_NOTE, "")
+    client.set_tag(search.run_id, S.TAG_NOTE, with_plots(note, search.run_id, paths))
+    return paths
+
+
+#: Starts the section of a search's description that embeds its plots.
+PLOTS_HEADING = "**Plots**"
+
+
+def with_plots(note: str, run_id: str, paths: Sequence[str]) -> str:
+    """``note`` with its plots section (re)written: each plot as a markdown image that MLflow's
+    UI loads from the run's artifacts (a URL relative to the UI's root)."""
+    note = note.split(PLOTS_HEADING, 1)[0].rstrip()
+    images = [
+        f"![{Path(p).stem}](get-artifact?path={quote(p, safe='')}&run_uuid={run_id})" for p in paths
+    ]
+    return "\n\n".join(part for part in (note, PLOTS_HEADING, *images) if part)
