@@ -8,7 +8,7 @@ it ends (a rerun skips the stages already there; ``--redo`` runs them again):
 
 - ``sqlite``: ``--trials`` trials (default 2,000) at the machine's concurrency against a
   SQLite store. Reports the wall time against the ideal (the sum of the trials' own times,
-  from their worker's start to their last report, divided by the concurrency), the driver's
+  from Tune starting each to its end, divided by the concurrency), the driver's
   memory (RSS every 5 s), the MLflow calls the driver made, their rate and the driver's
   seconds in them, the backlog's peak, and the Ray results folder's size.
 - ``tpe``: Optuna's TPE sampling time per trial at 100, 1,000 and 2,000 trials of history,
@@ -117,7 +117,7 @@ def run_stage(work: Path, name: str, trials: int, tracking_uri: str) -> dict[str
         stop.set()
         sampler.join()
     wall = time.perf_counter() - started
-    own = [float(t.metrics.get("wall_seconds", 0.0)) for t in summary.trials]
+    own = [t.seconds for t in summary.trials if t.seconds is not None]
     ideal = sum(own) / cpus
     half = [m for s, m in memory if s >= wall / 2]
     return {

@@ -44,6 +44,8 @@ class TrialSummary:
     checkpoint: str | None = None
     error: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    #: From Tune starting the trial to its end, as the driver saw them (None while running).
+    seconds: float | None = None
 
     @classmethod
     def from_record(cls, record: TrialRecord) -> TrialSummary:
@@ -64,6 +66,7 @@ class TrialSummary:
             checkpoint=record.uploaded_checkpoint,
             error=record.error,
             settings=record.settings,
+            seconds=None if record.ended is None else record.ended - record.started,
         )
 
 
