@@ -17,6 +17,9 @@ it ends (a rerun skips the stages already there; ``--redo`` runs them again):
   ``export`` timed as a user runs them (medians of 3), each checked: every trial present,
   the ranking equal to a direct query of the store, the exported trial the best one.
 - ``server``: ``--server-trials`` trials (default 300) against a real ``mlflow server``.
+- ``state``: what the tracker hands Tune with every experiment snapshot, for ``--trials``
+  trial records: ``dataclasses.asdict`` of each (before) against ``TrialRecord.state`` (now),
+  medians of 5.
 
     IPT_RAY_LOCK=/tmp/ipt-ray-ray.lock .venv/bin/python benchmarks/scale.py
         [--trials 2000] [--server-trials 300] [--stages sqlite,tpe,browse,server]
@@ -241,6 +244,36 @@ def browse_stage(work: Path, search: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def state_stage(trials: int) -> dict[str, Any]:
+    """The tracker's snapshot state of ``trials`` records: a deep copy against the shallow one."""
+    from dataclasses import asdict
+
+    from ipt_ray.tracking.record import TrialRecord
+
+    records = []
+    for i in range(trials):
+        record = TrialRecord(
+            f"t{i}", params={f"p{j}": j for j in range(30)}, sampled={"lr": 0.01}, max_epochs=2
+        )
+        record.metrics = {f"m{j}": 0.5 for j in range(25)}
+        record.best_metrics = dict(record.metrics)
+        record.checkpoints = {1: (0.5, "/a/1"), 2: (0.6, "/a/2")}
+        record.logged_epochs = [1, 2]
+        records.append(record)
+
+    def median_ms(snapshot: Any) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            snapshot()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+    deep = median_ms(lambda: [asdict(r) for r in records])
+    shallow = median_ms(lambda: [r.state() for r in records])
+    return {"trials": trials, "asdict_ms": deep, "state_ms": shallow, "ratio": deep / shallow}
+
+
 def server_stage(work: Path, trials: int) -> dict[str, Any]:
     from ipt_ray.testing import mlflow_server
 
@@ -279,8 +312,12 @@ def main() -> None:
             results[stage] = browse_stage(args.work, results["sqlite"])
         elif stage == "server":
             results[stage] = server_stage(args.work, args.server_trials)
+        elif stage == "state":
+            results[stage] = state_stage(args.trials)
         else:
-            raise SystemExit(f"unknown stage {stage!r}; allowed: sqlite, tpe, browse, server")
+            raise SystemExit(
+                f"unknown stage {stage!r}; allowed: sqlite, tpe, browse, server, state"
+            )
         results[stage]["measured"] = time.strftime("%Y-%m-%d %H:%M")
         save()
         print(json.dumps({k: v for k, v in results[stage].items() if k != "driver_rss_mib"}))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ipt_ray import constants as C
@@ -83,6 +83,16 @@ class TrialRecord:
     started: float = field(default_factory=time.time)
     ended: float | None = None
 
+    def state(self) -> dict[str, Any]:
+        """The record as ``TrialRecord(**state)`` takes it back: every field, its lists and
+        dicts copied one level deep (what they hold is immutable: numbers, strings, tuples).
+        Tune pickles it at once, so later changes to the record do not reach it."""
+        out: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            out[name] = value.copy() if isinstance(value, (dict, list)) else value
+        return out
+
     @property
     def settings(self) -> dict[str, Any]:
         """Every setting the trial ran with: what its MLflow run logs as params."""
@@ -97,6 +107,9 @@ class TrialRecord:
         """The trial has an MLflow run, or one whose creation is buffered."""
         return self.run_id is not None or self.run_requested
 
+
+#: The fields of a :class:`TrialRecord`, in order.
+_FIELDS = tuple(f.name for f in fields(TrialRecord))
 
 #: Where a tracker writes: a run id, or a trial (whose run id may still be on its way).
 Run = str | TrialRecord
