@@ -181,5 +181,12 @@ class TrackingCallback(Callback):
         self.tracker.end_trial(trial.trial_id, error=_trial_error(trial))
 
     def on_experiment_end(self, trials: Sequence[Any], **info: Any) -> None:
+        for trial in trials:
+            # Tune fails a trial whose reused actor could not be reset (seen once in 2,000
+            # trials) without calling on_trial_start or on_trial_error: it still gets its
+            # run, FAILED with Tune's reason, and is counted.
+            if trial.trial_id not in self.tracker.trials and trial.status == "ERROR":
+                self.on_trial_start(0, trials, trial)
+                self.on_trial_error(0, trials, trial)
         short = self.num_samples is not None and len(trials) < self.num_samples
         self.tracker.finish_search(interrupted=short)
