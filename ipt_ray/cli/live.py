@@ -18,10 +18,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from ipt_ray.tracking.record import better
+from ipt_ray.tracking.schema import STATUS_RUNNING, STATUSES
 from ipt_ray.tuning.progress import LineProgress, ProgressEvent, ProgressFn
 
-#: Trial statuses the view counts, in the order it shows them.
-ENDED = ("finished", "pruned", "failed", "killed")
+#: Statuses of ended trials, in the order the view shows them.
+ENDED = tuple(s for s in STATUSES if s != STATUS_RUNNING)
 
 
 def duration(seconds: float) -> str:
@@ -40,7 +42,7 @@ class SearchView:
         self.started = clock()
         self.total: int | None = None
         self.metric, self.mode = "metric", "max"
-        self.status: dict[str, str] = {}  # trial id -> running | finished | pruned | ...
+        self.status: dict[str, str] = {}  # trial id -> one of schema.STATUSES
         self.generator: dict[str, str] = {}
         self.best: tuple[float, str] | None = None  # (value, trial id)
 
@@ -52,22 +54,18 @@ class SearchView:
         elif event.trial_id is None:
             return
         elif event.kind == "trial_start":
-            self.status[event.trial_id] = "running"
+            self.status[event.trial_id] = STATUS_RUNNING
             if event.params and "generator" in event.params:
                 self.generator[event.trial_id] = str(event.params["generator"])
         elif event.kind in ("result", "trial_end"):
             if event.kind == "trial_end" and event.status:
                 self.status[event.trial_id] = event.status
-            if event.value is not None and self._better(event.value):
+            best = None if self.best is None else self.best[0]
+            if event.value is not None and better(event.value, best, self.mode):
                 self.best = (event.value, event.trial_id)
 
-    def _better(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        return value > self.best[0] if self.mode == "max" else value < self.best[0]
-
     def counts(self) -> dict[str, int]:
-        out = {name: 0 for name in ("running", *ENDED)}
+        out = {name: 0 for name in (STATUS_RUNNING, *ENDED)}
         for status in self.status.values():
             out[status] = out.get(status, 0) + 1
         return out
@@ -88,7 +86,7 @@ class SearchView:
             ("trials ", "bold"),
             (f"{done}/{total} done", "bold green"),
             f" ({ended})" if ended else "",
-            f" · {counts['running']} running · elapsed {duration(elapsed)} · ETA {eta}",
+            f" · {counts[STATUS_RUNNING]} running · elapsed {duration(elapsed)} · ETA {eta}",
         )
         if self.best is None:
             best = Text(f"best {self.metric}: -")
