@@ -221,6 +221,47 @@ def test_a_trial_that_tune_had_not_saved_is_closed_not_left_running(
     assert resumed.counts()["killed"] == 1 and resumed.counts()["finished"] == 1
 
 
+@pytest.mark.parametrize("outage", [True, False], ids=["journaled", "logged"])
+def test_an_epoch_run_again_after_an_older_save_is_logged_once(
+    store: dict[str, Any], tmp_path: Path, outage: bool
+) -> None:
+    """Tune saved its state while trial a was at epoch 2; a then reported epoch 3 (journaled
+    during an outage, or logged at once) and ended, and the driver died. The resumed search
+    restarts a from its epoch-2 checkpoint, so a runs epoch 3 again and reports it: MLflow
+    already holds epoch 3, and it is not logged a second time (the chart would show two
+    points at one step)."""
+    client = FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"]))
+    first = tracker(store, client)
+    first.start_search(run_name="search-1")
+    first.start_trial("a", params={"lr": 0.1}, max_epochs=3)
+    first.log_result("a", result(1, 0.5), checkpoint=checkpoint(tmp_path, "a1"))
+    if outage:
+        client.error = ConnectionError("Connection refused")
+    first.log_result("a", result(2, 0.7), checkpoint=checkpoint(tmp_path, "a2"))
+    saved = first.state()  # Tune's last save: a is running, at epoch 2
+    first.log_result("a", result(3, 0.6), checkpoint=checkpoint(tmp_path, "a3"))
+    first.end_trial("a")
+    assert first.pending_calls == (6 if outage else 0)
+    parent_run_id = first.parent_run_id or ""
+    del first  # killed
+
+    resumed = tracker(store)
+    resumed.resume_search(parent_run_id)
+    resumed.load_state(saved)
+    resumed.start_trial("a", params={"lr": 0.1}, max_epochs=3)  # from the epoch-2 checkpoint
+    resumed.log_result("a", result(3, 0.6), checkpoint=checkpoint(tmp_path, "a3-again"))
+    resumed.log_result("a", {C.EPOCH: 3, "val_accuracy": 0.6, "test_accuracy": 0.65})
+    resumed.end_trial("a")
+    resumed.finish_search()
+    runs = all_runs(store, resumed)
+    a = runs["a"]
+    assert steps(store, a.info.run_id) == [1, 2, 3]
+    assert steps(store, a.info.run_id, C.TRAIN_LOSS) == [1, 2, 3]
+    assert steps(store, a.info.run_id, "test_accuracy") == [3], "the final result's new key"
+    assert a.info.status == "FINISHED" and runs[None].info.status == "FINISHED"
+    assert resumed.lost_calls == 0
+
+
 def test_a_truncated_last_line_is_ignored(
     store: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

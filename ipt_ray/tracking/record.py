@@ -77,6 +77,12 @@ class TrialRecord:
     uploaded_checkpoint: str | None = None
     run_requested: bool = False  # its run's creation was sent or buffered
     logged_epochs: list[int] = field(default_factory=list)
+    # metric key -> the highest step of it logged (sent or buffered): a result at an epoch
+    # already logged (the final test evaluation, an epoch run again) adds only new keys.
+    last_steps: dict[str, int] = field(default_factory=dict)
+    # Restored from a save older than what reached MLflow: an epoch it reports may be logged
+    # already (it is checked, until one is not).
+    check_logged: bool = False
     dataset_logged: bool = False  # its run's dataset input was sent or buffered
     error: str | None = None
     node: str | None = None

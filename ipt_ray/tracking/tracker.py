@@ -257,7 +257,9 @@ class SearchTracker(TrialLog):
                 if record.run_id is None:  # its creation was journaled, and replayed since
                     record.run_id = self._trial_runs.get(trial_id)
                 record.run_requested = record.run_id is not None
-                record.logged_epochs = []
+                # Tune restarts it from the checkpoint of this save, which may be older than
+                # epochs that reached MLflow (or the journal) since: it reports them again.
+                record.logged_epochs, record.last_steps, record.check_logged = [], {}, True
                 self.trials[trial_id] = record
         self._close_lost_trials()
 

@@ -168,9 +168,14 @@ class TrialLog(RunWriter):
             self._call(OP_SET_TAG, "set the node tag", record, key=S.TAG_NODE, value=node)
         if checkpoint and any(e not in record.logged_epochs for e in range(1, epoch)):
             self._backfill(record, checkpoint, epoch)
-        if values:
-            self._log_metrics(record, values, epoch)
-            record.logged_epochs.append(epoch)
+        # Keys not logged at this epoch yet: a second result of an epoch (its test metrics)
+        # or an epoch run again (restarted from an older checkpoint) repeats no point.
+        fresh = {k: v for k, v in values.items() if record.last_steps.get(k, 0) < epoch}
+        if fresh:
+            self._log_metrics(record, fresh, epoch, once=record.check_logged)
+            record.last_steps.update(dict.fromkeys(fresh, epoch))
+            if epoch not in record.logged_epochs:
+                record.logged_epochs.append(epoch)
 
     def attach_checkpoint(self, trial_id: str, checkpoint: str) -> None:
         """Record a checkpoint persisted after the trial's latest result (Tune's own

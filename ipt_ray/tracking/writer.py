@@ -53,6 +53,9 @@ OP_LOG_DATASET = "log_dataset"
 # the call was queued) the trial whose run it is.
 ARG_RUN = "run"
 ARG_RUN_OF_TRIAL = "run_of_trial"
+# On a metric batch: the trial whose restored record may report an epoch its run holds
+# already (see TrialRecord.check_logged); the batch is dropped when the step is there.
+ARG_ONCE_FOR = "once_for"
 _OPS = frozenset(
     {
         OP_CREATE_TRIAL_RUN,
@@ -252,9 +255,17 @@ class RunWriter:
         elif op == OP_LOG_METRICS:
             step, timestamp = int(args["step"]), int(args["timestamp"])
             metrics = [Metric(k, float(v), timestamp, step) for k, v in args["metrics"].items()]
-            if maybe_applied and metrics and self._logged(run_id, metrics[0]):
+            once_for = args.get(ARG_ONCE_FOR)
+            if once_for:  # only the keys the run lacks at this step (each read: rare)
+                new = [m for m in metrics if not self._logged(run_id, m, any_time=True)]
+                record = self.trials.get(str(once_for))
+                if len(new) == len(metrics) and record is not None:
+                    record.check_logged = False  # a new epoch: the ones after it are new too
+                metrics = new
+            elif maybe_applied and metrics and self._logged(run_id, metrics[0]):
                 return  # the batch reached MLflow before (a log_batch is one transaction)
-            self.client.log_batch(run_id, metrics=metrics)
+            if metrics:
+                self.client.log_batch(run_id, metrics=metrics)
         elif op == OP_SET_TAG:
             self.client.set_tag(run_id, args["key"], args["value"])
         elif op == OP_SET_STATUS:
@@ -319,10 +330,13 @@ class RunWriter:
         )
         return str(found[0].info.run_id) if found else None
 
-    def _logged(self, run_id: str, metric: Any) -> bool:
-        """Whether ``metric`` (same key, step and timestamp) is in the run's history."""
+    def _logged(self, run_id: str, metric: Any, *, any_time: bool = False) -> bool:
+        """Whether ``metric``'s key and step (and timestamp, unless ``any_time``: the same
+        epoch logged by an earlier run of it) are in the run's history."""
         history = self.client.get_metric_history(run_id, metric.key)
-        return any(m.step == metric.step and m.timestamp == metric.timestamp for m in history)
+        return any(
+            m.step == metric.step and (any_time or m.timestamp == metric.timestamp) for m in history
+        )
 
     def _upload_checkpoint(self, run_id: str, trial_id: str, paths: Sequence[str]) -> None:
         """Upload the first checkpoint of ``paths`` (best first) that still exists."""
@@ -345,10 +359,15 @@ class RunWriter:
                 OP_LOG_PARAMS, "log params", run, params=items[start : start + _BATCH_PARAMS]
             )
 
-    def _log_metrics(self, run: Run, values: Mapping[str, float], step: int) -> None:
+    def _log_metrics(
+        self, run: Run, values: Mapping[str, float], step: int, *, once: bool = False
+    ) -> None:
+        """Log ``values`` at ``step``; with ``once`` (``run`` is a trial's record), not if
+        the run has that step already."""
         # The timestamp is fixed now, not at replay: a replayed batch is the same batch.
         now = int(time.time() * 1000)
         items = list(values.items())
+        extra = {ARG_ONCE_FOR: run.trial_id} if once and isinstance(run, TrialRecord) else {}
         for start in range(0, len(items), _BATCH_METRICS):
             self._call(
                 OP_LOG_METRICS,
@@ -357,6 +376,7 @@ class RunWriter:
                 metrics=dict(items[start : start + _BATCH_METRICS]),
                 step=step,
                 timestamp=now,
+                **extra,
             )
 
     def _terminate(self, run: Run, status: str) -> None:
