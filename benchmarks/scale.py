@@ -191,6 +191,8 @@ def browse_stage(work: Path, search: dict[str, Any]) -> dict[str, Any]:
     """``best``, ``best --plot`` and ``export`` on the finished search, each checked."""
     from mlflow import MlflowClient
 
+    from ipt_ray.tracking.schema import logged_number
+
     uri, experiment = search["tracking_uri"], search["experiment"]
     cli = str(Path(sys.executable).with_name("ipt-ray"))
     common = ["--tracking-uri", uri, "--experiment", experiment]
@@ -211,7 +213,8 @@ def browse_stage(work: Path, search: dict[str, Any]) -> dict[str, Any]:
         token = page.token
         if not token:
             break
-    best_of = {r.info.run_id: r.data.metrics.get("best_val_accuracy") for r in runs}
+    # Read as a user would (tags since the constants left the metrics; metrics before).
+    best_of = {r.info.run_id: logged_number(r.data, "best_val_accuracy") for r in runs}
     direct = sorted((v for v in best_of.values() if v is not None), reverse=True)
     listed = [r["value"] for r in rows if r["value"] is not None and r["run_id"] in best_of]
     plot_s, _ = timed([cli, "best", *common, "--plot", str(work / "plots")], work)

@@ -216,6 +216,7 @@ def test_a_trial_that_tune_had_not_saved_is_closed_not_left_running(
     b = runs["b"]
     assert b.info.status == "KILLED"
     assert b.data.tags[C.TAG_ERROR] == TRIAL_LOST
+    assert "**Killed**" in b.data.tags["mlflow.note.content"], "not described as running"
     assert steps(store, b.info.run_id) == [1, 2], "what it logged before the driver died stays"
     assert runs["a"].info.status == "FINISHED" and runs[None].info.status == "FINISHED"
     assert resumed.counts()["killed"] == 1 and resumed.counts()["finished"] == 1

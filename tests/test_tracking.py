@@ -16,7 +16,7 @@ from ipt_ray import constants as C
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.testing import FlakyMlflowClient
 from ipt_ray.tracking import SearchTracker, TrackingCallback, TrackingError
-from ipt_ray.tracking.schema import SPACE_ARTIFACT, SUMMARY_ARTIFACT
+from ipt_ray.tracking.schema import SPACE_ARTIFACT, SUMMARY_ARTIFACT, TAG_NOTE
 from ipt_ray.tracking.store import experiment_artifact_location, local_tracking_uri, ui_command
 
 
@@ -111,7 +111,7 @@ def test_parent_children_metrics_and_best_checkpoint(store: dict[str, Any], tmp_
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(0.8)
     # Logged at the epoch the best trial reached it, as the trials log step = epoch.
     assert history(store, parent.info.run_id, "best_val_accuracy") == [(2, pytest.approx(0.8))]
-    assert parent.data.metrics["trials_finished"] == 1
+    assert parent.data.tags["trials_finished"] == "1"
 
     assert child.info.status == "FINISHED"
     assert child.info.experiment_id == tracker.experiment_id
@@ -130,13 +130,43 @@ def test_parent_children_metrics_and_best_checkpoint(store: dict[str, Any], tmp_
     assert history(store, child.info.run_id, "val_accuracy") == [(1, 0.6), (2, 0.8), (3, 0.7)]
     assert history(store, child.info.run_id, "test_accuracy") == [(3, 0.75)]
     assert [s for s, _ in history(store, child.info.run_id, C.TRAIN_LOSS)] == [1, 2, 3]
-    assert history(store, child.info.run_id, C.TRAINABLE_PARAMS) == [(1, 1000.0)]
+    # Values that do not change over the trial are no one-point charts: params or tags.
+    assert C.TRAINABLE_PARAMS not in child.data.metrics
+    assert child.data.params[C.TRAINABLE_PARAMS] == "1000"
+    assert child.data.params[C.TRAINABLE_SHARE] == "0.01"
     assert "training_iteration" not in child.data.metrics
     assert child.data.metrics["test_accuracy"] == 0.75
     # The best epoch's checkpoint, without optimizer state.
     assert artifact_names(store, child.info.run_id, "checkpoint") == {C.WEIGHTS_FILE, C.CONFIG_FILE}
     local = store["client"].download_artifacts(child.info.run_id, "checkpoint", str(tmp_path))
     assert json.loads((Path(local) / C.CONFIG_FILE).read_text())["epoch"] == 2
+
+
+def test_what_the_tracker_logs_once_best_reads_back(store: dict[str, Any]) -> None:
+    """The best-epoch values a trial reports at its end are tags and its sizes params (no
+    one-point charts); ``best`` ranks by them and shows the sizes, as it does for runs that
+    logged them as metrics."""
+    from ipt_ray.tracking.best import best
+
+    tracker = make_tracker(store)
+    for trial, (last, top) in {"a": (0.6, 0.9), "b": (0.8, 0.85)}.items():
+        tracker.start_trial(trial, params={"generator": "task"}, max_epochs=2)
+        tracker.log_result(trial, epoch_result(1, top))
+        final = {"best_val_accuracy": top, "best_epoch": 1, "test_accuracy": top - 0.1}
+        tracker.log_result(trial, epoch_result(2, last, **final))
+        tracker.end_trial(trial)
+    tracker.finish_search()
+    child = store["client"].get_run(tracker.trials["a"].run_id)
+    assert child.data.tags["best_val_accuracy"] == "0.9" and child.data.tags["best_epoch"] == "1"
+    assert "best_val_accuracy" not in child.data.metrics
+    assert history(store, child.info.run_id, "test_accuracy") == [(2, pytest.approx(0.8))]
+
+    found = best("demo search", tracking_uri=store["uri"])
+    assert [(r.trial_id, r.value) for r in found.rows] == [("a", 0.9), ("b", 0.85)], (
+        "ranked by the best epoch, not the last"
+    )
+    assert found.rows[0].metrics[C.TRAINABLE_PARAMS] == 1000.0
+    assert found.rows[0].metrics["best_epoch"] == 1.0
 
 
 def test_pruned_failed_and_best_with_mode_min(store: dict[str, Any], tmp_path: Path) -> None:
@@ -163,7 +193,7 @@ def test_pruned_failed_and_best_with_mode_min(store: dict[str, Any], tmp_path: P
     assert best is not None and best.trial_id == "b" and best.best_value == 0.4
     parent = by_trial[None]
     assert parent.data.tags[C.TAG_BEST_TRIAL] == tracker.trials["b"].run_id
-    assert parent.data.metrics["trials_failed"] == 1
+    assert parent.data.tags["trials_failed"] == "1"
 
 
 def test_what_the_mlflow_ui_shows(store: dict[str, Any], tmp_path: Path) -> None:
@@ -255,9 +285,14 @@ def test_interrupted_search_leaves_nothing_running(store: dict[str, Any]) -> Non
     tracker.finish_search(interrupted=True)
     tracker.finish_search(summary={"note": "later calls only add the summary"})
 
-    statuses = {r.data.tags.get(C.TAG_TRIAL_ID): r.info.status for r in runs(store, tracker)}
+    by_trial = {r.data.tags.get(C.TAG_TRIAL_ID): r for r in runs(store, tracker)}
+    statuses = {trial: r.info.status for trial, r in by_trial.items()}
     assert statuses == {None: "KILLED", "done": "FINISHED", "open": "KILLED"}
     assert SUMMARY_ARTIFACT in artifact_names(store, tracker.parent_run_id)
+    # Its description no longer says "Running.": how it ended and its best epoch.
+    note = by_trial["open"].data.tags[TAG_NOTE]
+    assert "Running." not in note
+    assert "**Killed** (the search was interrupted); best val_accuracy 0.7000 at epoch 1" in note
 
 
 def test_open_trials_mark_the_search_killed(store: dict[str, Any]) -> None:
@@ -465,9 +500,9 @@ def test_startup_seconds_count_from_the_trial_start_once(store: dict[str, Any]) 
     tracker.log_result("t", epoch_result(2, 0.6, **restarted))
     tracker.end_trial("t")
     assert record.run_id is not None
-    assert history(store, record.run_id, C.STARTUP_SECONDS) == [(1, 4.0)]
-    assert history(store, record.run_id, C.TORCH_THREADS) == [(1, 2.0)]
-    assert C.FIRST_STEP_UNIX not in store["client"].get_run(record.run_id).data.metrics
+    data = store["client"].get_run(record.run_id).data
+    assert data.tags[C.STARTUP_SECONDS] == "4" and data.tags[C.TORCH_THREADS] == "2"
+    assert C.FIRST_STEP_UNIX not in data.metrics
 
 
 @pytest.mark.parametrize(

@@ -275,9 +275,9 @@ def trial_status(run: Run) -> str:
 
 def best_value(client: MlflowClient, run: Run, metric: str, mode: str) -> float | None:
     """The best value of ``metric`` over the run's epochs (None if never logged)."""
-    summary = run.data.metrics.get(S.BEST_PREFIX + metric)
+    summary = S.logged_number(run.data, S.BEST_PREFIX + metric)
     if summary is not None:
-        return float(summary)
+        return summary
     if metric not in run.data.metrics:
         return None
     history = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
@@ -316,7 +316,8 @@ def trial_rows(
     runs = child_runs(client, search)
     if metric is not None and runs:
         logged = {k for run in runs for k in run.data.metrics}
-        if metric not in logged and S.BEST_PREFIX + metric not in logged:
+        summaries = {k for run in runs for k in run.data.tags if k.startswith(S.BEST_PREFIX)}
+        if metric not in logged and S.BEST_PREFIX + metric not in logged | summaries:
             names = sorted(k for k in logged if not k.startswith(S.BEST_PREFIX))
             raise UserError(
                 f"no trial of search {search.run_id} logged the metric {metric!r}"
@@ -338,7 +339,7 @@ def trial_rows(
                 if metric in values
                 else best_value(client, run, metric, mode),
                 metrics={
-                    k: float(run.data.metrics[k]) for k in ROW_METRICS if k in run.data.metrics
+                    k: v for k in ROW_METRICS if (v := S.logged_number(run.data, k)) is not None
                 },
                 values=values,
                 started=float(run.info.start_time or 0),

@@ -14,14 +14,6 @@ from typing import Any
 from ipt_ray import constants as C
 from ipt_ray.tracking.schema import STATUS_RUNNING
 
-#: Metrics that do not change during a trial: logged once, at the first epoch.
-STATIC_METRICS = (
-    C.TRAINABLE_PARAMS,
-    C.BACKBONE_PARAMS,
-    C.TRAINABLE_SHARE,
-    C.STARTUP_SECONDS,
-    C.TORCH_THREADS,
-)
 #: Result keys that are bookkeeping, not metrics (Tune's auto-filled keys among them).
 NON_METRIC_KEYS = frozenset(
     {

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ipt_ray import constants as C
 from ipt_ray.errors import SettingError
+from ipt_ray.tracking import schema as S
 from ipt_ray.tracking.schema import MODEL_NAME, TEST_METRICS
 
 if TYPE_CHECKING:
@@ -94,8 +95,8 @@ def version_tags(winner: Winner) -> dict[str, str]:
     if winner.search is not None and winner.value is not None:
         tags[winner.search.metric] = f"{winner.value:.6g}"
     for key in (C.TRAINABLE_PARAMS, C.BACKBONE_PARAMS):
-        if key in run.data.metrics:
-            tags[key] = str(int(run.data.metrics[key]))
+        if (count := S.logged_number(run.data, key)) is not None:
+            tags[key] = str(int(count))
     for key in TEST_METRICS:
         if key in run.data.metrics:
             tags[key] = f"{run.data.metrics[key]:.6g}"

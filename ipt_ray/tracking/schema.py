@@ -77,6 +77,51 @@ NODE_RESULT_KEY = TAG_NODE
 #: Prefix of the metrics a trial reports at its end about its best epoch (``best_<metric>``).
 BEST_PREFIX = "best_"
 
+#: Prefix of the parent run's counts of trials by status (``trials_finished``, ...).
+COUNT_PREFIX = "trials_"
+
+# -- what is a metric, a param or a tag ----------------------------------------------------
+# MLflow draws every metric as a chart over steps. A value that does not change over a run's
+# epochs would be a one-point chart, so it is logged once, as a param when the trial's
+# configuration fixes it, as a tag when a run may report it again differently (a restarted
+# process measures again, a resumed search recounts; MLflow refuses a changed param).
+#: Trial values its configuration fixes: params.
+CONFIG_NUMBERS = (C.TRAINABLE_PARAMS, C.BACKBONE_PARAMS, C.TRAINABLE_SHARE)
+#: Trial values measured once per process: tags (as the ``best_*`` values and the counts).
+MEASURED_ONCE = (C.STARTUP_SECONDS, C.TORCH_THREADS)
+WHERE_METRIC, WHERE_PARAM, WHERE_TAG = "metric", "param", "tag"
+
+
+def logged_where(key: str) -> str:
+    """Where a reported number ``key`` is logged: :data:`WHERE_PARAM` (fixed by the
+    configuration), :data:`WHERE_TAG` (once per report of it: ``best_*``, the counts, what a
+    process measured once) or :data:`WHERE_METRIC` (a value per epoch)."""
+    if key in CONFIG_NUMBERS:
+        return WHERE_PARAM
+    if key in MEASURED_ONCE or key.startswith((BEST_PREFIX, COUNT_PREFIX)):
+        return WHERE_TAG
+    return WHERE_METRIC
+
+
+def number_text(value: float) -> str:
+    """A number as a param or tag holds it: ``1234`` for a whole number, else Python's
+    shortest exact form (``0.7568181818181818``)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def logged_number(data: Any, key: str) -> float | None:
+    """The number ``key`` of a run's ``data`` (MLflow's ``RunData``): its metric, else (see
+    :func:`logged_where`) its param or tag; None when absent or not a number. Runs that earlier
+    ipt-ray versions logged hold every value as a metric, and read the same."""
+    for values in (data.metrics, data.params, data.tags):
+        if key in values:
+            try:
+                return float(values[key])
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 # -- trial statuses -----------------------------------------------------------------------
 STATUS_RUNNING = "running"
 STATUS_FINISHED = "finished"
@@ -135,10 +180,13 @@ __all__ = [
     "BEST_PREFIX",
     "CHECKPOINT_ARTIFACT_DIR",
     "COMPLETED_STATUSES",
+    "CONFIG_NUMBERS",
+    "COUNT_PREFIX",
     "DIRECTIONS",
     "EXPERIMENT_KIND",
     "KIND_SEARCH",
     "KIND_TRIAL",
+    "MEASURED_ONCE",
     "METRIC_DIRECTIONS",
     "MLFLOW_STATUS",
     "MODEL_NAME",
@@ -166,9 +214,15 @@ __all__ = [
     "TAG_RUN_NAME",
     "TAG_TRIAL_ID",
     "TEST_METRICS",
+    "WHERE_METRIC",
+    "WHERE_PARAM",
+    "WHERE_TAG",
     "Direction",
     "known_direction",
+    "logged_number",
+    "logged_where",
     "metric_direction",
+    "number_text",
     "status_of",
     "trial_run_name",
 ]

@@ -11,15 +11,17 @@ callback that feeds it.
 What lands in MLflow (experiment = the search name, artifact location explicit):
 
 - parent run (tag ``ipt_ray.kind=search``): the search settings as params, the space file as
-  the artifact ``search_space.yaml``; at the end the tag ``best_trial_run_id``, the metrics
-  ``best_<metric>``, ``trials_finished``/``trials_pruned``/``trials_failed`` and the artifact
-  ``search_summary.json``;
+  the artifact ``search_space.yaml``; at the end the tag ``best_trial_run_id``, the metric
+  ``best_<metric>``, the tags ``trials_finished``/``trials_pruned``/``trials_failed``/
+  ``trials_killed`` and the artifact ``search_summary.json``;
 - one child run per trial (tags ``mlflow.parentRunId``, ``ray.trial_id``,
   ``ipt_ray.kind=trial``, ``node``): params are the trial's :meth:`TrainConfig.flat_params`
-  plus the sampled params; every reported numeric metric with ``step = epoch`` (the parameter
-  counts once); the best checkpoint's files (weights + config, no optimizer state) under
-  ``checkpoint/``; status FINISHED (tag ``pruned=true`` when stopped before its last epoch
-  without an error), FAILED (tag ``error``) or KILLED (the search was interrupted).
+  plus the sampled params; every reported numeric metric with ``step = epoch``, except the
+  values that do not change over a trial (the parameter counts as params, ``best_*`` and what
+  its process measured once as tags: :func:`~ipt_ray.tracking.schema.logged_where`); the
+  best checkpoint's files (weights + config, no optimizer state) under ``checkpoint/``;
+  status FINISHED (tag ``pruned=true`` when stopped before its last epoch without an error),
+  FAILED (tag ``error``) or KILLED (the search was interrupted).
 
 Only creating the experiment and the parent run (before any trial starts) raises
 :class:`TrackingError`; after that the search never waits on MLflow. Every write goes through
@@ -284,7 +286,7 @@ class SearchTracker(TrialLog):
                 "MLflow: trial %s's run %s closed as KILLED: %s", trial_id, run_id, TRIAL_LOST
             )
             self._call(OP_SET_TAG, "set the error tag", record, key=S.TAG_ERROR, value=TRIAL_LOST)
-            self._terminate(record, S.MLFLOW_STATUS[S.STATUS_KILLED])
+            self._close_run(record)
 
     # -- results ---------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -348,13 +350,16 @@ class SearchTracker(TrialLog):
             best=best,
         )
         self._call(OP_SET_TAG, "describe the search", run_id, key=S.TAG_NOTE, value=note)
-        values = {f"trials_{k}": float(v) for k, v in counts.items() if k != S.STATUS_RUNNING}
-        self._log_metrics(run_id, values, 0)
+        # The counts are tags (a resumed search counts again); the best value is a metric at
+        # the epoch it was reached: the trials log step = epoch, so MLflow's chart of
+        # best_<metric> puts the search's best where the trials' curves have it.
+        count_tags = {
+            S.COUNT_PREFIX + k: str(v) for k, v in counts.items() if k != S.STATUS_RUNNING
+        }
+        best_values, step = {}, 0
         if best is not None and best.best_value is not None:
-            # At the epoch it was reached: the trials log step = epoch, so MLflow's chart of
-            # best_<metric> puts the search's best where the trials' curves have it.
-            best_values = {S.BEST_PREFIX + self.metric: best.best_value}
-            self._log_metrics(run_id, best_values, best.best_epoch or 0)
+            best_values, step = {S.BEST_PREFIX + self.metric: best.best_value}, best.best_epoch or 0
+        self._log_metrics(run_id, best_values, step, tags=count_tags)
         self.parent_status = S.STATUS_KILLED if interrupted else S.STATUS_FINISHED
         self._terminate(run_id, S.MLFLOW_STATUS[self.parent_status])
         self.flush()

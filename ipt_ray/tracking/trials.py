@@ -2,7 +2,8 @@
 
 A trial's run (tags ``mlflow.parentRunId``, ``ray.trial_id``, ``ipt_ray.kind=trial``,
 ``node``) logs as params the trial's :meth:`TrainConfig.flat_params` plus the sampled params;
-every reported numeric metric with ``step = epoch`` (the parameter counts once); the best
+every reported numeric metric with ``step = epoch`` (the values that do not change over a
+trial as params or tags, once: :func:`~ipt_ray.tracking.schema.logged_where`); the best
 checkpoint's files (weights + config, no optimizer state) under ``checkpoint/``; status
 FINISHED (tag ``pruned=true`` when stopped before its last epoch without an error), FAILED
 (tag ``error``) or KILLED (the search was interrupted).
@@ -24,7 +25,6 @@ from ipt_ray.tracking.backlog import quick_http_requests
 from ipt_ray.tracking.notes import trial_note
 from ipt_ray.tracking.record import (
     NON_METRIC_KEYS,
-    STATIC_METRICS,
     TrialRecord,
     as_number,
     better,
@@ -100,7 +100,7 @@ class TrialLog(RunWriter):
         tags = {
             S.TAG_KIND: S.KIND_TRIAL,
             S.TAG_TRIAL_ID: trial_id,
-            S.TAG_NOTE: self._note(record),
+            S.TAG_NOTE: trial_note(record, search=self.experiment_name, metric=self.metric),
         }
         if self.parent_run_id is not None:
             tags[S.TAG_PARENT_RUN] = self.parent_run_id
@@ -125,7 +125,10 @@ class TrialLog(RunWriter):
     def log_result(
         self, trial_id: str, result: Mapping[str, Any], *, checkpoint: str | None = None
     ) -> None:
-        """Log one reported result: numeric values as metrics at ``step = result['epoch']``.
+        """Log one reported result: numeric values as metrics at ``step = result['epoch']``,
+        except those that do not change over the trial (sizes as params; ``best_*`` and what
+        its process measured once as tags: see :func:`~ipt_ray.tracking.schema.logged_where`),
+        logged the first time they are reported.
 
         ``checkpoint`` is the path of the checkpoint reported with it (if any).
         """
@@ -137,8 +140,8 @@ class TrialLog(RunWriter):
             number = as_number(value)
             if number is None or key in NON_METRIC_KEYS or key == self.checkpoint_score_key:
                 continue
-            if key in STATIC_METRICS and key in record.metrics:
-                continue
+            if S.logged_where(key) != S.WHERE_METRIC and key in record.metrics:
+                continue  # logged once
             values[key] = number
         first_step = as_number(result.get(C.FIRST_STEP_UNIX))
         if first_step is not None and C.STARTUP_SECONDS not in record.metrics:
@@ -168,13 +171,22 @@ class TrialLog(RunWriter):
             self._call(OP_SET_TAG, "set the node tag", record, key=S.TAG_NODE, value=node)
         if checkpoint and any(e not in record.logged_epochs for e in range(1, epoch)):
             self._backfill(record, checkpoint, epoch)
-        # Keys not logged at this epoch yet: a second result of an epoch (its test metrics)
+        where = {k: S.logged_where(k) for k in values}
+        params = {k: S.number_text(v) for k, v in values.items() if where[k] == S.WHERE_PARAM}
+        tags = {k: S.number_text(v) for k, v in values.items() if where[k] == S.WHERE_TAG}
+        # Metrics not logged at this epoch yet: a second result of an epoch (its test metrics)
         # or an epoch run again (restarted from an older checkpoint) repeats no point.
-        fresh = {k: v for k, v in values.items() if record.last_steps.get(k, 0) < epoch}
-        if fresh:
-            self._log_metrics(record, fresh, epoch, once=record.check_logged)
+        fresh = {
+            k: v
+            for k, v in values.items()
+            if where[k] == S.WHERE_METRIC and record.last_steps.get(k, 0) < epoch
+        }
+        if fresh or params or tags:
+            self._log_metrics(
+                record, fresh, epoch, params=params, tags=tags, once=record.check_logged
+            )
             record.last_steps.update(dict.fromkeys(fresh, epoch))
-            if epoch not in record.logged_epochs:
+            if fresh and epoch not in record.logged_epochs:
                 record.logged_epochs.append(epoch)
 
     def attach_checkpoint(self, trial_id: str, checkpoint: str) -> None:
@@ -224,7 +236,7 @@ class TrialLog(RunWriter):
                     for k, v in entry.get("metrics", {}).items()
                     if as_number(v) is not None
                     and k not in NON_METRIC_KEYS
-                    and k not in STATIC_METRICS
+                    and S.logged_where(k) == S.WHERE_METRIC
                 }
                 self._log_metrics(record, values, past)
                 record.logged_epochs.append(past)
@@ -289,12 +301,15 @@ class TrialLog(RunWriter):
         if record.status == S.STATUS_PRUNED:  # the runs table shows the name, not the tag
             name = S.trial_run_name(trial_id, record.settings) + S.PRUNED_SUFFIX
             self._call(OP_SET_TAG, "name a pruned run", record, key=S.TAG_RUN_NAME, value=name)
-        self._call(OP_SET_TAG, "describe the run", record, key=S.TAG_NOTE, value=self._note(record))
-        self._terminate(record, S.MLFLOW_STATUS[record.status])
+        self._close_run(record)
         return record
 
-    def _note(self, record: TrialRecord) -> str:
-        return trial_note(record, search=self.experiment_name, metric=self.metric)
+    def _close_run(self, record: TrialRecord) -> None:
+        """Describe how the trial ended (the run's note said "Running.") and close its run
+        with the MLflow status of ``record.status``."""
+        note = trial_note(record, search=self.experiment_name, metric=self.metric)
+        self._call(OP_SET_TAG, "describe the run", record, key=S.TAG_NOTE, value=note)
+        self._terminate(record, S.MLFLOW_STATUS[record.status])
 
     def kill_open_trials(self) -> list[str]:
         """Mark every trial still running as KILLED; return their ids."""
@@ -306,5 +321,5 @@ class TrialLog(RunWriter):
             killed.append(record.trial_id)
             if record.has_run:
                 self.upload_best_checkpoint(record.trial_id)
-                self._terminate(record, S.MLFLOW_STATUS[S.STATUS_KILLED])
+                self._close_run(record)
         return killed

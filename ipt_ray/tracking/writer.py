@@ -235,7 +235,7 @@ class RunWriter:
             Exception: whatever the client raises (see
                 :func:`ipt_ray.tracking.backlog.is_transient`).
         """
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Param
 
         op, args = call.op, call.args
         if op not in _OPS:
@@ -253,19 +253,7 @@ class RunWriter:
         if op == OP_LOG_PARAMS:
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in args["params"]])
         elif op == OP_LOG_METRICS:
-            step, timestamp = int(args["step"]), int(args["timestamp"])
-            metrics = [Metric(k, float(v), timestamp, step) for k, v in args["metrics"].items()]
-            once_for = args.get(ARG_ONCE_FOR)
-            if once_for:  # only the keys the run lacks at this step (each read: rare)
-                new = [m for m in metrics if not self._logged(run_id, m, any_time=True)]
-                record = self.trials.get(str(once_for))
-                if len(new) == len(metrics) and record is not None:
-                    record.check_logged = False  # a new epoch: the ones after it are new too
-                metrics = new
-            elif maybe_applied and metrics and self._logged(run_id, metrics[0]):
-                return  # the batch reached MLflow before (a log_batch is one transaction)
-            if metrics:
-                self.client.log_batch(run_id, metrics=metrics)
+            self._log_batch(run_id, args, maybe_applied=maybe_applied)
         elif op == OP_SET_TAG:
             self.client.set_tag(run_id, args["key"], args["value"])
         elif op == OP_SET_STATUS:
@@ -280,6 +268,37 @@ class RunWriter:
             self._upload_checkpoint(run_id, args["trial"], args["paths"])
         elif op == OP_LOG_DATASET:
             self._log_dataset(run_id, args["dataset"])
+
+    def _log_batch(self, run_id: str, args: Mapping[str, Any], *, maybe_applied: bool) -> None:
+        """One result's metrics at its step, with its params and tags (one ``log_batch``,
+        one transaction: its first metric says whether a batch tried before landed).
+
+        A batch ``once_for`` a restored trial (see :data:`ARG_ONCE_FOR`) keeps only the
+        metrics the run lacks at this step and the params and tags it lacks (MLflow refuses
+        a param whose value changes): a read per metric, for the few epochs a resumed trial
+        runs again.
+        """
+        from mlflow.entities import Metric, Param, RunTag
+
+        step, timestamp = int(args["step"]), int(args["timestamp"])
+        metrics = [Metric(k, float(v), timestamp, step) for k, v in args["metrics"].items()]
+        params = [Param(k, v) for k, v in args.get("params", [])]
+        tags = [RunTag(k, v) for k, v in args.get("tags", [])]
+        once_for = args.get(ARG_ONCE_FOR)
+        if once_for:
+            new = [m for m in metrics if not self._logged(run_id, m, any_time=True)]
+            record = self.trials.get(str(once_for))
+            if metrics and len(new) == len(metrics) and record is not None:
+                record.check_logged = False  # a new epoch: the ones after it are new too
+            metrics = new
+            if params or tags:
+                data = self.client.get_run(run_id).data
+                params = [p for p in params if p.key not in data.params]
+                tags = [t for t in tags if t.key not in data.tags]
+        elif maybe_applied and metrics and self._logged(run_id, metrics[0]):
+            return  # the batch reached MLflow before
+        if metrics or params or tags:
+            self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
 
     def _log_dataset(self, run_id: str, described: Mapping[str, Any]) -> None:
         """The trial's task as the run's training dataset input (the runs table's dataset
@@ -360,15 +379,29 @@ class RunWriter:
             )
 
     def _log_metrics(
-        self, run: Run, values: Mapping[str, float], step: int, *, once: bool = False
+        self,
+        run: Run,
+        values: Mapping[str, float],
+        step: int,
+        *,
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        once: bool = False,
     ) -> None:
-        """Log ``values`` at ``step``; with ``once`` (``run`` is a trial's record), not if
-        the run has that step already."""
+        """Log ``values`` at ``step``, with ``params`` and ``tags`` in the same batch; with
+        ``once`` (``run`` is a trial's record), only what the run lacks (see
+        :meth:`_log_batch`)."""
         # The timestamp is fixed now, not at replay: a replayed batch is the same batch.
         now = int(time.time() * 1000)
         items = list(values.items())
-        extra = {ARG_ONCE_FOR: run.trial_id} if once and isinstance(run, TrialRecord) else {}
-        for start in range(0, len(items), _BATCH_METRICS):
+        extra: dict[str, Any] = {}
+        if once and isinstance(run, TrialRecord):
+            extra[ARG_ONCE_FOR] = run.trial_id
+        if params:
+            extra["params"] = [[str(k)[:250], _param_value(v)] for k, v in params.items()]
+        if tags:
+            extra["tags"] = [[k, v] for k, v in tags.items()]
+        for start in range(0, max(len(items), 1), _BATCH_METRICS):
             self._call(
                 OP_LOG_METRICS,
                 f"log metrics (step {step})",
@@ -376,7 +409,7 @@ class RunWriter:
                 metrics=dict(items[start : start + _BATCH_METRICS]),
                 step=step,
                 timestamp=now,
-                **extra,
+                **(extra if start == 0 else {}),
             )
 
     def _terminate(self, run: Run, status: str) -> None:
