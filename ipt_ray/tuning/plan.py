@@ -1,5 +1,6 @@
 """The Tuner a search runs: how many trials fit at once, Optuna's TPE searcher, ASHA, the
-callbacks (MLflow, progress, watchdog), and the parameters logged on the parent run."""
+callbacks (MLflow, progress, watchdog, checkpoint keeper), and the parameters logged on the
+parent run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ipt_ray.tracking import (
     SearchTracker,
     TrackingCallback,
 )
+from ipt_ray.tuning.checkpoint_keeper import CheckpointKeeper
 from ipt_ray.tuning.locations import SearchLocations
 from ipt_ray.tuning.progress import ProgressFn
 from ipt_ray.tuning.progress_callback import ProgressCallback
@@ -165,8 +167,8 @@ def build_tuner(
     max_failures: int,
     stall_timeout: float,
 ) -> Any:
-    """The Tuner: :func:`build_search_alg`, :func:`build_scheduler`, the MLflow, progress and
-    watchdog callbacks."""
+    """The Tuner: :func:`build_search_alg`, :func:`build_scheduler`, the MLflow, progress,
+    watchdog and checkpoint-keeping callbacks."""
     import ray.tune
 
     settings = space.settings
@@ -181,6 +183,7 @@ def build_tuner(
         ),
         ProgressCallback(emit, tracker, settings.scheduler.max_t, key=key),
         SearchWatchdog(key, stall_timeout),
+        CheckpointKeeper(CHECKPOINT_SCORE_KEY),
     ]
     return ray.tune.Tuner(
         trainable(setup),
@@ -203,10 +206,12 @@ def build_tuner(
             storage_path=where.storage_path,
             callbacks=callbacks,
             failure_config=ray.tune.FailureConfig(max_failures=max_failures),
-            # The actor runner's checkpoints are Tune's: keep the latest (to resume) and the
-            # best epoch's, as Ray Train does for the train runner.
+            # The actor runner's checkpoints are Tune's. It keeps the latest (to resume) and
+            # the best epoch's, as Ray Train does for the train runner, through
+            # CheckpointKeeper: with num_to_keep set, Tune would snapshot the whole
+            # experiment after every checkpoint.
             checkpoint_config=ray.tune.CheckpointConfig(
-                num_to_keep=1,
+                num_to_keep=None,
                 checkpoint_score_attribute=CHECKPOINT_SCORE_KEY,
                 checkpoint_score_order="max",
             ),

@@ -68,11 +68,6 @@ def quiet_tune() -> Iterator[None]:
     overrides = {
         # The new output engine prints its banner even at verbose=0; the old one does not.
         "RAY_AIR_NEW_OUTPUT": "0",
-        # Tune snapshots the experiment after every checkpoint when num_to_keep is set (the
-        # actor runner's checkpoints are Tune's): by design here, so no warning about it.
-        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": os.environ.get(
-            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
-        ),
     }
     old_env = {key: os.environ.get(key) for key in overrides}
     old_level = optuna.logging.get_verbosity()
