@@ -194,6 +194,11 @@ def test_pruned_failed_and_best_with_mode_min(store: dict[str, Any], tmp_path: P
     parent = by_trial[None]
     assert parent.data.tags[C.TAG_BEST_TRIAL] == tracker.trials["b"].run_id
     assert parent.data.tags["trials_failed"] == "1"
+    # A pruned trial reports no best_* itself: the tracker tags its best (min) and epoch, so
+    # `best` ranks it without reading its history; a failed trial without epochs gets none.
+    assert by_trial["b"].data.tags["best_val_loss"] == "0.4"
+    assert by_trial["b"].data.tags["best_epoch"] == "2"
+    assert "best_val_loss" not in by_trial["c"].data.tags
 
 
 def test_what_the_mlflow_ui_shows(store: dict[str, Any], tmp_path: Path) -> None:

@@ -285,8 +285,7 @@ class SearchTracker(TrialLog):
             logger.warning(
                 "MLflow: trial %s's run %s closed as KILLED: %s", trial_id, run_id, TRIAL_LOST
             )
-            self._call(OP_SET_TAG, "set the error tag", record, key=S.TAG_ERROR, value=TRIAL_LOST)
-            self._close_run(record)
+            self._close_run(record, {S.TAG_ERROR: TRIAL_LOST})
 
     # -- results ---------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -287,28 +287,29 @@ class TrialLog(RunWriter):
         if not record.has_run:
             return record
         self.upload_best_checkpoint(trial_id)
+        tags = {}
         if error is not None:
-            self._call(
-                OP_SET_TAG,
-                "set the error tag",
-                record,
-                key=S.TAG_ERROR,
-                value=error[:5000] or "error",
-            )
+            tags[S.TAG_ERROR] = error[:5000] or "error"
         else:
-            pruned = "true" if record.status == S.STATUS_PRUNED else "false"
-            self._call(OP_SET_TAG, "set the pruned tag", record, key=S.TAG_PRUNED, value=pruned)
+            tags[S.TAG_PRUNED] = "true" if record.status == S.STATUS_PRUNED else "false"
         if record.status == S.STATUS_PRUNED:  # the runs table shows the name, not the tag
-            name = S.trial_run_name(trial_id, record.settings) + S.PRUNED_SUFFIX
-            self._call(OP_SET_TAG, "name a pruned run", record, key=S.TAG_RUN_NAME, value=name)
-        self._close_run(record)
+            tags[S.TAG_RUN_NAME] = S.trial_run_name(trial_id, record.settings) + S.PRUNED_SUFFIX
+        self._close_run(record, tags)
         return record
 
-    def _close_run(self, record: TrialRecord) -> None:
-        """Describe how the trial ended (the run's note said "Running.") and close its run
-        with the MLflow status of ``record.status``."""
-        note = trial_note(record, search=self.experiment_name, metric=self.metric)
-        self._call(OP_SET_TAG, "describe the run", record, key=S.TAG_NOTE, value=note)
+    def _close_run(self, record: TrialRecord, tags: Mapping[str, str] | None = None) -> None:
+        """Close the trial's run with the MLflow status of ``record.status``, after one batch
+        of ``tags`` and: its description (how it ended; it said "Running."), and its best value
+        of the search metric and epoch when it did not report them (a pruned, failed or killed
+        trial), so that ``best`` needs no metric history to rank it."""
+        out = dict(tags or {})
+        out[S.TAG_NOTE] = trial_note(record, search=self.experiment_name, metric=self.metric)
+        best_key, epoch_key = S.BEST_PREFIX + self.metric, S.BEST_PREFIX + C.EPOCH
+        if record.best_value is not None and best_key not in record.metrics:
+            out[best_key] = S.number_text(record.best_value)
+            if epoch_key not in record.metrics:
+                out[epoch_key] = str(record.best_epoch)
+        self._log_metrics(record, {}, record.last_epoch, tags=out)
         self._terminate(record, S.MLFLOW_STATUS[record.status])
 
     def kill_open_trials(self) -> list[str]:

@@ -274,9 +274,9 @@ class RunWriter:
         one transaction: its first metric says whether a batch tried before landed).
 
         A batch ``once_for`` a restored trial (see :data:`ARG_ONCE_FOR`) keeps only the
-        metrics the run lacks at this step and the params and tags it lacks (MLflow refuses
-        a param whose value changes): a read per metric, for the few epochs a resumed trial
-        runs again.
+        metrics the run lacks at this step and the params it lacks (MLflow refuses a param
+        whose value changes): a read per metric, for the few epochs a resumed trial runs
+        again.
         """
         from mlflow.entities import Metric, Param, RunTag
 
@@ -291,10 +291,9 @@ class RunWriter:
             if metrics and len(new) == len(metrics) and record is not None:
                 record.check_logged = False  # a new epoch: the ones after it are new too
             metrics = new
-            if params or tags:
-                data = self.client.get_run(run_id).data
-                params = [p for p in params if p.key not in data.params]
-                tags = [t for t in tags if t.key not in data.tags]
+            if params:  # (tags may change: the later value wins)
+                logged = self.client.get_run(run_id).data.params
+                params = [p for p in params if p.key not in logged]
         elif maybe_applied and metrics and self._logged(run_id, metrics[0]):
             return  # the batch reached MLflow before
         if metrics or params or tags:
