@@ -29,8 +29,13 @@ GENERATORS = {
     "encoder-mlp": ("ipt-encoder", {"encoder": "mlp", "hidden": 16}),
     "idpg": ("idpg", {"bottleneck": 8}),
     "idpg-phm-layers": ("idpg", {"bottleneck": 8, "weights": "phm", "placement": "layers"}),
+    "lpt": ("lpt", {"bottleneck": 8}),
+    "lpt-mean-gelu": ("lpt", {"bottleneck": 8, "pooling": "mean", "activation": "gelu"}),
+    "lpt-max": ("lpt", {"bottleneck": 8, "pooling": "max"}),
 }
 DEEP = {"prefix", "prefix-mlp", "idpg-phm-layers"}
+#: Generators whose prompt joins a layer above the input (prompt_layer 0 means the middle).
+LATE_ONLY = {"lpt", "lpt-mean-gelu", "lpt-max"}
 TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun"]
 
 
@@ -64,7 +69,7 @@ def forward(model: IPTModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def supported(arch: str, key: str) -> bool:
-    return not (arch == "deberta-v2" and key in DEEP)
+    return not (arch == "deberta-v2" and key in DEEP | LATE_ONLY)
 
 
 CASES = [(a, g) for a in ARCHS for g in GENERATORS if supported(a, g)]
@@ -290,7 +295,7 @@ def test_cached_sentence_features_equal_the_live_ones(tiny_models, toy_csv, tmp_
 
 # -- late prompts (prompt_layer > 0) ------------------------------------------------------------
 LATE_ARCHS = ["bert", "roberta", "distilbert", "electra", "gpt2", "llama"]
-LATE_GENERATORS = ["task", "lookup", "encoder-cnn", "idpg"]
+LATE_GENERATORS = ["task", "lookup", "encoder-cnn", "idpg", "lpt", "lpt-max"]
 LATE_CASES = [(a, g) for a in LATE_ARCHS for g in LATE_GENERATORS]
 
 

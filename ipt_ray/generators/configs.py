@@ -273,3 +273,37 @@ class IDPGConfig(GeneratorConfig):
         super().__post_init__()
         check_range("bottleneck", self.bottleneck, 1, 65536, integer=True)
         check_range("phm_rank", self.phm_rank, 1, 64, integer=True)
+
+
+# -- lpt -----------------------------------------------------------------------------------
+
+
+class StatePooling(str, enum.Enum):
+    """How ``lpt`` reduces the text's (T, H) states at the prompt layer to one vector."""
+
+    AUTO = "auto"  # the authors' (xyltt/LPT): first token on encoders, last real one on decoders
+    FIRST = "first"
+    LAST = "last"  # the last real token (right padding)
+    MEAN = "mean"  # over real tokens
+    MAX = "max"  # per feature, over real tokens
+
+
+@register
+@dataclass
+class LPTConfig(GeneratorConfig):
+    name = "lpt"
+    generator_class = "ipt_ray.generators.lpt:LatePromptGenerator"
+    #: the LPT authors' rate (RoBERTa-large, batch 32)
+    default_lr = 1e-3
+
+    bottleneck: int = help_field(128, "bottleneck width M of the down-projection")
+    activation: Activation = help_field(Activation.RELU, "nonlinearity in the bottleneck")
+    pooling: StatePooling = help_field(
+        StatePooling.AUTO,
+        "how the text's states at the prompt layer become one vector: auto (first token on "
+        "encoders, last on decoders, as the authors), first, last, mean or max",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("bottleneck", self.bottleneck, 1, 65536, integer=True)
