@@ -47,6 +47,7 @@ CASES = {
     "bert-idpg": ("bert", "idpg", {"bottleneck": 8}, {}),
     "bert-late-idpg": ("bert", "idpg", {"bottleneck": 8}, {"prompt_layer": 1}),
     "gpt2-lpt": ("gpt2", "lpt", {"bottleneck": 8}, {}),
+    "llama-ipt-prefix": ("llama", "ipt-prefix", {"source": "cnn", "hidden": 8}, {}),
 }
 
 

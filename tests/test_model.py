@@ -29,11 +29,16 @@ GENERATORS = {
     "encoder-mlp": ("ipt-encoder", {"encoder": "mlp", "hidden": 16}),
     "idpg": ("idpg", {"bottleneck": 8}),
     "idpg-phm-layers": ("idpg", {"bottleneck": 8, "weights": "phm", "placement": "layers"}),
+    "ipt-prefix": ("ipt-prefix", {}),
+    "ipt-prefix-lowrank-all": ("ipt-prefix", {"rank": 4, "layers": "all", "scale": 1.0}),
+    "ipt-prefix-cnn": ("ipt-prefix", {"source": "cnn", "hidden": 8}),
+    "ipt-prefix-lstm-all": ("ipt-prefix", {"source": "lstm", "hidden": 4, "layers": "all"}),
+    "ipt-prefix-mlp": ("ipt-prefix", {"source": "mlp", "hidden": 8}),
     "lpt": ("lpt", {"bottleneck": 8}),
     "lpt-mean-gelu": ("lpt", {"bottleneck": 8, "pooling": "mean", "activation": "gelu"}),
     "lpt-max": ("lpt", {"bottleneck": 8, "pooling": "max"}),
 }
-DEEP = {"prefix", "prefix-mlp", "idpg-phm-layers"}
+DEEP = {"prefix", "prefix-mlp", "idpg-phm-layers", *(k for k in GENERATORS if "ipt-prefix" in k)}
 #: Generators whose prompt joins a layer above the input (prompt_layer 0 means the middle).
 LATE_ONLY = {"lpt", "lpt-mean-gelu", "lpt-max"}
 TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun"]

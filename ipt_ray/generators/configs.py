@@ -307,3 +307,67 @@ class LPTConfig(GeneratorConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("bottleneck", self.bottleneck, 1, 65536, integer=True)
+
+
+# -- ipt-prefix ----------------------------------------------------------------------------
+
+
+class InstanceSource(str, enum.Enum):
+    """Where ``ipt-prefix``'s instance part comes from (IPT's two strategies)."""
+
+    LOOKUP = "lookup"  # rows of a trainable vocabulary table (ipt-lookup's)
+    CNN = "cnn"  # ipt-encoder's encoders over the frozen input embeddings
+    LSTM = "lstm"
+    MLP = "mlp"
+
+
+class PrefixLayers(str, enum.Enum):
+    FIRST = "first"  # IPT's: only layer 0's prefix gets the instance part
+    ALL = "all"  # every layer's gets the same one
+
+
+@register
+@dataclass
+class IPTPrefixConfig(GeneratorConfig):
+    name = "ipt-prefix"
+    generator_class = "ipt_ray.generators.ipt_prefix:IPTPrefix"
+    default_lr = 1e-2
+
+    source: InstanceSource = help_field(
+        InstanceSource.LOOKUP,
+        "the instance part: lookup (a vocabulary table, IPT token-level) or an encoder over "
+        "the frozen embeddings: cnn, lstm or mlp",
+    )
+    scale: float = help_field(0.05, "weight of the instance part added to the static prefix")
+    layers: PrefixLayers = help_field(
+        PrefixLayers.FIRST,
+        "first: the instance part enters layer 0's prefix only (IPT's); all: every layer's",
+    )
+    rank: int = help_field(
+        0, "lookup: 0 a full V x 2W table; r > 0 a V x r table times an r x 2W projection"
+    )
+    hidden: int = help_field(128, "cnn/lstm/mlp: encoder width h (per direction for lstm)")
+    kernel_size: int = help_field(3, "cnn: window in tokens (odd)")
+    init_std: float = help_field(
+        0.02, "standard deviation of the static prefix and of the lookup table"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("scale", self.scale, 0.0, 1e3)
+        check_range("rank", self.rank, 0, 65536, integer=True)
+        self.encoder_config()  # the encoder knobs, checked as ipt-encoder checks them
+
+    def encoder_config(self) -> EncoderConfig:
+        """The ``ipt-encoder`` knobs of the instance part (meaningful unless source=lookup).
+
+        Raises:
+            ConfigError: an invalid encoder knob, named as in ipt-encoder.
+        """
+        encoder = EncoderKind.LSTM if self.source is InstanceSource.LOOKUP else self.source.value
+        return EncoderConfig(
+            prompt_length=self.prompt_length,
+            encoder=EncoderKind(encoder),
+            hidden=self.hidden,
+            kernel_size=self.kernel_size,
+        )

@@ -24,10 +24,15 @@ from ipt_ray.generators.configs import EncoderConfig, EncoderKind, TokenSource
 class EncoderPrompt(PromptGenerator):
     """Prompt = first P outputs of a small encoder over the instance's token vectors."""
 
-    def __init__(self, config: EncoderConfig, backbone: BackboneInfo) -> None:
+    def __init__(
+        self, config: EncoderConfig, backbone: BackboneInfo, output_width: int | None = None
+    ) -> None:
+        """``output_width``: the width of each of the P output vectors (default H; ``ipt-prefix``
+        asks for a key/value pair's, 2 * W)."""
         super().__init__(config, backbone)
         self.config: EncoderConfig = config
         H, h = backbone.hidden_size, config.hidden
+        self.output_width = H if output_width is None else output_width
         self.table = TokenTable(backbone, 0, 0.02) if config.source is TokenSource.LOOKUP else None
         if config.encoder is EncoderKind.MLP:
             self.encoder: nn.Module = nn.Sequential(nn.Linear(H, h), nn.GELU())
@@ -38,7 +43,7 @@ class EncoderPrompt(PromptGenerator):
         else:
             self.encoder = nn.LSTM(H, h, batch_first=True, bidirectional=True)
             out_width = 2 * h
-        self.out = nn.Linear(out_width, H)
+        self.out = nn.Linear(out_width, self.output_width)
         self.dropout = nn.Dropout(config.dropout)
 
     def encode(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -60,26 +65,28 @@ class EncoderPrompt(PromptGenerator):
         )
         return states
 
-    def forward(self, inputs: GeneratorInputs) -> Prompts:
+    def instance_vectors(self, inputs: GeneratorInputs) -> torch.Tensor:
+        """(B, P, output_width): the instance's P output vectors, before dropout."""
         if self.table is not None:
             vectors = self.table(inputs.input_ids)
         else:
             vectors = inputs.token_embeddings.float()
         states = self.encode(vectors, inputs.attention_mask)  # (B, T, h')
-        prompt = self.out(
-            first_positions(states, inputs.attention_mask, self.config.prompt_length)
-        )  # (B, P, H)
-        return Prompts(input=self.dropout(prompt))
+        return self.out(first_positions(states, inputs.attention_mask, self.config.prompt_length))
+
+    def forward(self, inputs: GeneratorInputs) -> Prompts:
+        return Prompts(input=self.dropout(self.instance_vectors(inputs)))  # (B, P, H)
 
     def expected_num_params(self) -> int:
         H, h, k = self.backbone.hidden_size, self.config.hidden, self.config.kernel_size
+        o = self.output_width  # H unless another generator asked for other vectors
         kind = self.config.encoder
         if kind is EncoderKind.MLP:
-            n = H * h + h + h * H + H
+            n = H * h + h + h * o + o
         elif kind is EncoderKind.CNN:
-            n = H * h * k + h + h * H + H
+            n = H * h * k + h + h * o + o
         else:
-            n = 8 * (H * h + h * h + 2 * h) + 2 * h * H + H
+            n = 8 * (H * h + h * h + 2 * h) + 2 * h * o + o
         if self.table is not None:
             n += TokenTable.num_params(self.backbone, 0)
         return n
