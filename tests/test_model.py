@@ -27,6 +27,17 @@ GENERATORS = {
     "encoder-cnn": ("ipt-encoder", {"encoder": "cnn", "hidden": 16}),
     "encoder-lstm-lookup": ("ipt-encoder", {"encoder": "lstm", "hidden": 8, "source": "lookup"}),
     "encoder-mlp": ("ipt-encoder", {"encoder": "mlp", "hidden": 16}),
+    "encoder-cnn-345-pooled": (
+        "ipt-encoder",
+        {"encoder": "cnn", "hidden": 4, "num_kernels": 3, "readout": "pooled"},
+    ),
+    "encoder-cnn-34": ("ipt-encoder", {"encoder": "cnn", "hidden": 4, "num_kernels": 2}),
+    "encoder-lstm2": ("ipt-encoder", {"encoder": "lstm", "hidden": 4, "lstm_layers": 2}),
+    "encoder-lstm2-pooled": (
+        "ipt-encoder",
+        {"encoder": "lstm", "hidden": 4, "lstm_layers": 2, "readout": "pooled"},
+    ),
+    "encoder-mlp-pooled": ("ipt-encoder", {"encoder": "mlp", "hidden": 8, "readout": "pooled"}),
     "idpg": ("idpg", {"bottleneck": 8}),
     "idpg-phm-layers": ("idpg", {"bottleneck": 8, "weights": "phm", "placement": "layers"}),
     "ipt-prefix": ("ipt-prefix", {}),
@@ -34,6 +45,10 @@ GENERATORS = {
     "ipt-prefix-cnn": ("ipt-prefix", {"source": "cnn", "hidden": 8}),
     "ipt-prefix-lstm-all": ("ipt-prefix", {"source": "lstm", "hidden": 4, "layers": "all"}),
     "ipt-prefix-mlp": ("ipt-prefix", {"source": "mlp", "hidden": 8}),
+    "ipt-prefix-cnn-345-pooled": (
+        "ipt-prefix",
+        {"source": "cnn", "hidden": 2, "num_kernels": 3, "readout": "pooled"},
+    ),
     "lpt": ("lpt", {"bottleneck": 8}),
     "lpt-mean-gelu": ("lpt", {"bottleneck": 8, "pooling": "mean", "activation": "gelu"}),
     "lpt-max": ("lpt", {"bottleneck": 8, "pooling": "max"}),

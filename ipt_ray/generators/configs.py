@@ -210,6 +210,13 @@ class EncoderKind(str, enum.Enum):
     MLP = "mlp"
 
 
+class Readout(str, enum.Enum):
+    """How ``ipt-encoder``'s encoder states become P prompt vectors."""
+
+    TOKENS = "tokens"  # the first P positions, each projected to H
+    POOLED = "pooled"  # one vector pooled over the text, projected to P * H (IPT's encoders)
+
+
 class TokenSource(str, enum.Enum):
     EMBEDDINGS = "embeddings"  # the backbone's frozen input embeddings
     LOOKUP = "lookup"  # a trainable V x H table, initialised from them
@@ -227,6 +234,18 @@ class EncoderConfig(GeneratorConfig):
     )
     hidden: int = help_field(128, "encoder width h (per direction for lstm)")
     kernel_size: int = help_field(3, "cnn: window in tokens (odd)")
+    num_kernels: int = help_field(
+        1,
+        "cnn: n convolutions of width h, windows kernel_size, kernel_size + 1, ..., their "
+        "outputs side by side (IPT's TextCNN: kernel_size 3, num_kernels 3)",
+    )
+    lstm_layers: int = help_field(1, "lstm: stacked bidirectional layers (IPT's: 2)")
+    readout: Readout = help_field(
+        Readout.TOKENS,
+        "tokens: the encoder's first P outputs, each projected to H; pooled: its outputs "
+        "pooled over the text (cnn max, lstm mean; mlp encodes the mean input), projected to "
+        "P * H, as IPT's sentence encoders",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -234,6 +253,13 @@ class EncoderConfig(GeneratorConfig):
         check_range("kernel_size", self.kernel_size, 1, 63, integer=True)
         if self.kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be odd, got {self.kernel_size}")
+        check_range("num_kernels", self.num_kernels, 1, 8, integer=True)
+        check_range("lstm_layers", self.lstm_layers, 1, 8, integer=True)
+
+    @property
+    def kernel_sizes(self) -> list[int]:
+        """cnn: the windows of the convolutions, in tokens."""
+        return [self.kernel_size + i for i in range(self.num_kernels)]
 
 
 # -- idpg ----------------------------------------------------------------------------------
@@ -348,6 +374,15 @@ class IPTPrefixConfig(GeneratorConfig):
     )
     hidden: int = help_field(128, "cnn/lstm/mlp: encoder width h (per direction for lstm)")
     kernel_size: int = help_field(3, "cnn: window in tokens (odd)")
+    num_kernels: int = help_field(
+        1, "cnn: windows kernel_size, kernel_size + 1, ... (ipt-encoder's)"
+    )
+    lstm_layers: int = help_field(1, "lstm: stacked bidirectional layers")
+    readout: Readout = help_field(
+        Readout.TOKENS,
+        "cnn/lstm/mlp: tokens (the first P outputs) or pooled (one pooled vector projected to "
+        "all P), as ipt-encoder's",
+    )
     init_std: float = help_field(
         0.02, "standard deviation of the static prefix and of the lookup table"
     )
@@ -370,4 +405,7 @@ class IPTPrefixConfig(GeneratorConfig):
             encoder=EncoderKind(encoder),
             hidden=self.hidden,
             kernel_size=self.kernel_size,
+            num_kernels=self.num_kernels,
+            lstm_layers=self.lstm_layers,
+            readout=self.readout,
         )

@@ -15,8 +15,9 @@ layer 0's past key/values, 0.05 times). The static prefix is (L, 2, P, W); the s
 into KV heads of width D, (L, 2, B, KV, P, D), the layout every deep prompt takes.
 
 Trainable: ``2·L·P·W`` (static) plus, for the instance part with output width O = 2W,
-``lookup``: ``V·O`` (``rank`` r: ``V·r + r·O``); ``mlp``: ``H·h + h + h·O + O``;
-``cnn``: ``H·h·k + h + h·O + O``; ``lstm``: ``8·(H·h + h·h + 2·h) + 2·h·O + O``.
+``lookup``: ``V·O`` (``rank`` r: ``V·r + r·O``); an encoder: ipt-encoder's formula
+(:mod:`~ipt_ray.generators.encoder`) with O for H in the projection, e.g. ``mlp`` with token
+readout ``H·h + h + h·O + O``.
 """
 
 from __future__ import annotations
