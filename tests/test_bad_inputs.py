@@ -156,10 +156,10 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, Content], list[str]]] = {
         ["search", "space.yaml", *STORE],
         {
             "space.yaml": SPACE_HEAD
-            + "params:\n  bottleneck: {type: int, low: 16, high: 64}\n"
+            + "params:\n  phm_rank: {type: int, low: 2, high: 8}\n"
             + GENERATORS
         },
-        ["params.bottleneck", "knob of idpg", "put it under params.generator.choices.idpg"],
+        ["params.phm_rank", "knob of idpg", "put it under params.generator.choices.idpg"],
     ),
     "space-unknown-key": (
         ["search", "space.yaml", *STORE],

@@ -46,6 +46,8 @@ CASES = {
     "gpt2-prefix": ("gpt2", "prefix", {}, {}),
     "bert-idpg": ("bert", "idpg", {"bottleneck": 8}, {}),
     "bert-late-idpg": ("bert", "idpg", {"bottleneck": 8}, {"prompt_layer": 1}),
+    "gpt2-lpt": ("gpt2", "lpt", {"bottleneck": 8}, {}),
+    "llama-ipt-prefix": ("llama", "ipt-prefix", {"source": "cnn", "hidden": 8}, {}),
 }
 
 

@@ -27,10 +27,35 @@ GENERATORS = {
     "encoder-cnn": ("ipt-encoder", {"encoder": "cnn", "hidden": 16}),
     "encoder-lstm-lookup": ("ipt-encoder", {"encoder": "lstm", "hidden": 8, "source": "lookup"}),
     "encoder-mlp": ("ipt-encoder", {"encoder": "mlp", "hidden": 16}),
+    "encoder-cnn-345-pooled": (
+        "ipt-encoder",
+        {"encoder": "cnn", "hidden": 4, "num_kernels": 3, "readout": "pooled"},
+    ),
+    "encoder-cnn-34": ("ipt-encoder", {"encoder": "cnn", "hidden": 4, "num_kernels": 2}),
+    "encoder-lstm2": ("ipt-encoder", {"encoder": "lstm", "hidden": 4, "lstm_layers": 2}),
+    "encoder-lstm2-pooled": (
+        "ipt-encoder",
+        {"encoder": "lstm", "hidden": 4, "lstm_layers": 2, "readout": "pooled"},
+    ),
+    "encoder-mlp-pooled": ("ipt-encoder", {"encoder": "mlp", "hidden": 8, "readout": "pooled"}),
     "idpg": ("idpg", {"bottleneck": 8}),
     "idpg-phm-layers": ("idpg", {"bottleneck": 8, "weights": "phm", "placement": "layers"}),
+    "ipt-prefix": ("ipt-prefix", {}),
+    "ipt-prefix-lowrank-all": ("ipt-prefix", {"rank": 4, "layers": "all", "scale": 1.0}),
+    "ipt-prefix-cnn": ("ipt-prefix", {"source": "cnn", "hidden": 8}),
+    "ipt-prefix-lstm-all": ("ipt-prefix", {"source": "lstm", "hidden": 4, "layers": "all"}),
+    "ipt-prefix-mlp": ("ipt-prefix", {"source": "mlp", "hidden": 8}),
+    "ipt-prefix-cnn-345-pooled": (
+        "ipt-prefix",
+        {"source": "cnn", "hidden": 2, "num_kernels": 3, "readout": "pooled"},
+    ),
+    "lpt": ("lpt", {"bottleneck": 8}),
+    "lpt-mean-gelu": ("lpt", {"bottleneck": 8, "pooling": "mean", "activation": "gelu"}),
+    "lpt-max": ("lpt", {"bottleneck": 8, "pooling": "max"}),
 }
-DEEP = {"prefix", "prefix-mlp", "idpg-phm-layers"}
+DEEP = {"prefix", "prefix-mlp", "idpg-phm-layers", *(k for k in GENERATORS if "ipt-prefix" in k)}
+#: Generators whose prompt joins a layer above the input (prompt_layer 0 means the middle).
+LATE_ONLY = {"lpt", "lpt-mean-gelu", "lpt-max"}
 TEXTS = ["good movie", "the plot was really dull and the cast was weak", "fun"]
 
 
@@ -64,7 +89,7 @@ def forward(model: IPTModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def supported(arch: str, key: str) -> bool:
-    return not (arch == "deberta-v2" and key in DEEP)
+    return not (arch == "deberta-v2" and key in DEEP | LATE_ONLY)
 
 
 CASES = [(a, g) for a in ARCHS for g in GENERATORS if supported(a, g)]
@@ -290,7 +315,7 @@ def test_cached_sentence_features_equal_the_live_ones(tiny_models, toy_csv, tmp_
 
 # -- late prompts (prompt_layer > 0) ------------------------------------------------------------
 LATE_ARCHS = ["bert", "roberta", "distilbert", "electra", "gpt2", "llama"]
-LATE_GENERATORS = ["task", "lookup", "encoder-cnn", "idpg"]
+LATE_GENERATORS = ["task", "lookup", "encoder-cnn", "idpg", "lpt", "lpt-max"]
 LATE_CASES = [(a, g) for a in LATE_ARCHS for g in LATE_GENERATORS]
 
 

@@ -185,7 +185,7 @@ def test_pairs_need_the_readme_call_that_keeps_token_type_ids(checkpoints, tmp_p
     np.testing.assert_allclose(exact, expected, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("generator", ["idpg", "ipt-lookup", "ipt-encoder"])
+@pytest.mark.parametrize("generator", ["idpg", "ipt-lookup", "ipt-encoder", "ipt-prefix", "lpt"])
 def test_instance_wise_generators_have_no_peft_form(checkpoints, tmp_path, generator):
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(checkpoints["bert-task"], checkpoint)

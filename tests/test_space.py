@@ -132,7 +132,8 @@ def test_categorical_gpu_space_is_a_grid_of_valid_configs() -> None:
 def test_each_sample_holds_exactly_its_generators_knobs_within_range() -> None:
     space = load_space("demo")
     configs = space.sample_configs(60, seed=0)
-    assert {c["generator"] for c in configs} == set(space.generators) == set(generator_names())
+    assert {c["generator"] for c in configs} == set(space.generators)
+    assert set(space.generators) <= set(generator_names())
     for config in configs:
         sub = space.generators[config["generator"]]
         expected = {sub.param_name(k) for k in [*sub.searched, *sub.constants]}
@@ -177,6 +178,38 @@ def test_to_train_config_moves_knobs_into_generator_options() -> None:
     assert train.generator == "idpg" and train.lr == 0.003 and train.prompt_length == 16
     assert train.generator_options == {"bottleneck": 32, "weights": "dnn"}
     assert train.task == "mr" and train.max_samples == 2000  # fixed settings filled in
+
+
+def test_lpt_and_ipt_prefix_knobs_are_searchable() -> None:
+    """Their knobs sample within the space, become generator options, and validate; a value
+    outside a knob's set is refused when the space loads, naming the knob."""
+
+    def add(raw: dict[str, Any]) -> None:
+        raw["params"]["generator"]["choices"] = {
+            "lpt": {
+                "bottleneck": {"type": "int", "low": 8, "high": 128, "log": True},
+                "pooling": ["auto", "mean", "max"],
+                "activation": "relu",
+            },
+            "ipt-prefix": {
+                "source": ["lookup", "cnn", "lstm", "mlp"],
+                "scale": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+                "layers": ["first", "all"],
+            },
+        }
+
+    space = _space(add)
+    configs = space.sample_configs(40, seed=0)
+    assert {c["generator"] for c in configs} == {"lpt", "ipt-prefix"}
+    for config in configs:
+        train = space.to_train_config(config).validate()
+        if train.generator == "lpt":
+            assert 8 <= train.generator_options["bottleneck"] <= 128
+            assert train.generator_options["pooling"] in {"auto", "mean", "max"}
+        else:
+            assert set(train.generator_options) == {"source", "scale", "layers"}
+    with pytest.raises(ConfigError, match=r"lpt\.pooling.*'cls'.*auto, first, last, mean, max"):
+        _space(lambda raw: (add(raw), _set(f"{CHOICES}/lpt/pooling", ["first", "cls"])(raw)))
 
 
 def test_to_train_config_refuses_another_generators_knob() -> None:
@@ -408,8 +441,8 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
         ["params.generator.choices.idpg.bottlenek", "did you mean 'bottleneck'"],
     ),
     "knob-at-top-level": (
-        _set("params/bottleneck", {"type": "int", "low": 16, "high": 64}),
-        ["params.bottleneck", "knob of idpg", "under params.generator.choices.idpg"],
+        _set("params/phm_rank", {"type": "int", "low": 2, "high": 8}),
+        ["params.phm_rank", "knob of idpg", "under params.generator.choices.idpg"],
     ),
     "shared-knob-at-top-level": (
         _set("params/dropout", [0.0, 0.1]),

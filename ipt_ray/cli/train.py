@@ -40,7 +40,7 @@ def train(
         str, typer.Option(help="backbone: hub id, local folder or alias 'minilm'")
     ] = "minilm",
     generator: Annotated[
-        str, typer.Option(help="task, prefix, ipt-lookup, ipt-encoder or idpg")
+        str, typer.Option(help="task, prefix, ipt-lookup, ipt-encoder, ipt-prefix, idpg or lpt")
     ] = "task",
     prompt_length: Annotated[int, typer.Option(help="prompt vectors P")] = 16,
     prompt_layer: Annotated[

@@ -45,14 +45,16 @@ class TrainConfig:
     model: str = _help("minilm", "backbone: a hub id, a local directory, or the alias 'minilm'")
     revision: str | None = _help(None, "hub revision (branch, tag or commit) of the backbone")
     trust_remote_code: bool = _help(False, "allow the backbone's own code from the hub")
-    generator: str = _help("task", "generator name: task, prefix, ipt-lookup, ipt-encoder, idpg")
+    generator: str = _help(
+        "task", "generator name: task, prefix, ipt-lookup, ipt-encoder, ipt-prefix, idpg, lpt"
+    )
     prompt_length: int = _help(16, "number of prompt vectors P")
     generator_options: dict[str, Any] = _help({}, "the generator's own knobs")
     prompt_layer: int = _help(
         0,
         "the layer whose input the input prompt joins: 0 = the word embeddings; k > 0 = "
         "after the frozen layers 0..k-1, which then see the text alone and are computed "
-        "once per instance (a late prompt)",
+        "once per instance (a late prompt); lpt takes 0 as unset: the middle layer L // 2",
     )
     pooling: str | None = _help(
         None, "first, mean or last; default: mean for encoders, last for decoders"

@@ -113,7 +113,8 @@ class IPTModel(nn.Module):
         pooling: ``first``, ``mean`` or ``last`` (over text positions).
         head_dropout: dropout before the head.
         prompt_layer: the layer whose input the input prompt joins (0: the embeddings; see
-            the module docstring on late prompts).
+            the module docstring on late prompts). A generator that conditions on the states
+            there (``needs_layer_states``, lpt) takes 0 as unset: the middle layer L // 2.
 
     Raises:
         ConfigError: ``prompt_layer`` outside 0..L-1, with a generator that makes a prefix
@@ -134,9 +135,19 @@ class IPTModel(nn.Module):
         self.token_types = uses_token_types(backbone)
         self.generator = generator
         self.pooling = pooling
+        num_layers = int(backbone.config.num_hidden_layers)
+        if generator.needs_layer_states and not prompt_layer:
+            # A generator that reads the states at the prompt layer (lpt) needs a late prompt;
+            # unset, it is the middle layer, as LPT's layer 12 of RoBERTa-large's 24.
+            prompt_layer = num_layers // 2
+            if not prompt_layer:
+                raise ConfigError(
+                    f"generator {generator.name!r} puts its prompt at a layer above the input, "
+                    f"which this {num_layers}-layer backbone does not have; allowed: a backbone "
+                    "of 2 layers or more"
+                )
         self.prompt_layer = prompt_layer
         if prompt_layer:
-            num_layers = int(backbone.config.num_hidden_layers)
             if not 0 < prompt_layer < num_layers:
                 raise ConfigError(
                     f"prompt_layer {prompt_layer} is not a layer of this {num_layers}-layer "
@@ -311,14 +322,25 @@ class IPTModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         sentence_embedding: torch.Tensor | None = None,
+        layer_states: torch.Tensor | None = None,
     ) -> Prompts:
-        """The generator's prompts for a batch (computing the frozen inputs it needs)."""
+        """The generator's prompts for a batch (computing the frozen inputs it needs).
+
+        ``layer_states`` (B, T, H): the text's states at the input of ``prompt_layer``, given
+        to a generator that asks for them (computed here when not given).
+        """
         if self.generator.needs_sentence_embedding and sentence_embedding is None:
             sentence_embedding = self.sentence_embedding(input_ids, attention_mask, token_type_ids)
+        if not self.generator.needs_layer_states:
+            layer_states = None
+        elif layer_states is None:
+            layer_states, _ = self.frozen_states(input_ids, attention_mask, token_type_ids)
         with torch.no_grad():
             token_embeddings = self.backbone.get_input_embeddings()(input_ids)
         return self.generator(
-            GeneratorInputs(input_ids, attention_mask, token_embeddings, sentence_embedding)
+            GeneratorInputs(
+                input_ids, attention_mask, token_embeddings, sentence_embedding, layer_states
+            )
         )
 
     def forward(
@@ -342,7 +364,9 @@ class IPTModel(nn.Module):
             )
             if last is not None:
                 sentence_embedding = pool(last, attention_mask, self.pooling)
-        prompts = self.prompts(input_ids, attention_mask, token_type_ids, sentence_embedding)
+        prompts = self.prompts(
+            input_ids, attention_mask, token_type_ids, sentence_embedding, layer_states
+        )
         hidden = self.encode(  # (B, T, H)
             input_ids, attention_mask, token_type_ids, prompts, layer_states
         )
@@ -416,4 +440,7 @@ def build_model(
     model = IPTModel(
         backbone, generator, num_labels, pooling, config.head_dropout, config.prompt_layer
     )
+    # The layer the model chose (lpt's default) is what the run logs and checkpoints, as
+    # validate() fills in the learning rate actually used.
+    config.prompt_layer = model.prompt_layer
     return model, tokenizer

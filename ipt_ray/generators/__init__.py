@@ -3,7 +3,7 @@
 ``get_config_class(name)`` / ``make_config(name, options)`` (knobs, no torch) and
 ``build_generator(name, options, backbone)`` (torch) are what the CLI, search spaces and
 checkpoints use; names are the public identifiers (``task``, ``prefix``, ``ipt-lookup``,
-``ipt-encoder``, ``idpg``). Modules, one job each:
+``ipt-encoder``, ``ipt-prefix``, ``idpg``, ``lpt``). Modules, one job each:
 
 * :mod:`~ipt_ray.generators.registry`: name -> config class -> torch class (a leaf).
 * :mod:`~ipt_ray.generators.configs`: every generator's knobs, without torch; each config
@@ -11,7 +11,7 @@ checkpoints use; names are the public identifiers (``task``, ``prefix``, ``ipt-l
 * :mod:`~ipt_ray.generators.base`: the interface (:class:`PromptGenerator`, its inputs and
   outputs); :mod:`~ipt_ray.generators.blocks`: pieces several generators share.
 * one torch module per generator: :mod:`~ipt_ray.generators.task`, ``prefix``, ``lookup``,
-  ``encoder``, ``idpg``.
+  ``encoder``, ``ipt_prefix``, ``idpg``, ``lpt``.
 
 Importing this package (and validating knobs) imports no torch; the torch names below are
 imported on first use.
@@ -26,7 +26,9 @@ from ipt_ray.generators.configs import (
     EncoderConfig,
     GeneratorConfig,
     IDPGConfig,
+    IPTPrefixConfig,
     LookupConfig,
+    LPTConfig,
     PrefixConfig,
     TaskPromptConfig,
 )
@@ -61,6 +63,8 @@ __all__ = [
     "GeneratorConfig",
     "GeneratorInputs",
     "IDPGConfig",
+    "IPTPrefixConfig",
+    "LPTConfig",
     "LookupConfig",
     "PrefixConfig",
     "PromptGenerator",

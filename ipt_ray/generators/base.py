@@ -50,12 +50,16 @@ class GeneratorInputs:
         sentence_embedding: (B, H) the frozen backbone's pooled representation of the
             instance without any prompt, or None unless the generator asks for it
             (``needs_sentence_embedding``).
+        layer_states: (B, T, H) the text's frozen states at the input of the layer a late
+            prompt joins (the output of the layers below it, without prompt or gradient), or
+            None unless the generator asks for them (``needs_layer_states``).
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     token_embeddings: torch.Tensor
     sentence_embedding: torch.Tensor | None = None
+    layer_states: torch.Tensor | None = None
 
 
 @dataclass
@@ -91,9 +95,14 @@ class PromptGenerator(nn.Module, ABC):
     Attributes:
         needs_sentence_embedding: when True, the model computes
             ``GeneratorInputs.sentence_embedding`` with an extra frozen forward pass.
+        needs_layer_states: when True, the generator conditions on the text's states at the
+            layer its (late) input prompt joins: the model gives it
+            ``GeneratorInputs.layer_states``, the same states the layers above take (cached or
+            computed once, without gradient), and puts ``prompt_layer`` 0 at the middle layer.
     """
 
     needs_sentence_embedding: ClassVar[bool] = False
+    needs_layer_states: ClassVar[bool] = False
 
     def __init__(self, config: GeneratorConfig, backbone: BackboneInfo) -> None:
         super().__init__()

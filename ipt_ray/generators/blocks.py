@@ -2,8 +2,9 @@
 
 * :func:`init_static_prompt`: a static prompt's start (``task``; ``ipt-lookup`` hybrid mode).
 * :class:`TokenTable` and :func:`first_positions`: a trainable token table and the first P
-  positions of an instance (``ipt-lookup``, ``ipt-encoder``).
-* :func:`kv_width` and :func:`split_heads`: the key/value prefix layout (``prefix``, ``idpg``).
+  positions of an instance (``ipt-lookup``, ``ipt-encoder``, ``ipt-prefix``).
+* :func:`kv_width` and :func:`split_heads`: the key/value prefix layout (``prefix``, ``idpg``,
+  ``ipt-prefix``).
 """
 
 from __future__ import annotations
@@ -28,14 +29,21 @@ def init_static_prompt(
 
 
 class TokenTable(nn.Module):
-    """A trainable (V, H) table, full or factorised as (V, r) @ (r, H)."""
+    """A trainable (V, H') table, full or factorised as (V, r) @ (r, H').
 
-    def __init__(self, backbone: BackboneInfo, rank: int, init_std: float) -> None:
+    H' is ``width`` (default H). A full table of width H starts as the vocabulary embeddings;
+    any other starts as N(0, init_std^2).
+    """
+
+    def __init__(
+        self, backbone: BackboneInfo, rank: int, init_std: float, width: int | None = None
+    ) -> None:
         super().__init__()
-        V, H = backbone.vocab_size, backbone.hidden_size
+        V = backbone.vocab_size
+        H = backbone.hidden_size if width is None else width
         self.proj: nn.Linear | None
         if rank == 0:
-            if backbone.word_embeddings is not None:
+            if backbone.word_embeddings is not None and width in (None, backbone.hidden_size):
                 weight = backbone.word_embeddings.detach().clone().float()
             else:
                 weight = torch.randn(V, H) * init_std
@@ -52,8 +60,9 @@ class TokenTable(nn.Module):
         return out if self.proj is None else self.proj(out)
 
     @staticmethod
-    def num_params(backbone: BackboneInfo, rank: int) -> int:
-        V, H = backbone.vocab_size, backbone.hidden_size
+    def num_params(backbone: BackboneInfo, rank: int, width: int | None = None) -> int:
+        V = backbone.vocab_size
+        H = backbone.hidden_size if width is None else width
         return V * H if rank == 0 else V * rank + rank * H
 
 

@@ -108,7 +108,7 @@ class TrainingRun:
         if config.cache_features and self.model.generator.needs_sentence_embedding:
             self.features = sentence_features(self.model, self.data, device=self.device)
         self.layer_states: dict[str, LayerStates] | None = None
-        if config.cache_features and config.prompt_layer:
+        if config.cache_features and self.model.prompt_layer:
             self.layer_states = layer_states(self.model, self.data, device=self.device)
         self.net: nn.Module = self.model
         if world_size > 1 and torch.distributed.is_initialized():
