@@ -264,6 +264,37 @@ def test_an_epoch_run_again_after_an_older_save_is_logged_once(
     assert resumed.lost_calls == 0
 
 
+def test_a_trial_pending_in_tunes_save_runs_again_into_its_run_once(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    """Tune saved its state while trial a was still pending (not started): the tracker's
+    saved state does not know it. a then ran its 2 epochs, logged at once, and the driver
+    died. The resumed search starts a from scratch: it finds a's run (no second one) and
+    logs no epoch twice."""
+    client = FlakyMlflowClient(MlflowClient(tracking_uri=store["uri"]))
+    first = tracker(store, client)
+    first.start_search(run_name="search-1")
+    saved = first.state()  # a is pending in Tune's save
+    first.start_trial("a", params={"lr": 0.1}, max_epochs=2)
+    for epoch in (1, 2):
+        first.log_result("a", result(epoch, 0.5 + epoch / 10))
+    parent_run_id = first.parent_run_id or ""
+    del first  # killed
+
+    resumed = tracker(store)
+    resumed.resume_search(parent_run_id)
+    resumed.load_state(saved)
+    resumed.start_trial("a", params={"lr": 0.1}, max_epochs=2)
+    for epoch in (1, 2):
+        resumed.log_result("a", result(epoch, 0.5 + epoch / 10))
+    resumed.end_trial("a")
+    resumed.finish_search()
+    runs = all_runs(store, resumed)  # one run for a
+    assert steps(store, runs["a"].info.run_id) == [1, 2]
+    assert steps(store, runs["a"].info.run_id, C.TRAIN_LOSS) == [1, 2]
+    assert runs["a"].info.status == "FINISHED" and resumed.lost_calls == 0
+
+
 def test_a_truncated_last_line_is_ignored(
     store: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

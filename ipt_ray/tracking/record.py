@@ -72,8 +72,8 @@ class TrialRecord:
     # metric key -> the highest step of it logged (sent or buffered): a result at an epoch
     # already logged (the final test evaluation, an epoch run again) adds only new keys.
     last_steps: dict[str, int] = field(default_factory=dict)
-    # Restored from a save older than what reached MLflow: an epoch it reports may be logged
-    # already (it is checked, until one is not).
+    # Restored from a save older than what reached MLflow, or (re)started by a resumed search:
+    # an epoch it reports may be logged already (it is checked, until one is not).
     check_logged: bool = False
     dataset_logged: bool = False  # its run's dataset input was sent or buffered
     error: str | None = None

@@ -130,6 +130,7 @@ class SearchTracker(TrialLog):
         self.parent_status: str | None = None
         self.space_name: str | None = None  # the parent's "space" param (its description)
         self._failure_reasons = {}
+        self.resumed = False
         super().__init__(
             client,
             tracking_uri,
@@ -223,6 +224,7 @@ class SearchTracker(TrialLog):
             ) from exc
         self.parent_run_id = parent_run_id
         self.parent_status = S.STATUS_RUNNING
+        self.resumed = True
         # The journal first: it may close the parent (a driver interrupted during an outage),
         # which the reopening must follow, and the records Tune restores next need the run
         # ids its run creations give.

@@ -69,6 +69,9 @@ class TrialLog(RunWriter):
     parent_run_id: str | None
     # trial id -> why the search itself failed it (the watchdog), for its error tag
     _failure_reasons: dict[str, str]
+    # This search continues an interrupted one: a trial it (re)starts may have a run that
+    # holds epochs already (Tune's last save may predate them, or the trial's start).
+    resumed: bool
 
     def start_trial(
         self,
@@ -85,6 +88,7 @@ class TrialLog(RunWriter):
         """
         record = self.trials.get(trial_id)
         if record is not None:  # restarted (failure retry) or resumed (interrupted search)
+            record.check_logged = record.check_logged or self.resumed
             reopen = record.status != S.STATUS_RUNNING and record.has_run
             record.status, record.ended, record.error = S.STATUS_RUNNING, None, None
             if reopen:
@@ -96,6 +100,9 @@ class TrialLog(RunWriter):
             record = TrialRecord(
                 trial_id, params=dict(params), sampled=dict(sampled or {}), max_epochs=max_epochs
             )
+            # Pending in Tune's last save, it starts from scratch: its run (found, not made
+            # again) may hold the epochs it reports.
+            record.check_logged = self.resumed
             self.trials[trial_id] = record
         tags = {
             S.TAG_KIND: S.KIND_TRIAL,
