@@ -31,9 +31,7 @@ from ipt_ray.tracking.journal import (
     journal_path,
     read_journal,
 )
-from ipt_ray.tracking.store import experiment_artifact_location, local_tracking_uri
-from ipt_ray.tracking.tracker import TRIAL_LOST
-from ipt_ray.tracking.writer import (
+from ipt_ray.tracking.ops import (
     OP_CREATE_TRIAL_RUN,
     OP_LOG_DICT,
     OP_LOG_METRICS,
@@ -45,6 +43,8 @@ from ipt_ray.tracking.writer import (
     OP_TAG_BEST_TRIAL,
     OP_UPLOAD_CHECKPOINT,
 )
+from ipt_ray.tracking.store import experiment_artifact_location, local_tracking_uri
+from ipt_ray.tracking.tracker import TRIAL_LOST
 
 NAME = "journaled search"
 

@@ -42,6 +42,12 @@ from ipt_ray.core.backbone import (
     uses_token_types,
 )
 from ipt_ray.core.config import TrainConfig
+from ipt_ray.core.layers import (
+    StopForward,
+    hidden_states_of,
+    layer_list,
+    with_hidden_states,
+)
 from ipt_ray.errors import ConfigError
 from ipt_ray.generators import GeneratorInputs, PromptGenerator, Prompts, build_generator
 
@@ -55,52 +61,6 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-
-#: Architectures whose layer loop late prompts (``prompt_layer`` > 0) are tested on.
-LATE_PROMPT_MODEL_TYPES = ("bert", "distilbert", "electra", "gpt2", "llama", "roberta")
-#: Where the layer list lives, by attribute path, in the architectures above.
-_LAYER_PATHS = ("encoder.layer", "transformer.layer", "h", "layers")
-
-
-class _StopForward(Exception):
-    """Raised by a hook to end a forward pass once the wanted states are in hand."""
-
-
-def layer_list(backbone: PreTrainedModel) -> tuple[nn.Module, str, nn.ModuleList]:
-    """(parent module, attribute name, the ModuleList of its L transformer layers).
-
-    Raises:
-        ConfigError: the backbone is not one of :data:`LATE_PROMPT_MODEL_TYPES`.
-    """
-    model_type = str(backbone.config.model_type)
-    num_layers = int(backbone.config.num_hidden_layers)
-    if model_type in LATE_PROMPT_MODEL_TYPES:
-        for path in _LAYER_PATHS:
-            parent_path, _, attr = path.rpartition(".")
-            try:
-                parent = backbone.get_submodule(parent_path) if parent_path else backbone
-            except AttributeError:
-                continue
-            layers = getattr(parent, attr, None)
-            if isinstance(layers, nn.ModuleList) and len(layers) == num_layers:
-                return parent, attr, layers
-    raise ConfigError(
-        f"prompt_layer > 0 (a late prompt) is not supported on {model_type!r} backbones; "
-        f"allowed: {', '.join(LATE_PROMPT_MODEL_TYPES)}, or prompt_layer 0"
-    )
-
-
-def _hidden_states(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _with_hidden_states(
-    args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if args:
-        return (hidden, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": hidden}
 
 
 class IPTModel(nn.Module):
@@ -230,9 +190,9 @@ class IPTModel(nn.Module):
         captured: list[torch.Tensor] = []
 
         def grab(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            captured.append(_hidden_states(args, kwargs))
+            captured.append(hidden_states_of(args, kwargs))
             if not full:
-                raise _StopForward
+                raise StopForward
 
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.token_types and token_type_ids is not None:
@@ -241,7 +201,7 @@ class IPTModel(nn.Module):
         last = None
         try:
             last = self.backbone(**kwargs, use_cache=False).last_hidden_state
-        except _StopForward:
+        except StopForward:
             pass
         finally:
             handle.remove()
@@ -272,7 +232,7 @@ class IPTModel(nn.Module):
         def inject(
             module: nn.Module, args: tuple[Any, ...], kw: dict[str, Any]
         ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-            return _with_hidden_states(args, kw, hidden)
+            return with_hidden_states(args, kw, hidden)
 
         with self._layers_from(self.prompt_layer) as first:
             handle = first.register_forward_pre_hook(inject, with_kwargs=True)

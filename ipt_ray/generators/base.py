@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ipt_ray.generators.configs import GeneratorConfig
+from ipt_ray.generators.knobs import GeneratorConfig
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ipt_ray.errors import ConfigError, unknown_choice
 
 if TYPE_CHECKING:
     from ipt_ray.generators.base import BackboneInfo, PromptGenerator
-    from ipt_ray.generators.configs import GeneratorConfig
+    from ipt_ray.generators.knobs import GeneratorConfig
 
 ConfigT = TypeVar("ConfigT", bound="type[GeneratorConfig]")
 

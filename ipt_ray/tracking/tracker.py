@@ -48,9 +48,7 @@ from typing import TYPE_CHECKING, Any
 from ipt_ray.errors import UserError
 from ipt_ray.tracking import schema as S
 from ipt_ray.tracking.notes import search_note
-from ipt_ray.tracking.record import TrialRecord
-from ipt_ray.tracking.trials import TrialLog
-from ipt_ray.tracking.writer import (
+from ipt_ray.tracking.ops import (
     ARG_RUN,
     ARG_RUN_OF_TRIAL,
     OP_LOG_DICT,
@@ -58,8 +56,10 @@ from ipt_ray.tracking.writer import (
     OP_SET_STATUS,
     OP_SET_TAG,
     OP_TAG_BEST_TRIAL,
-    CheckpointResolver,
 )
+from ipt_ray.tracking.record import TrialRecord
+from ipt_ray.tracking.trials import TrialLog
+from ipt_ray.tracking.writer import CheckpointResolver
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

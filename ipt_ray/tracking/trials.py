@@ -23,6 +23,13 @@ from ipt_ray import constants as C
 from ipt_ray.tracking import schema as S
 from ipt_ray.tracking.backlog import quick_http_requests
 from ipt_ray.tracking.notes import trial_note
+from ipt_ray.tracking.ops import (
+    OP_CREATE_TRIAL_RUN,
+    OP_LOG_DATASET,
+    OP_SET_STATUS,
+    OP_SET_TAG,
+    OP_UPLOAD_CHECKPOINT,
+)
 from ipt_ray.tracking.record import (
     NON_METRIC_KEYS,
     TrialRecord,
@@ -30,14 +37,7 @@ from ipt_ray.tracking.record import (
     better,
     checkpoint_order,
 )
-from ipt_ray.tracking.writer import (
-    OP_CREATE_TRIAL_RUN,
-    OP_LOG_DATASET,
-    OP_SET_STATUS,
-    OP_SET_TAG,
-    OP_UPLOAD_CHECKPOINT,
-    RunWriter,
-)
+from ipt_ray.tracking.writer import RunWriter
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,23 @@ from typing import TYPE_CHECKING, Any
 from ipt_ray.tracking import schema as S
 from ipt_ray.tracking.backlog import CallBacklog, NoRun
 from ipt_ray.tracking.journal import Journal, PendingCall
+from ipt_ray.tracking.ops import (
+    ARG_ONCE_FOR,
+    ARG_RUN,
+    ARG_RUN_OF_TRIAL,
+    OP_CREATE_TRIAL_RUN,
+    OP_LOG_DATASET,
+    OP_LOG_DICT,
+    OP_LOG_METRICS,
+    OP_LOG_PARAMS,
+    OP_LOG_TEXT,
+    OP_SET_STATUS,
+    OP_SET_TAG,
+    OP_SET_TERMINATED,
+    OP_TAG_BEST_TRIAL,
+    OP_UPLOAD_CHECKPOINT,
+    OPS,
+)
 from ipt_ray.tracking.record import Run, TrialRecord
 
 if TYPE_CHECKING:
@@ -36,41 +53,6 @@ CHECKPOINT_SKIP_PREFIXES = ("train_state", "best_weights")
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value
 _BATCH_PARAMS = 100  # MLflow's limit on params per log_batch call
 _BATCH_METRICS = 1000
-# The MLflow writes a tracker makes, as the names its pending calls carry (journaled: an
-# earlier version's journal must still read, so these names do not change).
-OP_CREATE_TRIAL_RUN = "create_trial_run"
-OP_LOG_PARAMS = "log_params"
-OP_LOG_METRICS = "log_metrics"
-OP_SET_TAG = "set_tag"
-OP_TAG_BEST_TRIAL = "tag_best_trial"
-OP_SET_STATUS = "set_status"
-OP_SET_TERMINATED = "set_terminated"
-OP_LOG_TEXT = "log_text"
-OP_LOG_DICT = "log_dict"
-OP_UPLOAD_CHECKPOINT = "upload_checkpoint"
-OP_LOG_DATASET = "log_dataset"
-# The argument naming the run a call writes to: its id, or (its creation still pending when
-# the call was queued) the trial whose run it is.
-ARG_RUN = "run"
-ARG_RUN_OF_TRIAL = "run_of_trial"
-# On a metric batch: the trial whose restored record may report an epoch its run holds
-# already (see TrialRecord.check_logged); the batch is dropped when the step is there.
-ARG_ONCE_FOR = "once_for"
-_OPS = frozenset(
-    {
-        OP_CREATE_TRIAL_RUN,
-        OP_LOG_PARAMS,
-        OP_LOG_METRICS,
-        OP_SET_TAG,
-        OP_TAG_BEST_TRIAL,
-        OP_SET_STATUS,
-        OP_SET_TERMINATED,
-        OP_LOG_TEXT,
-        OP_LOG_DICT,
-        OP_UPLOAD_CHECKPOINT,
-        OP_LOG_DATASET,
-    }
-)
 #: MLflow keeps a dataset's digest in 36 characters.
 DATASET_DIGEST_CHARS = 36
 
@@ -238,7 +220,7 @@ class RunWriter:
         from mlflow.entities import Param
 
         op, args = call.op, call.args
-        if op not in _OPS:
+        if op not in OPS:
             raise ValueError(f"unknown MLflow call {op!r} (journaled by another version?)")
         maybe_applied = call.attempts > 1
         if op == OP_CREATE_TRIAL_RUN:
