@@ -5,6 +5,7 @@
   positions of an instance (``ipt-lookup``, ``ipt-encoder``, ``ipt-prefix``).
 * :func:`kv_width` and :func:`split_heads`: the key/value prefix layout (``prefix``, ``idpg``,
   ``ipt-prefix``).
+* :func:`activation`: a bottleneck's nonlinearity (``idpg``, ``lpt``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from ipt_ray.generators.base import BackboneInfo
-from ipt_ray.generators.configs import PromptInit
+from ipt_ray.generators.configs import Activation, PromptInit
+
+_ACTIVATIONS: dict[Activation, type[nn.Module]] = {
+    Activation.TANH: nn.Tanh,
+    Activation.RELU: nn.ReLU,
+    Activation.GELU: nn.GELU,
+}
+
+
+def activation(kind: Activation) -> nn.Module:
+    """The nonlinearity module of an ``activation`` knob."""
+    return _ACTIVATIONS[kind]()
 
 
 def init_static_prompt(

@@ -19,14 +19,8 @@ from torch import nn
 
 from ipt_ray.errors import ConfigError
 from ipt_ray.generators.base import BackboneInfo, GeneratorInputs, PromptGenerator, Prompts
-from ipt_ray.generators.blocks import kv_width, split_heads
-from ipt_ray.generators.configs import Activation, IDPGConfig, Placement, Weights
-
-_ACTIVATIONS: dict[Activation, type[nn.Module]] = {
-    Activation.TANH: nn.Tanh,
-    Activation.RELU: nn.ReLU,
-    Activation.GELU: nn.GELU,
-}
+from ipt_ray.generators.blocks import activation, kv_width, split_heads
+from ipt_ray.generators.configs import IDPGConfig, Placement, Weights
 
 
 class PHMLinear(nn.Module):
@@ -80,7 +74,7 @@ class IDPGPrompt(PromptGenerator):
         self.config: IDPGConfig = config
         H, M, P = backbone.hidden_size, config.bottleneck, config.prompt_length
         self.down = linear(H, M, config)
-        self.act = _ACTIVATIONS[config.activation]()
+        self.act = activation(config.activation)
         self.layer_embedding: nn.Parameter | None = None
         if config.placement is Placement.LAYERS:
             self.layer_embedding = nn.Parameter(torch.zeros(backbone.num_layers, M))

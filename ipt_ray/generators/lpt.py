@@ -19,13 +19,8 @@ import torch
 from torch import nn
 
 from ipt_ray.generators.base import BackboneInfo, GeneratorInputs, PromptGenerator, Prompts
-from ipt_ray.generators.configs import Activation, LPTConfig, StatePooling
-
-_ACTIVATIONS: dict[Activation, type[nn.Module]] = {
-    Activation.TANH: nn.Tanh,
-    Activation.RELU: nn.ReLU,
-    Activation.GELU: nn.GELU,
-}
+from ipt_ray.generators.blocks import activation
+from ipt_ray.generators.configs import LPTConfig, StatePooling
 
 
 def pool_states(states: torch.Tensor, mask: torch.Tensor, how: StatePooling) -> torch.Tensor:
@@ -61,7 +56,7 @@ class LatePromptGenerator(PromptGenerator):
             # A decoder's first token has seen nothing of the text; its last has seen it all.
             self.pooling = StatePooling.LAST if backbone.is_decoder else StatePooling.FIRST
         self.down = nn.Linear(H, M)
-        self.act = _ACTIVATIONS[config.activation]()
+        self.act = activation(config.activation)
         self.up = nn.Linear(M, P * H)
         self.dropout = nn.Dropout(config.dropout)
 
