@@ -21,8 +21,9 @@ OP_LOG_DATASET = "log_dataset"
 # the call was queued) the trial whose run it is.
 ARG_RUN = "run"
 ARG_RUN_OF_TRIAL = "run_of_trial"
-# On a metric batch: the trial whose restored record may report an epoch its run holds
-# already (see TrialRecord.check_logged); the batch is dropped when the step is there.
+# On a metric batch: the trial that may report an epoch its run holds already (see
+# TrialRecord.check_logged); the metrics its run has at that step, and its params, are left
+# out.
 ARG_ONCE_FOR = "once_for"
 #: Every operation name :meth:`RunWriter._apply` knows.
 OPS = frozenset(
