@@ -1,14 +1,20 @@
 """Which Tune checkpoints a search keeps (issue "Scale": Tune no longer snapshots the whole
-experiment after every checkpoint). Driven without Ray running: Tune's calls to the callback
-are made by hand on real directories."""
+experiment after every checkpoint). The unit tests make Tune's calls to the callback by hand
+on real directories; the last one runs a real search."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from ipt_ray import constants as C
+from ipt_ray.testing import search_runs, tiny_space_text, write_toy_csv
 from ipt_ray.tuning.checkpoint_keeper import CheckpointKeeper
+from ipt_ray.tuning.space import parse_space
 from ipt_ray.tuning.worker import CHECKPOINT_SCORE_KEY
 
 
@@ -78,3 +84,41 @@ def test_a_checkpoint_already_gone_is_not_an_error(tmp_path: Path) -> None:
     first.rmdir()
     keeper.get_state()
     assert on_disk(tmp_path, t) == ["checkpoint_000002"]
+
+
+@pytest.mark.ray
+def test_a_search_keeps_only_the_latest_and_best_checkpoints(
+    ray_session: None,
+    tiny_models: dict[str, Path],
+    tmp_path: Path,
+    paths: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real search, with Tune saving its state every second: of a 6-epoch trial's Tune
+    checkpoints (one an epoch, on its storage filesystem), the superseded ones are deleted as
+    the saves go by; the latest and the best stay, and MLflow gets the best epoch's."""
+    from mlflow import MlflowClient
+
+    from ipt_ray.tuning.run import run_search
+
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    task = write_toy_csv(tmp_path / "toy.csv", n=1200)  # about a second an epoch
+    text = tiny_space_text(
+        tiny_models["bert"],
+        task,
+        search="num_samples: 1\nseed: 0\nscheduler: none",
+        params="lr: [1.0e-2]\ngenerator: [task]",
+        epochs=6,
+        max_samples=600,
+    )
+    summary = run_search(parse_space(text), runner="actor", **paths)
+    assert summary.finished == 1
+    left = sorted(p.name for p in Path(paths["storage"]).glob("*/trial-*/checkpoint_*"))
+    assert len(left) <= 4, f"6 checkpoints, the superseded ones deleted: {left} left"
+    assert "checkpoint_000005" in left, "the latest stays"
+    _, children = search_runs(paths["tracking_uri"], summary)
+    best_epoch = int(children[0].data.tags["best_epoch"])
+    assert f"checkpoint_{best_epoch - 1:06d}" in left, "the best stays"
+    client = MlflowClient(tracking_uri=paths["tracking_uri"])
+    local = client.download_artifacts(children[0].info.run_id, "checkpoint", str(tmp_path))
+    assert json.loads((Path(local) / C.CONFIG_FILE).read_text())["epoch"] == best_epoch
