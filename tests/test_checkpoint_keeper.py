@@ -94,22 +94,24 @@ def test_a_search_keeps_only_the_latest_and_best_checkpoints(
     paths: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A real search, with Tune saving its state every second: of a 6-epoch trial's Tune
-    checkpoints (one an epoch, on its storage filesystem), the superseded ones are deleted as
-    the saves go by; the latest and the best stay, and MLflow gets the best epoch's."""
+    """A real search, with Tune saving its state at every step of its loop (several times
+    an epoch: with its default period of 10 s or more a short trial could end between two
+    saves, and nothing would be due for deletion yet): of a 6-epoch trial's Tune checkpoints
+    (one an epoch, on its storage filesystem), the superseded ones are deleted as the saves go
+    by; the latest and the best stay, and MLflow gets the best epoch's."""
     from mlflow import MlflowClient
 
     from ipt_ray.tuning.run import run_search
 
-    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    task = write_toy_csv(tmp_path / "toy.csv", n=1200)  # about a second an epoch
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    task = write_toy_csv(tmp_path / "toy.csv", n=2400)
     text = tiny_space_text(
         tiny_models["bert"],
         task,
         search="num_samples: 1\nseed: 0\nscheduler: none",
         params="lr: [1.0e-2]\ngenerator: [task]",
         epochs=6,
-        max_samples=600,
+        max_samples=1200,
     )
     summary = run_search(parse_space(text), runner="actor", **paths)
     assert summary.finished == 1
