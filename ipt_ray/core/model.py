@@ -3,7 +3,8 @@
 :meth:`IPTModel.encode` is the one place where prompts meet the backbone: input prompts are
 prepended to the word embeddings (attention mask and token types grow by P; position ids are
 the architecture's own, so the prompt takes positions 0..P-1 and the text P..P+T-1), and deep
-prompts enter every attention layer through :func:`ipt_ray.core.attention.layer_prefix`. A deep
+prompts enter every attention layer through :func:`ipt_ray.core.attention.layer_prefix` (the
+pass itself is a :class:`~ipt_ray.core.backbone_call.BackboneCall`, so a pack can fuse it). A deep
 prefix of length P also occupies positions 0..P-1: the text is shifted to P..P+T-1, as in
 P-tuning v2 and PEFT (where the prefix is a key/value cache of length P), so that a prefix
 trained here gives the same logits under PEFT. Pooling reads text positions only.
@@ -24,15 +25,13 @@ each generator, ``head_dropout``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ipt_ray.core.attention import layer_prefix
 from ipt_ray.core.backbone import (
     backbone_info,
     count_params,
@@ -41,13 +40,9 @@ from ipt_ray.core.backbone import (
     load_backbone,
     uses_token_types,
 )
+from ipt_ray.core.backbone_call import BackboneCall, BackboneRunner, run_call
 from ipt_ray.core.config import TrainConfig
-from ipt_ray.core.layers import (
-    StopForward,
-    hidden_states_of,
-    layer_list,
-    with_hidden_states,
-)
+from ipt_ray.core.layers import StopForward, hidden_states_of, layer_list
 from ipt_ray.errors import ConfigError
 from ipt_ray.generators import GeneratorInputs, PromptGenerator, Prompts, build_generator
 
@@ -121,6 +116,9 @@ class IPTModel(nn.Module):
                 )
             layer_list(backbone)  # refuses architectures late prompts are not tested on
         hidden = int(backbone.config.hidden_size)
+        #: Runs every pass of the backbone (:mod:`ipt_ray.core.backbone_call`); a pack of
+        #: trials puts its own here to fuse the passes of its members.
+        self.backbone_runner: BackboneRunner = run_call
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(hidden, num_labels)
 
@@ -160,15 +158,13 @@ class IPTModel(nn.Module):
                 token_type_ids = torch.cat(
                     [token_type_ids.new_zeros(token_type_ids.shape[0], P), token_type_ids], dim=1
                 )
-        kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
+        call = BackboneCall(embeds, mask, token_type_ids)
         if prompts is not None and prompts.layer_kv is not None:
-            kwargs["position_ids"] = self.shifted_positions(
+            call.layer_kv = prompts.layer_kv
+            call.position_ids = self.shifted_positions(
                 embeds.shape[0], embeds.shape[1], prompts.prefix_length, embeds.device
             )
-        with layer_prefix(None if prompts is None else prompts.layer_kv):
-            hidden = self.backbone(**kwargs, use_cache=False).last_hidden_state  # (B, P+T, H)
+        hidden = self.backbone_runner(self.backbone, call)  # (B, P+T, H)
         return hidden[:, P:]
 
     @torch.no_grad()
@@ -216,41 +212,18 @@ class IPTModel(nn.Module):
     ) -> torch.Tensor:
         """Layers ``prompt_layer``..L-1 on [prompt (B, P, H); states (B, T, H)] -> (B, T, H).
 
-        The backbone's own forward runs with its layer list cut to those layers; a hook puts
-        the sequence in as the first layer's input. What the embeddings compute from the
-        placeholder input is discarded; the backbone builds the mask for P + T positions.
+        One :class:`~ipt_ray.core.backbone_call.BackboneCall` starting at ``prompt_layer``;
+        the backbone builds the mask for P + T positions.
         """
         P = int(prompt.shape[1])
         hidden = torch.cat([prompt.to(states.dtype), states], dim=1)  # (B, P+T, H)
         mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], P), attention_mask], 1)
-        kwargs: dict[str, Any] = {"inputs_embeds": hidden.detach(), "attention_mask": mask}
         if token_type_ids is not None:
-            kwargs["token_type_ids"] = torch.cat(
+            token_type_ids = torch.cat(
                 [token_type_ids.new_zeros(token_type_ids.shape[0], P), token_type_ids], dim=1
             )
-
-        def inject(
-            module: nn.Module, args: tuple[Any, ...], kw: dict[str, Any]
-        ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-            return with_hidden_states(args, kw, hidden)
-
-        with self._layers_from(self.prompt_layer) as first:
-            handle = first.register_forward_pre_hook(inject, with_kwargs=True)
-            try:
-                out = self.backbone(**kwargs, use_cache=False).last_hidden_state  # (B, P+T, H)
-            finally:
-                handle.remove()
-        return out[:, P:]
-
-    @contextmanager
-    def _layers_from(self, start: int) -> Iterator[nn.Module]:
-        """Within the block the backbone has only layers ``start``..L-1; yields the first."""
-        parent, attr, layers = layer_list(self.backbone)
-        setattr(parent, attr, layers[start:])
-        try:
-            yield layers[start]
-        finally:
-            setattr(parent, attr, layers)
+        call = BackboneCall(hidden, mask, token_type_ids, start_layer=self.prompt_layer)
+        return self.backbone_runner(self.backbone, call)[:, P:]  # (B, T, H)
 
     def shifted_positions(
         self, batch: int, length: int, shift: int, device: torch.device
