@@ -128,6 +128,9 @@ class TrainingRun:
             self.optimizer, linear_schedule(self.total_steps, config.warmup_ratio)
         )
         self.scaler = torch.amp.GradScaler(enabled=self.autocast_dtype == torch.float16)
+        #: Back-propagates a step's (scaled) loss; a pack of runs puts its own here
+        #: (:mod:`ipt_ray.training.pack`) to run one backward pass for all its members.
+        self.backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
         self.epoch = 0
         self.best_score = -math.inf
         self.best_epoch = 0
@@ -216,7 +219,7 @@ class TrainingRun:
                     "lower the learning rate"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.backward(self.scaler.scale(loss))
             if self.config.max_grad_norm > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(trainable, self.config.max_grad_norm)
