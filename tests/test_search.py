@@ -184,10 +184,16 @@ def test_resources_must_fit(ray_session: None) -> None:
         default_max_concurrent(1, 1.0, 1.0)
 
 
+@pytest.mark.parametrize("runner", ["auto", "packed"])
 def test_asha_prunes(
-    ray_session: None, tiny_models: dict[str, Path], toy_csv: Path, paths: dict[str, Any]
+    ray_session: None,
+    tiny_models: dict[str, Path],
+    toy_csv: Path,
+    paths: dict[str, Any],
+    runner: str,
 ) -> None:
-    """One trial at a time fills ASHA's rungs in order: later, worse trials are stopped."""
+    """One trial at a time fills ASHA's rungs in order: later, worse trials are stopped (with
+    the packed runner: dropped from their pack, which takes the next trial)."""
     text = space_text(
         tiny_models["bert"],
         toy_csv,
@@ -205,7 +211,7 @@ generator: {choices: {task: {}}}
 """,
         epochs=4,
     )
-    summary = run(parse_space(text), paths, name="asha-test")
+    summary = run(parse_space(text), paths, name="asha-test", runner=runner)
     uri = paths["tracking_uri"]
     _, children = search_runs(uri, summary)
     pruned = [c for c in children if c.data.tags.get(C.TAG_PRUNED) == "true"]

@@ -55,7 +55,7 @@ def prepare_search(space: str | Path | SearchSpace, options: SearchOptions) -> S
     else:
         loaded = load_space(space, overrides or None)
     # After the space: an override out of range is named as the space's setting it replaces.
-    options.check()
+    options.check(loaded.settings.runner, loaded.settings.pack_size)
     if "task" in loaded.fixed:
         preflight.check_task(str(loaded.fixed["task"]))
     if options.tracking_uri is not None:

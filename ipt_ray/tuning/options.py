@@ -8,8 +8,10 @@ from the field's metadata), :func:`~ipt_ray.tuning.run.run_search` reads it, and
 submitted as a Ray Job gets its command line from :meth:`SearchOptions.command_line`, so a new
 option reaches all four.
 
-Runners: ``actor`` trains in Tune's trial process, reused by the next trial; ``train`` is a
-Ray Train TorchTrainer with DDP workers (see :mod:`ipt_ray.tuning.trial`). Errors name the
+Runners: ``actor`` trains in Tune's trial process, reused by the next trial; ``packed`` trains
+the trials of a node (a GPU) in one process over one copy of the backbone, their passes fused
+(:mod:`ipt_ray.tuning.pack_server`); ``train`` is a Ray Train TorchTrainer with DDP workers
+(see :mod:`ipt_ray.tuning.trial`). Errors name the
 settings as keyword arguments (:class:`SettingError`); the CLI words them as flags. No Ray
 import here (the CLI checks the settings before it starts anything).
 """
@@ -23,7 +25,9 @@ from typing import Any
 from ipt_ray.errors import SettingError, unknown_choice
 
 #: How a trial trains (see the module docstring); ``auto`` picks one.
-RUNNERS = ("auto", "actor", "train")
+RUNNERS = ("auto", "actor", "packed", "train")
+#: Trials per pack of the ``packed`` runner unless set (see README "Packed trials").
+DEFAULT_PACK_SIZE = 4
 #: Seconds a ``train`` trial waits for its workers to be placed before it fails.
 DEFAULT_PLACEMENT_TIMEOUT_S = 180.0
 #: Seconds with RUNNING trials of which none started or reported, after which the search's
@@ -87,8 +91,16 @@ class SearchOptions:
     runner: str = _option(
         "auto",
         "how a trial trains: actor (in Tune's trial process, reused by the next trial: fast "
-        "to start, one process per trial), train (a Ray Train TorchTrainer with "
-        "workers_per_trial DDP workers), or auto (actor for 1 worker, else train)",
+        "to start, one process per trial), packed (pack_size trials share cpus_per_worker "
+        "CPUs and gpus_per_worker GPUs in one process per node and GPU, over one copy of the "
+        "backbone, their passes fused), train (a Ray Train TorchTrainer with "
+        "workers_per_trial DDP workers), or auto (the space's runner, else actor for 1 "
+        "worker, else train)",
+    )
+    pack_size: int | None = _option(
+        None,
+        "packed runner: trials that share cpus_per_worker CPUs (gpus_per_worker GPUs) in a "
+        "pack (default: the space's, else 4)",
     )
     set: Mapping[str, Any] = field(
         default_factory=dict,
@@ -123,14 +135,18 @@ class SearchOptions:
         a new search (``fresh``); None: continue an interrupted search of the name if any."""
         return True if self.resume else (False if self.fresh else None)
 
-    def check(self) -> str:
+    def check(self, space_runner: str | None = None, space_pack_size: int | None = None) -> str:
         """Check the options together; the one place that does.
+
+        ``space_runner``/``space_pack_size``: the space's ``search.runner``/``pack_size``,
+        used where the options leave them at ``auto``/None.
 
         ``num_samples``/``max_concurrent`` None mean the space's own; ``max_failures`` and
         ``worker_failures`` -1 mean no limit.
 
         Returns:
-            The runner the search uses (``actor`` or ``train``, see :func:`resolve_runner`).
+            The runner the search uses (``actor``, ``packed`` or ``train``, see
+            :func:`resolve_runner`; ``auto`` before the space's own runner is known).
 
         Raises:
             SettingError: ``resume`` with ``fresh`` or another ``name``, a count below 1,
@@ -144,7 +160,7 @@ class SearchOptions:
             raise SettingError(
                 f"{{resume}} {self.resume} and {{name}} {self.name} name different searches"
             )
-        for key in ("num_samples", "max_concurrent", "workers_per_trial"):
+        for key in ("num_samples", "max_concurrent", "workers_per_trial", "pack_size"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise SettingError(f"{{{key}}} must be at least 1, got {value}")
@@ -158,12 +174,22 @@ class SearchOptions:
                 "{cpus_per_worker} and {gpus_per_worker} cannot be negative, got "
                 f"{self.cpus_per_worker:g} and {self.gpus_per_worker:g}"
             )
-        runner = resolve_runner(self.runner, self.workers_per_trial, self.worker_failures)
+        asked = space_runner if self.runner == "auto" and space_runner else self.runner
+        runner = resolve_runner(asked, self.workers_per_trial, self.worker_failures)
+        if (self.pack_size or space_pack_size) is not None and runner != "packed":
+            raise SettingError(
+                f"{{pack_size}} sets the trials of a pack, but {{runner}} is {runner}; "
+                "use {runner} packed"
+            )
         if not self.placement_timeout > 0:
             raise SettingError(
                 f"{{placement_timeout}} must be more than 0 seconds, got {self.placement_timeout:g}"
             )
         return runner
+
+    def resolved_pack_size(self, space_pack_size: int | None = None) -> int:
+        """Trials per pack: the option's, else the space's, else :data:`DEFAULT_PACK_SIZE`."""
+        return self.pack_size or space_pack_size or DEFAULT_PACK_SIZE
 
     def command_line(self) -> list[str]:
         """The options as ``ipt-ray search`` arguments: ``--flag=value`` for each option that
@@ -191,7 +217,7 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def resolve_runner(runner: str, workers: int, worker_failures: int) -> str:
-    """``actor`` or ``train`` for a search's settings.
+    """``actor``, ``packed`` or ``train`` for a search's settings.
 
     ``auto`` is ``actor`` for one worker per trial and ``train`` when a trial has several
     workers or ``worker_failures`` asks Ray Train to restart them.
@@ -204,21 +230,22 @@ def resolve_runner(runner: str, workers: int, worker_failures: int) -> str:
         raise unknown_choice("runner", runner, RUNNERS)
     if runner == "auto":
         return "actor" if workers == 1 and worker_failures == 0 else "train"
-    if runner == "actor" and workers > 1:
+    if runner in ("actor", "packed") and workers > 1:
         raise SettingError(
-            f"{{runner}} actor trains each trial in one process, but {{workers_per_trial}} is "
-            f"{workers}; use {{runner}} train (Ray Train DDP) or auto"
+            f"{{runner}} {runner} trains each trial in one process, but {{workers_per_trial}} "
+            f"is {workers}; use {{runner}} train (Ray Train DDP) or auto"
         )
-    if runner == "actor" and worker_failures != 0:
+    if runner in ("actor", "packed") and worker_failures != 0:
         raise SettingError(
-            "{worker_failures} restarts Ray Train workers, which {runner} actor has none of; "
-            "use {max_failures} (Tune restarts the trial from its last checkpoint) or "
-            "{runner} train"
+            f"{{worker_failures}} restarts Ray Train workers, which {{runner}} {runner} has "
+            "none of; use {max_failures} (Tune restarts the trial from its last checkpoint) "
+            "or {runner} train"
         )
     return runner
 
 
 __all__ = [
+    "DEFAULT_PACK_SIZE",
     "DEFAULT_PLACEMENT_TIMEOUT_S",
     "DEFAULT_STALL_TIMEOUT_S",
     "RUNNERS",

@@ -88,6 +88,7 @@ def search_params(
         "group": s.group,
         "workers_per_trial": setup.workers,
         "runner": setup.runner,
+        **({"pack_size": setup.pack_size} if setup.runner == "packed" else {}),
         "shared_backbone_bytes": setup.backbone.nbytes if setup.backbone else 0,
         "cpus_per_worker": setup.cpus_per_worker,
         "gpus_per_worker": setup.gpus_per_worker,
@@ -199,7 +200,7 @@ def build_tuner(
             # next trial cheap. Not with the train runner: Tune keeps the actor of an
             # ASHA-stopped trial for reuse while its TorchTrainer still holds the workers'
             # resources, and later trials wait forever.
-            reuse_actors=setup.runner == "actor",
+            reuse_actors=setup.runner in ("actor", "packed"),
         ),
         run_config=ray.tune.RunConfig(
             name=where.experiment_dir,

@@ -39,6 +39,7 @@ from ipt_ray.tracking import (
 from ipt_ray.tracking.journal import journal_path
 from ipt_ray.tuning.locations import SearchLocations, safe_name
 from ipt_ray.tuning.options import SearchOptions
+from ipt_ray.tuning.pack_server import pack_prefix, stop_packs
 from ipt_ray.tuning.plan import (
     build_tuner,
     default_max_concurrent,
@@ -143,8 +144,9 @@ def run_search(
     options = (
         SearchOptions.from_keywords(settings) if options is None else replace(options, **settings)
     )
-    runner = options.check()
     space_settings = space.settings
+    runner = options.check(space_settings.runner, space_settings.pack_size)
+    pack_size = options.resolved_pack_size(space_settings.pack_size) if runner == "packed" else 1
     search_name = options.search_name or space.name or (space.path.stem if space.path else "search")
     num_samples = options.num_samples or space_settings.num_samples
     workers_per_trial = options.workers_per_trial
@@ -186,7 +188,9 @@ def run_search(
         concurrency = (
             options.max_concurrent
             or space_settings.max_concurrent
-            or default_max_concurrent(workers_per_trial, cpus_per_worker, gpus_per_worker)
+            or default_max_concurrent(
+                workers_per_trial, cpus_per_worker / pack_size, gpus_per_worker / pack_size
+            )
         )
         concurrency = max(1, min(concurrency, num_samples))
         setup = TrialSetup(
@@ -197,6 +201,7 @@ def run_search(
             gpus_per_worker=gpus_per_worker,
             worker_failures=options.worker_failures,
             runner=runner,
+            pack_size=pack_size,
             placement_timeout=options.placement_timeout,
             backbone=shared,
             **({"train_fn": train_fn} if train_fn is not None else {}),
@@ -283,6 +288,8 @@ def run_search(
             write_record(where.storage_path, record)
             raise
         finally:
+            if runner == "packed":  # their members' trials are over, in every case
+                stop_packs(pack_prefix(setup.storage_path))
             tracker.finish_search()  # a no-op when the Tune callback closed everything
             for trial_id in tracker.trials:  # what killed workers left on this machine
                 remove_scratch_dirs(train_run_name(trial_id))

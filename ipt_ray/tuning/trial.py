@@ -22,7 +22,13 @@ is a Tune *function trainable* that turns its flat trial config into a
   failed workers (``worker_failures``). The function itself reserves no CPU: the workers
   hold the resources. Needed for several workers per trial.
 
-Both read the backbone from the node's shared copy when the search published one
+``packed``: the trial is a relay that holds its share of a pack's resources and hands its
+  config to its node's pack server, which trains up to ``pack_size`` trials per
+  ``cpus_per_worker`` CPUs in one process over one copy of the backbone, their backbone
+  passes fused (:mod:`ipt_ray.tuning.pack_server`); the relay reports each epoch to Tune
+  as the ``actor`` runner does.
+
+All read the backbone from the node's shared copy when the search published one
 (:attr:`TrialSetup.backbone`). A failed run raises :class:`TrialFailed` with a one-line
 message, which Tune records as the trial's error. No MLflow here.
 """
@@ -46,6 +52,7 @@ from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
 from ipt_ray.core.checkpoint import TRAIN_STATE_JSON, TRAIN_STATE_TENSORS
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.tuning.options import DEFAULT_PLACEMENT_TIMEOUT_S
+from ipt_ray.tuning.pack_server import pack_prefix, train_in_pack
 from ipt_ray.tuning.worker import (
     CHECKPOINT_SCORE_KEY,
     RESUME_DIR_KEY,
@@ -96,8 +103,10 @@ class TrialSetup:
         cpus_per_worker, gpus_per_worker: resources of each worker.
         worker_failures: Ray Train restarts a failed worker group this often (from the last
             checkpoint) before the trial fails (``train`` runner).
-        runner: ``actor`` or ``train`` (the module docstring;
+        runner: ``actor``, ``packed`` or ``train`` (the module docstring;
             :func:`ipt_ray.tuning.options.resolve_runner`).
+        pack_size: ``packed``: trials that share ``cpus_per_worker`` CPUs and
+            ``gpus_per_worker`` GPUs in one pack (each trial holds 1/pack_size of them).
         placement_timeout: seconds a ``train`` trial waits for its workers to be placed before
             it fails (``WorkersNotPlaced: ...``, naming the resources; Tune's ``max_failures``
             retries it). Ray Train's own default retries forever, which hangs a search whose
@@ -113,6 +122,7 @@ class TrialSetup:
     gpus_per_worker: float = 0.0
     worker_failures: int = 0
     runner: str = "train"
+    pack_size: int = 1
     placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT_S
     backbone: SharedBackbone | None = None
     train_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker
@@ -252,9 +262,18 @@ def train_driver_fn(config: dict[str, Any], setup: TrialSetup) -> None:
         train_config = setup.space.to_train_config(config)
     except Exception as exc:
         raise TrialFailed(short_error(exc)) from exc
-    if setup.runner == "actor":
+    if setup.runner in ("actor", "packed"):
         try:
-            train_in_trial(train_config, run_name=run_name(trial_id), shared=setup.backbone)
+            if setup.runner == "actor":
+                train_in_trial(train_config, run_name=run_name(trial_id), shared=setup.backbone)
+            else:
+                train_in_pack(
+                    train_config,
+                    trial_id=trial_id,
+                    run_name=run_name(trial_id),
+                    prefix=pack_prefix(setup.storage_path),
+                    shared=setup.backbone,
+                )
         except Exception as exc:
             raise TrialFailed(short_error(exc)) from exc
         return
@@ -273,14 +292,16 @@ def train_driver_fn(config: dict[str, Any], setup: TrialSetup) -> None:
 def trainable(setup: TrialSetup) -> Any:
     """The Tune trainable of a search: :func:`train_driver_fn` bound to ``setup``.
 
-    An ``actor`` trial holds its worker's CPUs and GPU share itself; a ``train`` trial holds
-    none (the TorchTrainer's workers reserve the resources).
+    An ``actor`` trial holds its worker's CPUs and GPU share itself, a ``packed`` trial its
+    1/pack_size share of them (its pack's server holds none); a ``train`` trial holds none
+    (the TorchTrainer's workers reserve the resources).
     """
     bound = ray.tune.with_parameters(train_driver_fn, setup=setup)
-    if setup.runner == "actor":
-        resources: dict[str, float] = {"cpu": setup.cpus_per_worker}
+    if setup.runner in ("actor", "packed"):
+        share = setup.pack_size if setup.runner == "packed" else 1
+        resources: dict[str, float] = {"cpu": setup.cpus_per_worker / share}
         if setup.use_gpu:
-            resources["gpu"] = setup.gpus_per_worker
+            resources["gpu"] = setup.gpus_per_worker / share
         if not any(resources.values()):
             resources = dict(DRIVER_RESOURCES)
         return ray.tune.with_resources(bound, resources)

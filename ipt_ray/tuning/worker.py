@@ -253,9 +253,11 @@ def _train(
     checkpoint: Any,
     device: str | None,
     shared: SharedBackbone | None,
+    on_built: Callable[[TrainingRun], None] | None = None,
 ) -> None:
     """Train ``train_config`` on this rank, resuming ``checkpoint`` (a Ray Checkpoint or None),
-    and report every epoch through ``report``."""
+    and report every epoch through ``report``; ``on_built`` sees the run before it trains (a
+    pack attaches it)."""
     # Imported here: the driver and Tune's trial process of a Ray Train run import this
     # module only to pickle a reference to a function, and need not load transformers.
     from ipt_ray.training import warm
@@ -279,6 +281,8 @@ def _train(
         backbone=backbone,
         tokenizer=tokenizer,
     )
+    if on_built is not None:
+        on_built(run)
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             result = run.fit(on_epoch_end=reporter.on_epoch_end, resume_from=directory)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ipt_ray import constants
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.errors import did_you_mean
+from ipt_ray.tuning.options import RUNNERS
 from ipt_ray.tuning.space.checks import (
     Ctx,
     as_bool,
@@ -40,6 +41,8 @@ SEARCH_KEYS = (
     "scheduler",
     "searcher",
     "objectives",
+    "runner",
+    "pack_size",
 )
 _SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor", "max_t")
 _SCHEDULER_TYPES = ("asha", "none")
@@ -83,6 +86,10 @@ class SearchSettings:
     objectives: tuple[tuple[str, str], ...] | None = None
     multivariate: bool = True
     group: bool = True
+    #: How trials train unless the search's options say (``--runner``); None: auto.
+    runner: str | None = None
+    #: Trials per pack of the packed runner unless ``--pack-size`` says; None: the default.
+    pack_size: int | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -177,6 +184,18 @@ def parse_search(
     group = as_bool(ctx, "search.searcher.group", searcher.get("group", multivariate))
     if group and not multivariate:
         raise ctx.error("search.searcher.group", "group: true needs multivariate: true")
+    runner = raw.get("runner")
+    if runner is not None and runner not in RUNNERS:
+        raise ctx.error(
+            "search.runner",
+            f"unknown runner {describe_value(runner)}{did_you_mean(str(runner), RUNNERS)}; "
+            f"allowed: {', '.join(RUNNERS)}",
+        )
+    pack_size = raw.get("pack_size")
+    if pack_size is not None:
+        pack_size = as_int(ctx, "search.pack_size", pack_size, 1)
+        if runner != "packed":
+            raise ctx.error("search.pack_size", "pack_size needs runner: packed")
     return SearchSettings(
         metric=metric,
         mode=mode,  # type: ignore[arg-type]
@@ -189,6 +208,8 @@ def parse_search(
         objectives=objectives,
         multivariate=multivariate,
         group=group,
+        runner=runner,
+        pack_size=pack_size,
     )
 
 
