@@ -210,12 +210,22 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, Content], list[str]]] = {
     "search-unknown-runner": (
         ["search", "smoke", "--runner", "acter", *STORE],
         {},
-        ["unknown runner 'acter'", "did you mean 'actor'", "allowed: actor, auto, train"],
+        ["unknown runner 'acter'", "did you mean 'actor'", "allowed: actor, auto, packed, train"],
     ),
     "search-actor-runner-with-ddp": (
         ["search", "smoke", "--runner", "actor", "--workers-per-trial", "2", *STORE],
         {},
         ["--runner actor trains each trial in one process", "use --runner train"],
+    ),
+    "search-pack-size-without-packed-runner": (
+        ["search", "smoke", "--runner", "actor", "--pack-size", "2", *STORE],
+        {},
+        ["--pack-size sets the trials of a pack, but --runner is actor", "use --runner packed"],
+    ),
+    "search-pack-size-zero": (
+        ["search", "smoke", "--runner", "packed", "--pack-size", "0", *STORE],
+        {},
+        ["--pack-size must be at least 1, got 0"],
     ),
     "unreachable-ray-dashboard": (
         ["search", "smoke", "--address", "http://127.0.0.1:9", *STORE],
