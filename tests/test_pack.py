@@ -86,9 +86,9 @@ def train_alone(
 
 
 def train_packed(
-    model: Path, task: Path, members: dict[str, dict[str, Any]], shared: Any
+    model: Path, task: Path, members: dict[str, dict[str, Any]], shared: Any, recompute: bool
 ) -> tuple[Pack, dict[str, list[dict[str, float]]]]:
-    pack, out = Pack(), {}
+    pack, out = Pack(recompute=recompute), {}
 
     def target(name: str, settings: dict[str, Any]) -> Any:
         def body(member: PackMember) -> None:
@@ -112,15 +112,18 @@ def shared_parts(model: Path, task: Path) -> dict[str, Any]:
     return {"backbone": backbone, "tokenizer": tokenizer, "task": load_task(str(task))}
 
 
+@pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "keep-activations"])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_a_run_trained_in_a_pack_matches_the_same_run_alone(
-    arch: str, tiny_models: dict[str, Path], toy_csv: Path
+    arch: str, recompute: bool, tiny_models: dict[str, Path], toy_csv: Path
 ) -> None:
+    """With activations kept or recomputed in the backward pass (exact either way: the
+    frozen backbone is deterministic)."""
     model = tiny_models[arch]
     members = members_for(arch)
     shared = shared_parts(model, toy_csv)
     alone = train_alone(model, toy_csv, members, shared)
-    pack, packed = train_packed(model, toy_csv, members, shared)
+    pack, packed = train_packed(model, toy_csv, members, shared, recompute)
     for name in members:
         assert len(packed[name]) == len(alone[name]) == 2, name
         for epoch, (a, p) in enumerate(zip(alone[name], packed[name], strict=True), 1):
@@ -230,3 +233,30 @@ def test_a_stopped_member_leaves_and_the_others_go_on(
         [m["train_loss"] for m in alone["idpg-6"]], rel=1e-4
     )
     assert pack.running == []
+
+
+def test_recomputed_layers_keep_only_layer_inputs_and_give_the_same_gradients(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch.utils.checkpoint as checkpointing
+
+    from ipt_ray.core.backbone_call import recomputed_layers
+
+    backbone, _ = load_backbone(str(tiny_models["bert"]))
+    torch.manual_seed(0)
+    call = BackboneCall(
+        torch.randn(3, 6, 32, requires_grad=True), torch.ones(3, 6, dtype=torch.long)
+    )
+    run_call(backbone, call).square().sum().backward()
+    plain = call.inputs_embeds.grad.clone()
+    call.inputs_embeds.grad = None
+    calls = []
+    real = checkpointing.checkpoint
+    monkeypatch.setattr(
+        checkpointing, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    with recomputed_layers(backbone):
+        out = run_call(backbone, call)
+    out.square().sum().backward()
+    assert len(calls) == backbone.config.num_hidden_layers
+    torch.testing.assert_close(call.inputs_embeds.grad, plain)

@@ -40,7 +40,7 @@ def test_a_packed_search_trains_its_trials_in_one_process_and_survives_its_kill(
     once each from 1, and one server trained them, passes fused, until it was killed."""
     import ray
 
-    from ipt_ray.tuning.pack_server import NAMESPACE
+    from ipt_ray.tuning.relay import NAMESPACE
     from ipt_ray.tuning.progress import ProgressEvent
     from ipt_ray.tuning.run import run_search
 

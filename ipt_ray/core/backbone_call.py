@@ -91,6 +91,40 @@ def _layers_from(backbone: PreTrainedModel, start: int) -> Iterator[nn.Module]:
         setattr(parent, attr, layers)
 
 
+@contextmanager
+def recomputed_layers(backbone: PreTrainedModel) -> Iterator[None]:
+    """Within the block each transformer layer keeps only its input for the backward pass
+    and recomputes the rest there (activation checkpointing, per layer).
+
+    Activation memory falls from every layer's intermediates to one (B, S, H) input per
+    layer, for one more forward pass of compute in the backward. Exact: the backbone is
+    frozen in eval mode, so the recomputation repeats the forward bit for bit. A backbone
+    whose layer list is unknown (:func:`~ipt_ray.core.layers.layer_list`) keeps everything.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    try:
+        _, _, layers = layer_list(backbone)
+    except ValueError:
+        yield
+        return
+    originals = [layer.forward for layer in layers]
+
+    def checkpointed(forward: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+        return run
+
+    for layer, forward in zip(layers, originals, strict=True):
+        layer.forward = checkpointed(forward)
+    try:
+        yield
+    finally:
+        for layer, forward in zip(layers, originals, strict=True):
+            layer.forward = forward
+
+
 def run_call(backbone: PreTrainedModel, call: BackboneCall) -> torch.Tensor:
     """The backbone's last hidden states (B, S, H) for ``call``.
 

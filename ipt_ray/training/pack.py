@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ipt_ray.core.backbone_call import BackboneCall, fuse, run_call, split
+from ipt_ray.core.backbone_call import BackboneCall, fuse, recomputed_layers, run_call, split
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -134,7 +134,8 @@ class Pack:
     be called from any thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, recompute: bool = False) -> None:
+        self.recompute = recompute
         self._cond = threading.Condition(threading.Lock())
         self._holder: object = None  # the member with the baton, _DISPATCHING, or None
         self._waiting: deque[PackMember] = deque()  # members that want the baton, in order
@@ -293,7 +294,12 @@ class Pack:
             device = calls[0].inputs_embeds.device.type
             cast = torch.autocast(device, dtype=dtype) if enabled else nullcontext()
             try:
-                with torch.enable_grad(), cast:
+                recompute = (
+                    recomputed_layers(kind[0].backbone)
+                    if self.recompute and calls[0].layer_kv is None
+                    else nullcontext()
+                )
+                with torch.enable_grad(), cast, recompute:
                     fused = fuse(calls) if len(calls) > 1 else calls[0]
                     parts = split(run_call(kind[0].backbone, fused), calls)
             except Exception as exc:  # every member of the pass gets it (and fails alone)

@@ -97,6 +97,11 @@ class SearchOptions:
         "workers_per_trial DDP workers), or auto (the space's runner, else actor for 1 "
         "worker, else train)",
     )
+    pack_keep_activations: bool = _option(
+        False,
+        "packed runner: keep every layer's activations for the backward pass (faster, more "
+        "memory per trial) instead of recomputing them from each layer's input",
+    )
     pack_size: int | None = _option(
         None,
         "packed runner: trials that share cpus_per_worker CPUs (gpus_per_worker GPUs) in a "
@@ -179,6 +184,11 @@ class SearchOptions:
         if (self.pack_size or space_pack_size) is not None and runner != "packed":
             raise SettingError(
                 f"{{pack_size}} sets the trials of a pack, but {{runner}} is {runner}; "
+                "use {runner} packed"
+            )
+        if self.pack_keep_activations and runner != "packed":
+            raise SettingError(
+                f"{{pack_keep_activations}} is a setting of packs, but {{runner}} is {runner}; "
                 "use {runner} packed"
             )
         if not self.placement_timeout > 0:

@@ -88,7 +88,11 @@ def search_params(
         "group": s.group,
         "workers_per_trial": setup.workers,
         "runner": setup.runner,
-        **({"pack_size": setup.pack_size} if setup.runner == "packed" else {}),
+        **(
+            {"pack_size": setup.pack_size, "pack_recompute": setup.pack_recompute}
+            if setup.runner == "packed"
+            else {}
+        ),
         "shared_backbone_bytes": setup.backbone.nbytes if setup.backbone else 0,
         "cpus_per_worker": setup.cpus_per_worker,
         "gpus_per_worker": setup.gpus_per_worker,

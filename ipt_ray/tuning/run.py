@@ -39,7 +39,6 @@ from ipt_ray.tracking import (
 from ipt_ray.tracking.journal import journal_path
 from ipt_ray.tuning.locations import SearchLocations, safe_name
 from ipt_ray.tuning.options import SearchOptions
-from ipt_ray.tuning.pack_server import pack_prefix, stop_packs
 from ipt_ray.tuning.plan import (
     build_tuner,
     default_max_concurrent,
@@ -55,6 +54,7 @@ from ipt_ray.tuning.record import (
     read_record,
     write_record,
 )
+from ipt_ray.tuning.relay import pack_prefix, stop_packs
 from ipt_ray.tuning.shared_storage import check_shared_storage
 from ipt_ray.tuning.space import SearchSpace
 from ipt_ray.tuning.summary import SearchSummary, end_line, summarize
@@ -62,7 +62,8 @@ from ipt_ray.tuning.trial import (
     TrialSetup,
     trainable,
 )
-from ipt_ray.tuning.trial import run_name as train_run_name
+from ipt_ray.tuning.trial_io import remove_scratch_dirs
+from ipt_ray.tuning.trial_io import run_name as train_run_name
 from ipt_ray.tuning.watchdog import (
     current_job_id,
     describe_bundles,
@@ -70,7 +71,7 @@ from ipt_ray.tuning.watchdog import (
     release_search_groups,
     watchdog_report,
 )
-from ipt_ray.tuning.worker import CHECKPOINT_SCORE_KEY, remove_scratch_dirs
+from ipt_ray.tuning.worker import CHECKPOINT_SCORE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ def run_search(
             worker_failures=options.worker_failures,
             runner=runner,
             pack_size=pack_size,
+            pack_recompute=not options.pack_keep_activations,
             placement_timeout=options.placement_timeout,
             backbone=shared,
             **({"train_fn": train_fn} if train_fn is not None else {}),

@@ -52,7 +52,7 @@ from ipt_ray.constants import CONFIG_FILE, WEIGHTS_FILE
 from ipt_ray.core.checkpoint import TRAIN_STATE_JSON, TRAIN_STATE_TENSORS
 from ipt_ray.core.config import TrainConfig
 from ipt_ray.tuning.options import DEFAULT_PLACEMENT_TIMEOUT_S
-from ipt_ray.tuning.pack_server import pack_prefix, train_in_pack
+from ipt_ray.tuning.trial_io import run_name
 from ipt_ray.tuning.worker import (
     CHECKPOINT_SCORE_KEY,
     RESUME_DIR_KEY,
@@ -107,6 +107,8 @@ class TrialSetup:
             :func:`ipt_ray.tuning.options.resolve_runner`).
         pack_size: ``packed``: trials that share ``cpus_per_worker`` CPUs and
             ``gpus_per_worker`` GPUs in one pack (each trial holds 1/pack_size of them).
+        pack_recompute: ``packed``: a pack keeps only each layer's input of its fused passes
+            and recomputes the rest in the backward pass (less memory, more compute).
         placement_timeout: seconds a ``train`` trial waits for its workers to be placed before
             it fails (``WorkersNotPlaced: ...``, naming the resources; Tune's ``max_failures``
             retries it). Ray Train's own default retries forever, which hangs a search whose
@@ -123,6 +125,7 @@ class TrialSetup:
     worker_failures: int = 0
     runner: str = "train"
     pack_size: int = 1
+    pack_recompute: bool = True
     placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT_S
     backbone: SharedBackbone | None = None
     train_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker
@@ -171,11 +174,6 @@ def salvage_run(run_dir: Path) -> Path | None:
         latest or "the start",
     )
     return latest
-
-
-def run_name(trial_id: str) -> str:
-    """The Ray Train run name of a trial: stable across restarts of the trial."""
-    return f"trial-{trial_id}"
 
 
 def build_trainer(
@@ -262,18 +260,9 @@ def train_driver_fn(config: dict[str, Any], setup: TrialSetup) -> None:
         train_config = setup.space.to_train_config(config)
     except Exception as exc:
         raise TrialFailed(short_error(exc)) from exc
-    if setup.runner in ("actor", "packed"):
+    if setup.runner == "actor":
         try:
-            if setup.runner == "actor":
-                train_in_trial(train_config, run_name=run_name(trial_id), shared=setup.backbone)
-            else:
-                train_in_pack(
-                    train_config,
-                    trial_id=trial_id,
-                    run_name=run_name(trial_id),
-                    prefix=pack_prefix(setup.storage_path),
-                    shared=setup.backbone,
-                )
+            train_in_trial(train_config, run_name=run_name(trial_id), shared=setup.backbone)
         except Exception as exc:
             raise TrialFailed(short_error(exc)) from exc
         return
@@ -296,7 +285,14 @@ def trainable(setup: TrialSetup) -> Any:
     1/pack_size share of them (its pack's server holds none); a ``train`` trial holds none
     (the TorchTrainer's workers reserve the resources).
     """
-    bound = ray.tune.with_parameters(train_driver_fn, setup=setup)
+    if setup.runner == "packed":
+        from ipt_ray.tuning.relay import relay_trainable
+
+        bound = relay_trainable(
+            setup.storage_path, setup.space, setup.backbone, setup.pack_recompute
+        )
+    else:
+        bound = ray.tune.with_parameters(train_driver_fn, setup=setup)
     if setup.runner in ("actor", "packed"):
         share = setup.pack_size if setup.runner == "packed" else 1
         resources: dict[str, float] = {"cpu": setup.cpus_per_worker / share}
@@ -315,7 +311,6 @@ __all__ = [
     "TrialFailed",
     "TrialSetup",
     "build_trainer",
-    "run_name",
     "short_error",
     "train_driver_fn",
     "trainable",

@@ -37,8 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +49,7 @@ import torch
 
 from ipt_ray import constants as C
 from ipt_ray.tracking.schema import BEST_PREFIX, NODE_RESULT_KEY
+from ipt_ray.tuning.trial_io import node_name, report_to_tune, scratch_dir
 
 if TYPE_CHECKING:
     from ipt_ray.core.config import TrainConfig
@@ -82,20 +81,6 @@ CHECKPOINT_SCORE_KEY = "checkpoint_score"
 BEST_EPOCH_KEY = "best_epoch"
 
 
-def node_name() -> str:
-    """``hostname (ip, node 1a2b3c4d)`` of this process's Ray node.
-
-    The short Ray node id tells apart nodes that share a host and an address (a local
-    multi-node cluster on one machine).
-    """
-    try:
-        ip = ray.util.get_node_ip_address()
-        node_id = ray.get_runtime_context().get_node_id()[:8]
-    except Exception:  # outside a Ray worker
-        ip, node_id = "?", "?"
-    return f"{socket.gethostname()} ({ip}, node {node_id})"
-
-
 def weights_hash(state: dict[str, torch.Tensor]) -> str:
     """A short sha256 over the tensors of a state dict (sorted keys, raw CPU bytes)."""
     digest = hashlib.sha256()
@@ -114,22 +99,6 @@ def _all_gather(value: Any, world_size: int) -> list[Any]:
     out: list[Any] = [None] * world_size
     torch.distributed.all_gather_object(out, value)
     return out
-
-
-def scratch_dir(run_name: str, rank: int) -> Path:
-    """Where a worker writes checkpoints before Ray Train copies them to storage.
-
-    One fixed directory per trial and rank (not a fresh ``mkdtemp``), so that what a killed
-    worker leaves behind (an ASHA stop, Ctrl-C) is bounded, removed when the trial restarts,
-    and found by :func:`remove_scratch_dirs` at the end of a search.
-    """
-    return Path(tempfile.gettempdir()) / f"ipt-ray-ckpt-{run_name}-rank{rank}"
-
-
-def remove_scratch_dirs(run_name: str) -> None:
-    """Remove the scratch directories of every rank of a trial on this machine."""
-    for path in Path(tempfile.gettempdir()).glob(f"ipt-ray-ckpt-{run_name}-rank*"):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _device(config: TrainConfig) -> str | None:
@@ -152,12 +121,6 @@ def report_to_train(metrics: dict[str, Any], directory: str | None, epoch: int) 
         checkpoint=checkpoint,
         checkpoint_dir_name=f"epoch-{epoch:04d}" if checkpoint else None,
     )
-
-
-def report_to_tune(metrics: dict[str, Any], directory: str | None, epoch: int) -> None:
-    """Report to Tune from inside a trial (Tune persists the checkpoint in the trial's dir)."""
-    checkpoint = ray.tune.Checkpoint.from_directory(directory) if directory else None
-    ray.tune.report(metrics, checkpoint=checkpoint)
 
 
 class _Reporter:
@@ -367,11 +330,7 @@ __all__ = [
     "TRAIN_CONFIG_KEY",
     "WALL_SECONDS_KEY",
     "ReportFn",
-    "node_name",
-    "remove_scratch_dirs",
     "report_to_train",
-    "report_to_tune",
-    "scratch_dir",
     "train_fn_per_worker",
     "train_in_trial",
     "weights_hash",
