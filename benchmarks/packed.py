@@ -7,7 +7,8 @@ lengths into one pass), no scheduler, K at a time:
 
 - ``actor``: K trial processes, each holding 2/K CPUs (``--cpus-per-worker 2/K``);
 - ``packed``: K relays holding 2/K CPUs each, trained in one pack server process
-  (``--cpus-per-worker 2 --pack-size K``).
+  (``--cpus-per-worker 2 --pack-size K``), activations recomputed in the backward pass;
+- ``packed-keep``: the same with ``--pack-keep-activations``.
 
 A sampler adds up, every 0.5 s, the proportional set size (PSS) of every Ray process
 (:func:`trial_memory.ray_worker_pss_bytes`); memory per extra trial is (peak at K - peak at
@@ -17,6 +18,8 @@ side in one invocation; the ratio packed / actor at each K is what README quotes
 
     .venv/bin/python benchmarks/packed.py [--ks 1,2,4,8] [--runners actor,packed]
         [--max-samples 300] [--out benchmarks/out/packed.json]
+
+``--runners`` takes ``actor``, ``packed`` and ``packed-keep``.
 
 Resumable: a (runner, K) already in ``--out`` with the same settings is skipped; each result
 is written as soon as it is measured.
@@ -66,8 +69,9 @@ def measure(runner: str, concurrent: int, max_samples: int) -> dict[str, Any]:
             time.sleep(0.5)
 
     options: dict[str, Any] = {"runner": runner, "cpus_per_worker": 2.0 / concurrent}
-    if runner == "packed":
+    if runner.startswith("packed"):
         options = {"runner": "packed", "cpus_per_worker": 2.0, "pack_size": concurrent}
+        options["pack_keep_activations"] = runner == "packed-keep"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     sampler = threading.Thread(target=sample, daemon=True)
     try:
@@ -107,7 +111,7 @@ def measure(runner: str, concurrent: int, max_samples: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", default="1,2,4,8")
-    parser.add_argument("--runners", default="actor,packed")
+    parser.add_argument("--runners", default="actor,packed,packed-keep")
     parser.add_argument("--max-samples", type=int, default=300)
     parser.add_argument("--out", default="benchmarks/out/packed.json")
     args = parser.parse_args()
@@ -119,7 +123,9 @@ def main() -> None:
     for k in ks:  # side by side: both runners at one K before the next K
         for runner in args.runners.split(","):
             if any(
-                r["runner"] == runner and r["concurrent"] == k and r["max_samples"] == args.max_samples
+                r["runner"] == runner
+                and r["concurrent"] == k
+                and r["max_samples"] == args.max_samples
                 for r in results
             ):
                 continue
@@ -139,18 +145,19 @@ def main() -> None:
 
 
 def summarize(rows: list[dict[str, Any]], max_samples: int) -> dict[str, Any]:
-    """Per runner: GiB per extra concurrent trial at each K; per K: throughput ratio."""
+    """Per runner: GiB per extra concurrent trial at each K, and throughput over the actor
+    runner's at each K."""
     by = {(r["runner"], r["concurrent"]): r for r in rows if r["max_samples"] == max_samples}
-    out: dict[str, Any] = {"extra_trial_gib": {}, "throughput_ratio_packed_over_actor": {}}
+    out: dict[str, Any] = {"extra_trial_gib": {}, "throughput_ratio_over_actor": {}}
     for (runner, k), row in sorted(by.items()):
         base = by.get((runner, 1))
         if base is not None and k > 1:
             extra = (row["peak_bytes"] - base["peak_bytes"]) / (k - 1) / GIB
             out["extra_trial_gib"].setdefault(runner, {})[k] = round(extra, 3)
         actor = by.get(("actor", k))
-        if runner == "packed" and actor is not None:
+        if runner != "actor" and actor is not None:
             ratio = row["trial_epochs_per_hour"] / actor["trial_epochs_per_hour"]
-            out["throughput_ratio_packed_over_actor"][k] = round(ratio, 2)
+            out["throughput_ratio_over_actor"].setdefault(runner, {})[k] = round(ratio, 2)
     return out
 
 
