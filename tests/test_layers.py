@@ -91,3 +91,10 @@ def test_a_second_generator_under_a_taken_name_is_refused() -> None:
 
     with pytest.raises(ValueError, match="'task' is already registered"):
         register(Again)
+
+
+def test_a_packed_runners_relay_imports_ray_but_not_torch() -> None:
+    """A packed trial's process (its relay) and the module that creates its pack server
+    hold Ray and Tune only: one more packed trial must not cost one more torch import."""
+    code = "import ipt_ray.tuning.relay, ipt_ray.tuning.pack_server, ipt_ray.tuning.trial_io"
+    assert heavy_imports(code) == ["ray"]

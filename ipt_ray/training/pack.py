@@ -107,6 +107,7 @@ class PackMember:
             self._cuda_rng = torch.cuda.get_rng_state_all()
 
     def _restore_rng(self) -> None:
+        self.pack._apply_threads()
         if self._rng is not None:
             torch.set_rng_state(self._rng)
         if self._cuda_rng is not None:
@@ -134,8 +135,11 @@ class Pack:
     be called from any thread.
     """
 
-    def __init__(self, *, recompute: bool = False) -> None:
+    def __init__(self, *, recompute: bool = False, threads: int | None = None) -> None:
         self.recompute = recompute
+        #: torch's intra-op threads for every member (None: leave torch's setting alone).
+        self.threads = threads
+        self._local = threading.local()
         self._cond = threading.Condition(threading.Lock())
         self._holder: object = None  # the member with the baton, _DISPATCHING, or None
         self._waiting: deque[PackMember] = deque()  # members that want the baton, in order
@@ -197,6 +201,17 @@ class Pack:
     def running(self) -> list[str]:
         """Names of the members whose thread is alive."""
         return [n for n, m in self.members.items() if m.thread is not None and m.thread.is_alive()]
+
+    def _apply_threads(self) -> None:
+        """Give the calling thread :attr:`threads` intra-op threads.
+
+        torch's setting reaches OpenMP per thread: a member thread that ran an op before a
+        change would otherwise keep the old count (measured: a pack at half speed).
+        """
+        want = self.threads
+        if want is not None and getattr(self._local, "threads", None) != want:
+            torch.set_num_threads(want)
+            self._local.threads = want
 
     # -- the baton ------------------------------------------------------------------------
     def _acquire(self, member: PackMember) -> None:
@@ -277,6 +292,7 @@ class Pack:
             self._holder = _DISPATCHING
             self._cond.release()
             try:
+                self._apply_threads()
                 work()
             finally:
                 self._cond.acquire()

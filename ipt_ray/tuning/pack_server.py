@@ -194,13 +194,11 @@ class PackServer:
 
     def _set_threads(self, leaving: str | None = None) -> None:
         """Torch threads: the CPUs its running members' relays hold (at least 1)."""
-        import torch
-
         with self.lock:
             running = set(self.pack.running) - {leaving}
             cpus = sum(s.cpus for n, s in self.slots.items() if n in running)
         limit = os.cpu_count() or 1
-        torch.set_num_threads(max(1, min(limit, int(cpus + 1e-9))))
+        self.pack.threads = max(1, min(limit, int(cpus + 1e-9)))
 
     def _exit_when_idle(self) -> None:
         while True:
