@@ -18,6 +18,7 @@ training code: a relay imports it to create the actor.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import shutil
@@ -38,12 +39,24 @@ IDLE_EXIT_S = 120.0
 
 @dataclass
 class _Slot:
-    """One member as the server sees it: what it reported, and whether its relay took it."""
+    """One member as the server sees it: its events, and how many its relay has handled.
+
+    A report waits until its relay says it has handled it (passed it to Tune, whose copy of
+    the checkpoint is then made): acknowledged by count, so a relay asking again after a
+    timeout never releases a report it has not received.
+    """
 
     events: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
-    taken: threading.Event = field(default_factory=threading.Event)
     cpus: float = 0.0
     member: PackMember | None = None
+    sent: int = 0  # reports put in ``events``
+    handled: int = 0  # reports the relay has handled (math.inf once dropped)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def acknowledge(self, handled: float) -> None:
+        with self.changed:
+            self.handled = max(self.handled, handled)  # type: ignore[assignment]
+            self.changed.notify_all()
 
 
 def device_for(gpu: str | None) -> str | None:
@@ -100,7 +113,7 @@ class PackServer:
             self.idle_since = None
         if old is not None:
             self.pack.stop(trial_id)
-            old.taken.set()
+            old.acknowledge(math.inf)
             if old.member is not None and old.member.thread is not None:
                 old.member.thread.join(timeout=60)
         space, shared = payload
@@ -110,14 +123,14 @@ class PackServer:
         )
         self._set_threads()
 
-    def next(self, trial_id: str, timeout: float = 5.0) -> tuple[Any, ...] | None:
-        """The member's next event, after marking its last one taken: ``("report",
-        metrics, checkpoint folder or None, epoch)``, ``("done",)`` or ``("failed", one-line
-        error)``; None if nothing came within ``timeout`` seconds."""
+    def next(self, trial_id: str, handled: int, timeout: float) -> tuple[Any, ...] | None:
+        """The member's next event, once the relay says it has handled ``handled`` reports:
+        ``("report", metrics, checkpoint folder or None, epoch)``, ``("done",)`` or
+        ``("failed", one-line error)``; None if nothing came within ``timeout`` seconds."""
         slot = self.slots.get(trial_id)
         if slot is None:
             return ("failed", f"PackMemberLost: trial {trial_id} is not in this pack")
-        slot.taken.set()
+        slot.acknowledge(handled)
         try:
             return slot.events.get(timeout=timeout)
         except queue.Empty:
@@ -129,7 +142,7 @@ class PackServer:
             slot = self.slots.get(trial_id)
         if slot is not None:
             self.pack.stop(trial_id)
-            slot.taken.set()
+            slot.acknowledge(math.inf)
 
     def info(self) -> dict[str, Any]:
         """Members running, the fused passes' counters, the process id."""
@@ -159,10 +172,10 @@ class PackServer:
         from ipt_ray.tuning.worker import _train
 
         def report(metrics: dict[str, Any], directory: str | None, epoch: int) -> None:
-            slot.taken.clear()
+            slot.sent += 1
             slot.events.put(("report", metrics, directory, epoch))
-            with member.outside():  # the other members train while the relay reports
-                slot.taken.wait()
+            with member.outside(), slot.changed:  # the others train while the relay reports
+                slot.changed.wait_for(lambda: slot.handled >= slot.sent)
 
         try:
             _train(

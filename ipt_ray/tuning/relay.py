@@ -118,14 +118,16 @@ def relay_fn(config: dict[str, Any], *, prefix: str, payload: list[Any], recompu
         except ray.exceptions.RayActorError:
             if attempt == 2:
                 raise
+    handled = 0
     try:
         while True:
-            event = ray.get(server.next.remote(trial_id))  # type: ignore[union-attr]
+            event = ray.get(server.next.remote(trial_id, handled, POLL_S))  # type: ignore[union-attr]
             if event is None:
                 continue
             if event[0] == "report":
                 _, metrics, directory, epoch = event
                 report_to_tune(metrics, directory, epoch)
+                handled += 1
             elif event[0] == "done":
                 return
             else:
