@@ -7,19 +7,22 @@ lengths into one pass), no scheduler, K at a time:
 
 - ``actor``: K trial processes, each holding 2/K CPUs (``--cpus-per-worker 2/K``);
 - ``packed``: K relays holding 2/K CPUs each, trained in one pack server process
-  (``--cpus-per-worker 2 --pack-size K``), activations recomputed in the backward pass;
-- ``packed-keep``: the same with ``--pack-keep-activations``.
+  (``--cpus-per-worker 2 --pack-size K``);
+- ``packed-recompute``: the same with ``--pack-recompute`` (activations recomputed in the
+  backward pass).
 
 A sampler adds up, every 0.5 s, the proportional set size (PSS) of every Ray process
 (:func:`trial_memory.ray_worker_pss_bytes`); memory per extra trial is (peak at K - peak at
 1) / (K - 1). Throughput is trial-epochs per hour of the whole search (Ray start excluded,
-process start-up and evaluation included): 2K / wall seconds x 3600. Both runners run side by
-side in one invocation; the ratio packed / actor at each K is what README quotes.
+process start-up and evaluation included): 2K / wall seconds x 3600; the training phase alone
+is K x the median trial's ``samples_per_second`` (each trial's rate while it shared the CPUs).
+Both runners run side by side in one invocation; the ratio packed / actor at each K is what
+README quotes.
 
     .venv/bin/python benchmarks/packed.py [--ks 1,2,4,8] [--runners actor,packed]
         [--max-samples 300] [--out benchmarks/out/packed.json]
 
-``--runners`` takes ``actor``, ``packed`` and ``packed-keep``.
+``--runners`` takes ``actor``, ``packed`` and ``packed-recompute``.
 
 Resumable: a (runner, K) already in ``--out`` with the same settings is skipped; each result
 is written as soon as it is measured.
@@ -71,7 +74,7 @@ def measure(runner: str, concurrent: int, max_samples: int) -> dict[str, Any]:
     options: dict[str, Any] = {"runner": runner, "cpus_per_worker": 2.0 / concurrent}
     if runner.startswith("packed"):
         options = {"runner": "packed", "cpus_per_worker": 2.0, "pack_size": concurrent}
-        options["pack_keep_activations"] = runner == "packed-keep"
+        options["pack_recompute"] = runner == "packed-recompute"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     sampler = threading.Thread(target=sample, daemon=True)
     try:
@@ -91,6 +94,10 @@ def measure(runner: str, concurrent: int, max_samples: int) -> dict[str, Any]:
         done.set()
         ray.shutdown()
     epochs = sum(t.epochs for t in summary.trials)
+    # The training phase alone (no start-up, no evaluation): each trial's samples per second
+    # while it shared the CPUs with the others, times the trials that ran at once.
+    rates = sorted(float(t.metrics.get("samples_per_second", 0.0)) for t in summary.trials)
+    median_rate = rates[len(rates) // 2] if rates else 0.0
     return {
         "runner": runner,
         "concurrent": concurrent,
@@ -101,6 +108,8 @@ def measure(runner: str, concurrent: int, max_samples: int) -> dict[str, Any]:
         "trial_epochs": epochs,
         "wall_seconds": wall,
         "trial_epochs_per_hour": epochs / wall * 3600,
+        "median_trial_samples_per_second": median_rate,
+        "training_samples_per_second": median_rate * concurrent,
         "idle_bytes": idle,
         "peak_bytes": peak["bytes"],
         "peak_by_name": peak["by_name"],
@@ -111,7 +120,7 @@ def measure(runner: str, concurrent: int, max_samples: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", default="1,2,4,8")
-    parser.add_argument("--runners", default="actor,packed,packed-keep")
+    parser.add_argument("--runners", default="actor,packed,packed-recompute")
     parser.add_argument("--max-samples", type=int, default=300)
     parser.add_argument("--out", default="benchmarks/out/packed.json")
     args = parser.parse_args()
@@ -148,7 +157,11 @@ def summarize(rows: list[dict[str, Any]], max_samples: int) -> dict[str, Any]:
     """Per runner: GiB per extra concurrent trial at each K, and throughput over the actor
     runner's at each K."""
     by = {(r["runner"], r["concurrent"]): r for r in rows if r["max_samples"] == max_samples}
-    out: dict[str, Any] = {"extra_trial_gib": {}, "throughput_ratio_over_actor": {}}
+    out: dict[str, Any] = {
+        "extra_trial_gib": {},
+        "throughput_ratio_over_actor": {},
+        "training_ratio_over_actor": {},
+    }
     for (runner, k), row in sorted(by.items()):
         base = by.get((runner, 1))
         if base is not None and k > 1:
@@ -158,6 +171,9 @@ def summarize(rows: list[dict[str, Any]], max_samples: int) -> dict[str, Any]:
         if runner != "actor" and actor is not None:
             ratio = row["trial_epochs_per_hour"] / actor["trial_epochs_per_hour"]
             out["throughput_ratio_over_actor"].setdefault(runner, {})[k] = round(ratio, 2)
+            if actor.get("training_samples_per_second") and row.get("training_samples_per_second"):
+                ratio = row["training_samples_per_second"] / actor["training_samples_per_second"]
+                out["training_ratio_over_actor"].setdefault(runner, {})[k] = round(ratio, 2)
     return out
 
 

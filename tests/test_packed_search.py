@@ -40,8 +40,8 @@ def test_a_packed_search_trains_its_trials_in_one_process_and_survives_its_kill(
     once each from 1, and one server trained them, passes fused, until it was killed."""
     import ray
 
-    from ipt_ray.tuning.relay import NAMESPACE
     from ipt_ray.tuning.progress import ProgressEvent
+    from ipt_ray.tuning.relay import NAMESPACE
     from ipt_ray.tuning.run import run_search
 
     before = {a.actor_id for a in pack_servers()}
@@ -113,6 +113,7 @@ def test_a_packed_search_trains_its_trials_in_one_process_and_survives_its_kill(
         ({"runner": "packed", "workers_per_trial": 2}, "runner packed trains each trial in one"),
         ({"runner": "actor", "pack_size": 2}, "pack_size sets the trials of a pack"),
         ({"runner": "packed", "pack_size": 0}, "pack_size must be at least 1"),
+        ({"runner": "actor", "pack_recompute": True}, "pack_recompute is a setting of packs"),
     ],
 )
 def test_packed_settings_that_cannot_work_are_refused(

@@ -97,10 +97,10 @@ class SearchOptions:
         "workers_per_trial DDP workers), or auto (the space's runner, else actor for 1 "
         "worker, else train)",
     )
-    pack_keep_activations: bool = _option(
+    pack_recompute: bool = _option(
         False,
-        "packed runner: keep every layer's activations for the backward pass (faster, more "
-        "memory per trial) instead of recomputing them from each layer's input",
+        "packed runner: keep only each layer's input for the backward pass and recompute the "
+        "rest there (less memory per trial, about a third more compute)",
     )
     pack_size: int | None = _option(
         None,
@@ -186,9 +186,9 @@ class SearchOptions:
                 f"{{pack_size}} sets the trials of a pack, but {{runner}} is {runner}; "
                 "use {runner} packed"
             )
-        if self.pack_keep_activations and runner != "packed":
+        if self.pack_recompute and runner != "packed":
             raise SettingError(
-                f"{{pack_keep_activations}} is a setting of packs, but {{runner}} is {runner}; "
+                f"{{pack_recompute}} is a setting of packs, but {{runner}} is {runner}; "
                 "use {runner} packed"
             )
         if not self.placement_timeout > 0:

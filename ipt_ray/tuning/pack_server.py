@@ -79,9 +79,12 @@ class PackServer:
         gpu: the GPU id (as Ray gives it to the relays) the members train on, or None.
         recompute: the pack recomputes layer activations in the backward pass
             (:class:`~ipt_ray.training.pack.Pack`).
+        idle_exit_s: end the actor after this many seconds without members (None: never).
     """
 
-    def __init__(self, gpu: str | None, recompute: bool) -> None:
+    def __init__(
+        self, gpu: str | None, recompute: bool, idle_exit_s: float | None = IDLE_EXIT_S
+    ) -> None:
         from ipt_ray.training.pack import Pack
 
         self.pack: Pack = Pack(recompute=recompute)
@@ -89,7 +92,8 @@ class PackServer:
         self.slots: dict[str, _Slot] = {}
         self.lock = threading.Lock()
         self.idle_since: float | None = time.monotonic()
-        threading.Thread(target=self._exit_when_idle, daemon=True).start()
+        if idle_exit_s is not None:
+            threading.Thread(target=self._exit_when_idle, args=(idle_exit_s,), daemon=True).start()
 
     # -- what a relay calls ---------------------------------------------------------------
     def start(
@@ -204,6 +208,9 @@ class PackServer:
                 if not [n for n in self.pack.running if n != member.name]:
                     self.idle_since = time.monotonic()
             self._set_threads(leaving=member.name)
+            from ipt_ray.training import warm
+
+            warm.release_memory()  # what the member's run freed goes back, as after a trial
 
     def _set_threads(self, leaving: str | None = None) -> None:
         """Torch threads: the CPUs its running members' relays hold (at least 1)."""
@@ -213,13 +220,13 @@ class PackServer:
         limit = os.cpu_count() or 1
         self.pack.threads = max(1, min(limit, int(cpus + 1e-9)))
 
-    def _exit_when_idle(self) -> None:
+    def _exit_when_idle(self, after: float) -> None:
         while True:
-            time.sleep(min(IDLE_EXIT_S / 4, 10.0))
+            time.sleep(min(after / 4, 10.0))
             with self.lock:
                 since = self.idle_since
                 idle = since is not None and not self.pack.running
-                if idle and time.monotonic() - since > IDLE_EXIT_S:  # type: ignore[operator]
+                if idle and time.monotonic() - since > after:  # type: ignore[operator]
                     break
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 

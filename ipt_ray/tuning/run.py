@@ -203,7 +203,7 @@ def run_search(
             worker_failures=options.worker_failures,
             runner=runner,
             pack_size=pack_size,
-            pack_recompute=not options.pack_keep_activations,
+            pack_recompute=options.pack_recompute,
             placement_timeout=options.placement_timeout,
             backbone=shared,
             **({"train_fn": train_fn} if train_fn is not None else {}),

@@ -125,7 +125,7 @@ class TrialSetup:
     worker_failures: int = 0
     runner: str = "train"
     pack_size: int = 1
-    pack_recompute: bool = True
+    pack_recompute: bool = False
     placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT_S
     backbone: SharedBackbone | None = None
     train_fn: Callable[[dict[str, Any]], None] = train_fn_per_worker

@@ -29,6 +29,8 @@ def node_name() -> str:
     The short Ray node id tells apart nodes that share a host and an address (a local
     multi-node cluster on one machine).
     """
+    if not ray.is_initialized():  # outside Ray (asking would start one)
+        return f"{socket.gethostname()} (?, node ?)"
     try:
         ip = ray.util.get_node_ip_address()
         node_id = ray.get_runtime_context().get_node_id()[:8]
