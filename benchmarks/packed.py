@@ -33,12 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from trial_memory import ray_worker_pss_bytes
+from trial_memory import PeakSampler, ray_worker_pss_bytes
 
 GIB = 2**30
 
@@ -61,22 +60,14 @@ def measure(runner: str, concurrent: int, max_samples: int) -> dict[str, Any]:
     from ipt_ray.tuning.space import parse_space
 
     root = Path(tempfile.mkdtemp(prefix="ipt-ray-packed-"))
-    peak: dict[str, Any] = {"bytes": 0, "by_name": {}}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            total, by_name = ray_worker_pss_bytes()
-            if total > peak["bytes"]:
-                peak.update(bytes=total, by_name=by_name)
-            time.sleep(0.5)
+    sampler = PeakSampler()
+    peak = sampler.peak
 
     options: dict[str, Any] = {"runner": runner, "cpus_per_worker": 2.0 / concurrent}
     if runner.startswith("packed"):
         options = {"runner": "packed", "cpus_per_worker": 2.0, "pack_size": concurrent}
         options["pack_recompute"] = runner == "packed-recompute"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    sampler = threading.Thread(target=sample, daemon=True)
     try:
         time.sleep(3)  # Ray's prestarted idle workers settle first
         idle, _ = ray_worker_pss_bytes()
@@ -91,7 +82,7 @@ def measure(runner: str, concurrent: int, max_samples: int) -> dict[str, Any]:
         )
         wall = time.perf_counter() - started
     finally:
-        done.set()
+        sampler.stop()
         ray.shutdown()
     epochs = sum(t.epochs for t in summary.trials)
     # The training phase alone (no start-up, no evaluation): each trial's samples per second

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def ray_worker_pss_bytes() -> tuple[int, dict[str, int]]:
@@ -52,6 +53,29 @@ def ray_worker_pss_bytes() -> tuple[int, dict[str, int]]:
     return total, by_name
 
 
+class PeakSampler:
+    """Samples :func:`ray_worker_pss_bytes` every 0.5 s on a thread, keeping the peak:
+    ``peak["bytes"]`` and the processes' ``peak["by_name"]`` at that moment."""
+
+    def __init__(self) -> None:
+        self.peak: dict[str, Any] = {"bytes": 0, "by_name": {}}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.done.is_set():
+            total, by_name = ray_worker_pss_bytes()
+            if total > self.peak["bytes"]:
+                self.peak.update(bytes=total, by_name=by_name)
+            time.sleep(0.5)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+
+
 def search_peak(
     concurrent: int, max_samples: int, runner: str, prompt_layer: int
 ) -> dict[str, object]:
@@ -69,18 +93,10 @@ def search_peak(
         "params:\n  lr: [0.02]\n  generator: {choices: {task: {}}}\n"
     )
     root = Path(tempfile.mkdtemp(prefix="ipt-ray-memory-"))
-    peak: dict[str, object] = {"bytes": 0, "by_name": {}}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            total, by_name = ray_worker_pss_bytes()
-            if total > int(peak["bytes"]):  # type: ignore[call-overload]
-                peak.update(bytes=total, by_name=by_name)
-            time.sleep(0.5)
+    sampler = PeakSampler()
+    peak = sampler.peak
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    sampler = threading.Thread(target=sample, daemon=True)
     try:
         time.sleep(3)  # Ray's prestarted idle workers settle first
         idle, _ = ray_worker_pss_bytes()
@@ -93,7 +109,7 @@ def search_peak(
             runner=runner,
         )
     finally:
-        done.set()
+        sampler.stop()
         ray.shutdown()
     return {
         "runner": runner,

@@ -32,21 +32,27 @@ def next_event(server: PackServer, handled: int, wait: float = 60.0) -> tuple[An
     raise AssertionError("no event within the wait")
 
 
-def test_a_report_holds_its_member_until_the_relay_handled_it(
-    tiny_models: dict[str, Path], toy_csv: Path
-) -> None:
+def serve_one(model: Path, task: Path, epochs: int) -> PackServer:
+    """A server (no idle exit) training one trial ``t1`` of ``epochs`` epochs."""
     config = TrainConfig(
-        task=str(toy_csv),
-        model=str(tiny_models["bert"]),
+        task=str(task),
+        model=str(model),
         generator="task",
         prompt_length=4,
         max_length=16,
         batch_size=16,
-        epochs=2,
+        epochs=epochs,
         max_samples=48,
     )
     server = PackServer(None, recompute=True, idle_exit_s=None)
     server.start("t1", {}, (OneConfig(config), None), run_name="trial-t1", resume_dir=None, cpus=1)
+    return server
+
+
+def test_a_report_holds_its_member_until_the_relay_handled_it(
+    tiny_models: dict[str, Path], toy_csv: Path
+) -> None:
+    server = serve_one(tiny_models["bert"], toy_csv, epochs=2)
     kind, metrics, directory, epoch = next_event(server, 0)
     assert (kind, epoch) == ("report", 1)
     # The relay asks again without having handled it (a poll that timed out, say): the
@@ -67,18 +73,7 @@ def test_a_report_holds_its_member_until_the_relay_handled_it(
 def test_dropping_a_member_that_waits_for_its_relay_ends_it(
     tiny_models: dict[str, Path], toy_csv: Path
 ) -> None:
-    config = TrainConfig(
-        task=str(toy_csv),
-        model=str(tiny_models["bert"]),
-        generator="task",
-        prompt_length=4,
-        max_length=16,
-        batch_size=16,
-        epochs=3,
-        max_samples=48,
-    )
-    server = PackServer(None, recompute=True, idle_exit_s=None)
-    server.start("t1", {}, (OneConfig(config), None), run_name="trial-t1", resume_dir=None, cpus=1)
+    server = serve_one(tiny_models["bert"], toy_csv, epochs=3)
     assert next_event(server, 0)[0] == "report"
     server.drop("t1")
     server.pack.join(timeout=60)
