@@ -39,7 +39,9 @@ def run(space: SearchSpace, paths: dict[str, Any], **kwargs: Any) -> Any:
     return summary
 
 
-@pytest.mark.parametrize("runner", ["actor", "train"])
+# The train runner's variant is slow (about 50 s); the train runner is also in the default
+# suite through test_two_ddp_workers, test_faults, test_watchdog and test_node_fault.
+@pytest.mark.parametrize("runner", ["actor", pytest.param("train", marks=pytest.mark.slow)])
 def test_smoke_search(
     tiny_models: dict[str, Path],
     toy_csv: Path,

@@ -89,6 +89,8 @@ EVERY_OPTION: dict[str, Any] = {
     "placement_timeout": 60.0,
     "stall_timeout": 90.0,
     "runner": "train",
+    "pack_size": 3,  # not checked together with the runner here: only carried
+    "pack_recompute": True,
     "set": {"epochs": 1, "encoder": "cnn", "lr": "1e-3", "label_names": ["a", "b"]},
 }
 

@@ -201,7 +201,9 @@ def test_a_submitted_search_needs_storage_only_with_a_server(tmp_path: Path) -> 
 
 
 # -- a real search from an empty folder ----------------------------------------------------------
+# Slow (about 30 s): the rule it checks end to end, store_dir, is tested above without Ray.
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_search_run_elsewhere_keeps_its_store_in_one_place(
     tiny_models: dict[str, Path], toy_csv: Path, tmp_path: Path
 ) -> None:
