@@ -1056,7 +1056,10 @@ def test_plots_of_the_real_search(real_search: RealSearch, tmp_path: Path) -> No
 
 
 # -- a real mlflow server ----------------------------------------------------------------------
+# Slow (about 40 s with its server): the default suite keeps a real server in test_journal.py,
+# and `best`/`export` on a SQLite store above.
 @pytest.mark.ray
+@pytest.mark.slow
 def test_best_and_export_against_a_tracking_server(
     ray_session: None,
     tiny_models: dict[str, Path],

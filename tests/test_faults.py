@@ -160,6 +160,9 @@ def test_a_killed_training_process_resumes_from_its_checkpoint_without_gap_or_re
 OUTAGE_SECONDS = 30.0
 
 
+# Slow (about 55 s): the default suite keeps an outage in
+# tests/test_journal.py::test_a_search_driver_killed_during_an_mlflow_outage_resumes_without_loss.
+@pytest.mark.slow
 def test_an_mlflow_outage_of_30_s_loses_no_metric(
     ray_session: None,
     tiny_models: dict[str, Path],

@@ -186,7 +186,8 @@ def test_resources_must_fit(ray_session: None) -> None:
         default_max_concurrent(1, 1.0, 1.0)
 
 
-@pytest.mark.parametrize("runner", ["auto", "packed"])
+# The packed variant is slow (about 10 s); test_packed_search.py runs ASHA over a pack.
+@pytest.mark.parametrize("runner", ["auto", pytest.param("packed", marks=pytest.mark.slow)])
 def test_asha_prunes(
     ray_session: None,
     tiny_models: dict[str, Path],
