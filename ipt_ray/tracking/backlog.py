@@ -12,6 +12,9 @@ With a journal (:mod:`ipt_ray.tracking.journal`) every kept call is also appende
 queued, and a backlog built on the same file (a resumed search) replays what a killed driver
 left, in order, before any new call.
 
+:class:`~ipt_ray.tracking.background.BackgroundBacklog` (what a search's driver uses) makes the
+same calls from a writer thread instead, so that the Tune loop never waits on MLflow.
+
 The calls are :class:`~ipt_ray.tracking.journal.PendingCall` records; what one *does* is the owner's
 business (``apply``: :meth:`ipt_ray.tracking.writer.RunWriter._apply`). MLflow is imported only
 to classify its errors.
@@ -22,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ipt_ray.tracking.journal import Journal, JournalContents, PendingCall
 
@@ -48,9 +53,11 @@ DEFAULT_FLUSH_TIMEOUT = 600.0
 #: How often a call the store *answered* with a server-side error is tried before it is
 #: dropped (an unreachable store is waited for without a limit: see ``flush_timeout``).
 _SERVER_ERROR_ATTEMPTS = 3
+#: What a pickled backlog leaves out (rebuilt by ``_init_threads``).
+_THREAD_STATE = ("_cond", "_writer")
 #: Calls done with before the journal is compacted although some are still pending (a store
 #: that keeps coming and going must not grow the file without bound).
-_COMPACT_AFTER = 1000
+COMPACT_AFTER = 1000
 
 
 class NoRun(Exception):
@@ -127,7 +134,8 @@ class CallBacklog:
         self.failed_calls = 0  # calls that failed at least once (refused or kept)
         self.lost_calls = 0  # calls that never reached MLflow (refused, or given up on)
         self.attempts = 0  # MLflow calls tried (a replayed call counts each time)
-        self.seconds = 0.0  # wall time spent in them, in the caller's thread (the driver)
+        self.seconds = 0.0  # wall time spent in them (by the caller, or the writer thread)
+        self.caller_seconds = 0.0  # wall time the caller spent in submit() (the Tune loop)
         self.peak = 0  # the most calls kept at once
         self._queue: deque[PendingCall] = deque()
         self._next_retry = 0.0
@@ -136,6 +144,20 @@ class CallBacklog:
         self._seq = 0
         self._done_since_rewrite = 0
         self.journal = Journal(journal) if journal is not None else None
+        self._init_threads()
+
+    def _init_threads(self) -> None:
+        # Guards the queue, the journal and the counters: BackgroundBacklog's writer thread
+        # shares them with the caller (uncontended here).
+        self._cond = threading.Condition()
+
+    # A tracker pickled by Tune (tests without a live-tracker key) carries no thread or lock.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _THREAD_STATE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_threads()
 
     def __len__(self) -> int:
         """Calls kept while the store is unreachable."""
@@ -221,30 +243,42 @@ class CallBacklog:
 
     # -- calls -----------------------------------------------------------------------------
     def _attempt(self, call: PendingCall) -> bool:
-        """Try ``call``: True when done with it (succeeded, or refused and dropped)."""
+        """Try ``call``: True when done with it (succeeded, or refused and dropped). The
+        counters change under the lock: the writer thread and :meth:`flush` both count."""
         call.attempts += 1
-        self.attempts += 1
         started = time.perf_counter()
+        failed = lost = False
         try:
             with quick_http_requests():
                 self.apply(call)
             return True
         except NoRun as exc:
-            self.lost_calls += 1
+            lost = True
             logger.warning("MLflow: %s dropped: %s", call.what, exc)
             return True
         except Exception as exc:
-            self.failed_calls += 1
+            failed = True
             if is_transient(exc, call.attempts):
                 return False
-            self.lost_calls += 1
+            lost = True
             logger.warning("MLflow: %s failed (the search goes on): %s", call.what, exc)
             return True
         finally:
-            self.seconds += time.perf_counter() - started
+            with self._cond:
+                self.attempts += 1
+                self.failed_calls += failed
+                self.lost_calls += lost
+                self.seconds += time.perf_counter() - started
 
     def submit(self, call: PendingCall) -> None:
         """Make ``call`` now, or keep it behind the calls already kept; never raises."""
+        started = time.perf_counter()
+        try:
+            self._submit(call)
+        finally:
+            self.caller_seconds += time.perf_counter() - started
+
+    def _submit(self, call: PendingCall) -> None:
         if self._queue:
             self.drain()
         if self._queue:
@@ -252,13 +286,16 @@ class CallBacklog:
         elif not self._attempt(call):
             self._enqueue(call)
             self._next_retry = time.monotonic() + self.retry_interval
-            logger.warning(
-                "MLflow at %s is unreachable (%s failed); the search goes on and its calls "
-                "are kept%s and replayed when it answers again",
-                self.tracking_uri,
-                call.what,
-                f" (journaled in {self.journal.path})" if self.journal is not None else "",
-            )
+            self._warn_unreachable(call)
+
+    def _warn_unreachable(self, call: PendingCall) -> None:
+        logger.warning(
+            "MLflow at %s is unreachable (%s failed); the search goes on and its calls "
+            "are kept%s and replayed when it answers again",
+            self.tracking_uri,
+            call.what,
+            f" (journaled in {self.journal.path})" if self.journal is not None else "",
+        )
 
     def drain(self, *, force: bool = False) -> None:
         """Replay kept calls in order until one fails again (at most once per
@@ -269,13 +306,18 @@ class CallBacklog:
         while self._queue:
             if not self._attempt(self._queue[0]):
                 self._next_retry = time.monotonic() + self.retry_interval
-                if self._done_since_rewrite >= _COMPACT_AFTER:
+                if self._done_since_rewrite >= COMPACT_AFTER:
                     self._rewrite_journal()
                 return
             self._dequeue()
             replayed += 1
         self._rewrite_journal()  # nothing pending: the journal goes
         logger.warning("MLflow answers again: %d buffered call(s) replayed", replayed)
+
+    def settled(self, timeout: float) -> bool:
+        """Whether every call submitted so far has been made (or dropped); ``timeout``: how
+        long a background writer may be waited for."""
+        return not self._queue
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every kept call has reached MLflow, at most ``timeout`` seconds
@@ -285,34 +327,41 @@ class CallBacklog:
         timeout = self.flush_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         if self._queue:
-            logger.warning(
-                "waiting up to %.0f s for MLflow at %s to take %d buffered call(s)",
-                timeout,
-                self.tracking_uri,
-                len(self._queue),
-            )
+            self._warn_waiting(timeout)
         while self._queue:
             self.drain(force=True)
             if not self._queue:
                 break
             if time.monotonic() >= deadline:
-                self.lost_calls += len(self._queue)
-                logger.warning(
-                    "MLflow at %s did not answer for %.0f s: %d call(s) not logged (%s, ...)%s",
-                    self.tracking_uri,
-                    timeout,
-                    len(self._queue),
-                    self._queue[0].what,
-                    f"; they stay in {self.journal.path} and are replayed if the search is resumed"
-                    if self.journal is not None
-                    else "",
-                )
-                if self.journal is not None:
-                    self._given_up.extend(self._queue)
-                self._queue.clear()
+                self._give_up(timeout)
                 return False
             time.sleep(min(self.retry_interval, max(0.0, deadline - time.monotonic())))
         return True
+
+    def _warn_waiting(self, timeout: float) -> None:
+        logger.warning(
+            "waiting up to %.0f s for MLflow at %s to take %d buffered call(s)",
+            timeout,
+            self.tracking_uri,
+            len(self._queue),
+        )
+
+    def _give_up(self, timeout: float) -> None:
+        """Drop the kept calls from memory (a journal keeps them for a resume)."""
+        self.lost_calls += len(self._queue)
+        logger.warning(
+            "MLflow at %s did not answer for %.0f s: %d call(s) not logged (%s, ...)%s",
+            self.tracking_uri,
+            timeout,
+            len(self._queue),
+            self._queue[0].what,
+            f"; they stay in {self.journal.path} and are replayed if the search is resumed"
+            if self.journal is not None
+            else "",
+        )
+        if self.journal is not None:
+            self._given_up.extend(self._queue)
+        self._queue.clear()
 
 
 __all__ = [

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ipt_ray.tracking import schema as S
+from ipt_ray.tracking.ops import RUN_ID_TOKEN
 from ipt_ray.tracking.record import TrialRecord
 
 
@@ -47,7 +48,8 @@ def trial_note(record: TrialRecord, *, search: str, metric: str) -> str:
         if record.error:
             lines.append(f"Error: `{record.error.splitlines()[0][:200]}`")
     if status in S.COMPLETED_STATUSES:
-        target = record.run_id or "RUN_ID"
+        # The run may not be created yet (its creation is queued): filled in when logged.
+        target = record.run_id or RUN_ID_TOKEN
         lines.append(
             f"Export it: `ipt-ray export {target} --out DIR` (add `--register NAME` for the "
             "model registry)."

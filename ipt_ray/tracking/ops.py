@@ -25,6 +25,9 @@ ARG_RUN_OF_TRIAL = "run_of_trial"
 # TrialRecord.check_logged); the metrics its run has at that step, and its params, are left
 # out.
 ARG_ONCE_FOR = "once_for"
+#: In a tag's value: the id of the run the call writes to, put in when the call is made (a
+#: trial's description names its run, which may not be created yet when it is written).
+RUN_ID_TOKEN = "{{run_id}}"
 #: Every operation name :meth:`RunWriter._apply` knows.
 OPS = frozenset(
     {

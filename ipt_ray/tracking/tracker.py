@@ -100,6 +100,9 @@ class SearchTracker(TrialLog):
             folder). Calls an earlier driver left in it are read here and replayed, in
             order, before any new call (at the latest by :meth:`resume_search`). None: the
             backlog lives in memory only and dies with the process.
+        background: make the MLflow calls from a writer thread, so that the caller (Tune's
+            event loop) never waits on the store (see :mod:`ipt_ray.tracking.background`;
+            every call is then journaled before it is queued).
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class SearchTracker(TrialLog):
         retry_interval: float = 5.0,
         flush_timeout: float | None = None,
         journal: str | Path | None = None,
+        background: bool = False,
     ) -> None:
         if client is None:
             from mlflow import MlflowClient
@@ -138,6 +142,7 @@ class SearchTracker(TrialLog):
             retry_interval=retry_interval,
             flush_timeout=flush_timeout,
             journal=journal,
+            background=background,
         )
 
     # -- the search ------------------------------------------------------------------------

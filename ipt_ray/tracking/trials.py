@@ -41,6 +41,10 @@ from ipt_ray.tracking.writer import RunWriter
 
 logger = logging.getLogger(__name__)
 
+#: How long a backfill (a resumed trial's checkpoint, rare) waits for the calls before it to
+#: be made, so that MLflow's history it reads is complete (seconds).
+_SETTLE_S = 10.0
+
 
 def _dataset(value: Any) -> dict[str, Any] | None:
     """A reported :data:`~ipt_ray.constants.DATASET` (JSON) with a name and a digest."""
@@ -222,9 +226,9 @@ class TrialLog(RunWriter):
         except (OSError, ValueError) as exc:
             logger.warning("MLflow: no history in checkpoint %s: %s", checkpoint, exc)
             return
-        if record.run_id is None or self.backlog:
+        if not self.backlog.settled(_SETTLE_S) or record.run_id is None:
             return  # no run to read yet: tried again with the next checkpoint
-        # MLflow is the truth about what is logged (with the backlog empty, everything this
+        # MLflow is the truth about what is logged (with the backlog settled, everything this
         # process sent has reached it): a restored tracker's own list may be an older snapshot
         # than what reached the store before the driver died, or name epochs that were still
         # buffered when it died.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ipt_ray.tracking import schema as S
+from ipt_ray.tracking.background import BackgroundBacklog
 from ipt_ray.tracking.backlog import CallBacklog, NoRun
 from ipt_ray.tracking.journal import Journal, PendingCall
 from ipt_ray.tracking.ops import (
@@ -41,6 +42,7 @@ from ipt_ray.tracking.ops import (
     OP_TAG_BEST_TRIAL,
     OP_UPLOAD_CHECKPOINT,
     OPS,
+    RUN_ID_TOKEN,
 )
 from ipt_ray.tracking.record import Run, TrialRecord
 
@@ -83,6 +85,9 @@ class RunWriter:
         resolve_checkpoint: see :data:`CheckpointResolver`; default: local paths only.
         retry_interval, flush_timeout, journal: see
             :class:`~ipt_ray.tracking.backlog.CallBacklog`.
+        background: make the calls from a writer thread
+            (:class:`~ipt_ray.tracking.background.BackgroundBacklog`), not from the thread
+            that logs; :meth:`flush` waits for them.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class RunWriter:
         retry_interval: float = 5.0,
         flush_timeout: float | None = None,
         journal: str | Path | None = None,
+        background: bool = False,
     ) -> None:
         self.client = client
         self.tracking_uri = tracking_uri
@@ -103,7 +109,8 @@ class RunWriter:
         # may name the run by its trial, and the trial's record may not exist yet (a resumed
         # search: journaled calls are replayed before Tune restores the records).
         self._trial_runs: dict[str, str] = {}
-        self.backlog = CallBacklog(
+        backlog = BackgroundBacklog if background else CallBacklog
+        self.backlog = backlog(
             self._apply,
             tracking_uri=tracking_uri,
             retry_interval=retry_interval,
@@ -126,9 +133,16 @@ class RunWriter:
 
     @property
     def call_stats(self) -> dict[str, float]:
-        """MLflow calls tried, the driver's seconds in them, and the most kept at once."""
+        """MLflow calls tried, the seconds spent in them (by the writer thread, in the
+        background), the logging thread's seconds handing them over (``caller_seconds``: the
+        Tune loop's share), and the most kept (in the background: waiting) at once."""
         backlog = self.backlog
-        return {"calls": backlog.attempts, "seconds": backlog.seconds, "backlog_peak": backlog.peak}
+        return {
+            "calls": backlog.attempts,
+            "seconds": backlog.seconds,
+            "caller_seconds": backlog.caller_seconds,
+            "backlog_peak": backlog.peak,
+        }
 
     @property
     def pending_calls(self) -> int:
@@ -265,7 +279,7 @@ class RunWriter:
         step, timestamp = int(args["step"]), int(args["timestamp"])
         metrics = [Metric(k, float(v), timestamp, step) for k, v in args["metrics"].items()]
         params = [Param(k, v) for k, v in args.get("params", [])]
-        tags = [RunTag(k, v) for k, v in args.get("tags", [])]
+        tags = [RunTag(k, v.replace(RUN_ID_TOKEN, run_id)) for k, v in args.get("tags", [])]
         once_for = args.get(ARG_ONCE_FOR)
         if once_for:
             new = [m for m in metrics if not self._logged(run_id, m, any_time=True)]

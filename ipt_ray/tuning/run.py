@@ -185,6 +185,7 @@ def run_search(
             resolve_checkpoint=_checkpoint_resolver(where.storage_path),
             checkpoint_score_key=CHECKPOINT_SCORE_KEY,
             journal=journal_path(where.experiment_path),
+            background=True,
         )
         concurrency = (
             options.max_concurrent

@@ -93,9 +93,11 @@ class SearchSummary:
     trials: list[TrialSummary] = field(default_factory=list)
     #: MLflow calls that never reached the store (refused, or it stayed unreachable).
     tracking_calls_lost: int = 0
-    #: MLflow calls the driver made, its seconds in them, the most kept at once (an outage).
+    #: MLflow calls the driver made, the seconds its writer thread spent in them, the seconds
+    #: Tune's loop spent handing them over, the most waiting at once.
     tracking_calls: int = 0
     tracking_call_seconds: float = 0.0
+    tracking_caller_seconds: float = 0.0
     tracking_backlog_peak: int = 0
     #: Placement groups of dead Ray Train controllers that the watchdog removed.
     placement_groups_reaped: int = 0
@@ -148,6 +150,7 @@ class SearchSummary:
             "tracking_calls_lost": self.tracking_calls_lost,
             "tracking_calls": self.tracking_calls,
             "tracking_call_seconds": round(self.tracking_call_seconds, 3),
+            "tracking_caller_seconds": round(self.tracking_caller_seconds, 3),
             "tracking_backlog_peak": self.tracking_backlog_peak,
             "placement_groups_reaped": self.placement_groups_reaped,
             "placement_groups_left": self.placement_groups_left,
@@ -185,6 +188,7 @@ def summarize(
         tracking_calls_lost=tracker.lost_calls,
         tracking_calls=int(tracker.call_stats["calls"]),
         tracking_call_seconds=tracker.call_stats["seconds"],
+        tracking_caller_seconds=tracker.call_stats["caller_seconds"],
         tracking_backlog_peak=int(tracker.call_stats["backlog_peak"]),
     )
 
