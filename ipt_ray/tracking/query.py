@@ -9,8 +9,10 @@ the metric's history (a pruned or failed trial).
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +27,13 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Experiment, Run
     from mlflow.store.entities.paged_list import PagedList
+
+    from ipt_ray.tracking.sqlite_runs import StoredRun
+
+    #: A trial's run as :func:`child_runs` returns it: MLflow's, or read with sqlite3.
+    AnyRun = Run | StoredRun
+
+logger = logging.getLogger(__name__)
 
 #: Runs or experiments asked for per MLflow call. Every read of a search pages through all
 #: of them: a cap would silently drop trials from ``best``, the plots and ``export``.
@@ -268,12 +277,12 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
     raise UserError(f"no run {run_id!r} in this MLflow store")
 
 
-def trial_status(run: Run) -> str:
+def trial_status(run: AnyRun) -> str:
     """The trial status (:data:`~ipt_ray.tracking.schema.STATUSES`) of a trial's run."""
     return S.status_of(run.info.status, run.data.tags)
 
 
-def best_value(client: MlflowClient, run: Run, metric: str, mode: str) -> float | None:
+def best_value(client: MlflowClient, run: AnyRun, metric: str, mode: str) -> float | None:
     """The best value of ``metric`` over the run's epochs (None if never logged)."""
     summary = S.logged_number(run.data, S.BEST_PREFIX + metric)
     if summary is not None:
@@ -298,8 +307,22 @@ def metric_mode(search: Search, metric: str) -> str:
     return S.metric_direction(metric)
 
 
-def child_runs(client: MlflowClient, search: Search) -> list[Run]:
-    """The trial runs of ``search`` (its child runs), in MLflow's order."""
+def child_runs(client: MlflowClient, search: Search) -> Sequence[AnyRun]:
+    """The trial runs of ``search`` (its child runs), in MLflow's order.
+
+    From a local SQLite store they are read with :mod:`sqlite3`
+    (:mod:`ipt_ray.tracking.sqlite_runs`: the same runs, without MLflow's ORM), else, or if
+    that store's tables are not as expected, through ``search_runs``.
+    """
+    uri = getattr(client, "tracking_uri", None)
+    path = sqlite_path(uri) if isinstance(uri, str) else None
+    if path is not None:
+        from ipt_ray.tracking import sqlite_runs
+
+        try:
+            return sqlite_runs.child_runs(path, search.experiment_id, search.run_id)
+        except sqlite3.Error as exc:
+            logger.debug("reading %s with sqlite3 failed (%s): through MLflow", path, exc)
     return every_run(
         client, [search.experiment_id], f"tags.`{S.TAG_PARENT_RUN}` = '{search.run_id}'"
     )
