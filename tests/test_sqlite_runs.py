@@ -86,9 +86,7 @@ def test_the_runs_search_runs_returns(store: dict[str, Any]) -> None:
     search = find_search(client, search=store["parent"])
     fast = child_runs(client, search)
     assert all(isinstance(r, sqlite_runs.StoredRun) for r in fast)
-    slow = every_run(
-        client, [search.experiment_id], f"tags.`{TAG_PARENT_RUN}` = '{search.run_id}'"
-    )
+    slow = every_run(client, [search.experiment_id], f"tags.`{TAG_PARENT_RUN}` = '{search.run_id}'")
     assert len(fast) == 7 and store["deleted"] not in {r.info.run_id for r in fast}
     assert view(fast) == view(slow)
 
