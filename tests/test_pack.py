@@ -238,19 +238,30 @@ def test_a_stopped_member_leaves_and_the_others_go_on(
     assert pack.running == []
 
 
+@pytest.mark.parametrize(
+    ("arch", "chunk_rows"), [("bert", None), ("bert", 2), ("llama", 2)], ids=str
+)
 def test_recomputed_layers_keep_only_layer_inputs_and_give_the_same_gradients(
-    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    arch: str,
+    chunk_rows: int | None,
+    tiny_models: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Also R rows at a time (``chunk_rows``; what a pack uses so that the backward pass holds
+    one chunk's intermediates): per-row masks, position ids and rotary tables are cut with
+    the rows, and the outputs and gradients are those of the whole batch at once."""
     import torch.utils.checkpoint as checkpointing
 
     from ipt_ray.core.backbone_call import recomputed_layers
 
-    backbone, _ = load_backbone(str(tiny_models["bert"]))
+    backbone, _ = load_backbone(str(tiny_models[arch]))
     torch.manual_seed(0)
-    call = BackboneCall(
-        torch.randn(3, 6, 32, requires_grad=True), torch.ones(3, 6, dtype=torch.long)
-    )
-    run_call(backbone, call).square().sum().backward()
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[1, 4:] = 0  # rows of different lengths: a mask cut at the wrong rows changes them
+    mask[2, 2:] = 0
+    call = BackboneCall(torch.randn(3, 6, 32, requires_grad=True), mask)
+    plain_out = run_call(backbone, call)
+    (plain_out * mask[..., None]).square().sum().backward()
     plain = call.inputs_embeds.grad.clone()
     call.inputs_embeds.grad = None
     calls = []
@@ -258,8 +269,10 @@ def test_recomputed_layers_keep_only_layer_inputs_and_give_the_same_gradients(
     monkeypatch.setattr(
         checkpointing, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    with recomputed_layers(backbone):
+    with recomputed_layers(backbone, chunk_rows):
         out = run_call(backbone, call)
-    out.square().sum().backward()
-    assert len(calls) == backbone.config.num_hidden_layers
+    (out * mask[..., None]).square().sum().backward()
+    chunks = 1 if chunk_rows is None else math.ceil(3 / chunk_rows)
+    assert len(calls) == chunks * backbone.config.num_hidden_layers
+    torch.testing.assert_close(out * mask[..., None], plain_out * mask[..., None])
     torch.testing.assert_close(call.inputs_embeds.grad, plain)

@@ -31,7 +31,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ipt_ray.core.attention import layer_prefix
-from ipt_ray.core.layers import layer_list, with_hidden_states
+from ipt_ray.core.layers import hidden_states_of, layer_list, with_hidden_states
 
 
 @dataclass
@@ -91,15 +91,42 @@ def _layers_from(backbone: PreTrainedModel, start: int) -> Iterator[nn.Module]:
         setattr(parent, attr, layers)
 
 
+def _row_slice(value: Any, start: int, stop: int, batch: int) -> Any:
+    """``value`` (a layer's call argument) cut to rows start..stop-1 where it has B rows.
+
+    Tensors of 2 or more dims whose first dim is B are per-row (masks, position ids, rotary
+    tables); the rest (1-dim cache positions, broadcast masks, options) is shared.
+    """
+    if isinstance(value, torch.Tensor):
+        return value[start:stop] if value.dim() >= 2 and value.shape[0] == batch else value
+    if isinstance(value, tuple | list):
+        return type(value)(_row_slice(v, start, stop, batch) for v in value)
+    return value
+
+
+def _join_rows(parts: list[Any]) -> Any:
+    """The outputs of a layer's row chunks, joined back along the rows."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, tuple):
+        return tuple(_join_rows([p[i] for p in parts]) for i in range(len(first)))
+    return first  # None, or a value every chunk shares
+
+
 @contextmanager
-def recomputed_layers(backbone: PreTrainedModel) -> Iterator[None]:
+def recomputed_layers(backbone: PreTrainedModel, chunk_rows: int | None = None) -> Iterator[None]:
     """Within the block each transformer layer keeps only its input for the backward pass
     and recomputes the rest there (activation checkpointing, per layer).
 
     Activation memory falls from every layer's intermediates to one (B, S, H) input per
-    layer, for one more forward pass of compute in the backward. Exact: the backbone is
-    frozen in eval mode, so the recomputation repeats the forward bit for bit. A backbone
-    whose layer list is unknown (:func:`~ipt_ray.core.layers.layer_list`) keeps everything.
+    layer, for one more forward pass of compute in the backward. With ``chunk_rows`` R each
+    layer runs (and is recomputed) R rows at a time, so the backward pass holds one chunk's
+    intermediates of one layer at a time, whatever B is: a pack passes its largest member
+    batch, which keeps a fused pass's peak from growing with its members. Exact: the
+    backbone is frozen in eval mode and rows never meet in a layer, so the recomputation
+    repeats the forward bit for bit. A backbone whose layer list is unknown
+    (:func:`~ipt_ray.core.layers.layer_list`) keeps everything.
     """
     from torch.utils.checkpoint import checkpoint
 
@@ -112,7 +139,16 @@ def recomputed_layers(backbone: PreTrainedModel) -> Iterator[None]:
 
     def checkpointed(forward: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
-            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+            batch = hidden_states_of(args, kwargs).shape[0]
+            if not chunk_rows or batch <= chunk_rows:
+                return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+            parts = []
+            for start in range(0, batch, chunk_rows):
+                stop = min(start + chunk_rows, batch)
+                part_args = _row_slice(args, start, stop, batch)
+                part_kwargs = {k: _row_slice(v, start, stop, batch) for k, v in kwargs.items()}
+                parts.append(checkpoint(forward, *part_args, use_reentrant=False, **part_kwargs))
+            return _join_rows(parts)
 
         return run
 

@@ -311,7 +311,7 @@ class Pack:
             cast = torch.autocast(device, dtype=dtype) if enabled else nullcontext()
             try:
                 recompute = (
-                    recomputed_layers(kind[0].backbone)
+                    recomputed_layers(kind[0].backbone, max(c.rows for c in calls))
                     if self.recompute and calls[0].layer_kv is None
                     else nullcontext()
                 )

@@ -35,9 +35,11 @@ from ipt_ray.tuning.trial_io import report_to_tune, run_name, scratch_dir
 NAMESPACE = "ipt-ray-packs"
 #: Seconds one :meth:`PackServer.next` call waits before the relay asks again.
 POLL_S = 5.0
-#: glibc malloc arenas of a server: its member threads would otherwise each keep an arena
-#: of freed activations (measured: 2.7 against 2.2 GiB peak for 4 MiniLM members).
-SERVER_ENV = {"MALLOC_ARENA_MAX": "2"}
+#: glibc malloc arenas of a server. Members take turns, so one arena serves them all; glibc
+#: would otherwise give each member thread an arena that keeps its own freed activations
+#: (measured in one process, 8 MiniLM members recomputing: peak 1.33 GiB with one arena,
+#: 1.60 with two; 4 members with activations kept: 2.2 GiB with two, 2.7 unlimited).
+SERVER_ENV = {"MALLOC_ARENA_MAX": "1"}
 
 
 class PackedTrialFailed(RuntimeError):
