@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def measure(runner: str, concurrent: int, max_samples: int) -> dict[str, Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         time.sleep(3)  # Ray's prestarted idle workers settle first
-        idle, _ = ray_worker_pss_bytes()
+        idle, _ = ray_worker_pss_bytes(os.getpid())
         sampler.start()
         started = time.perf_counter()
         summary = run_search(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import threading
 import time
@@ -28,12 +29,21 @@ from pathlib import Path
 from typing import Any
 
 
-def ray_worker_pss_bytes() -> tuple[int, dict[str, int]]:
-    """Total PSS of the processes whose command line starts with ``ray::``, and per name."""
+def ray_worker_pss_bytes(root: int | None = None) -> tuple[int, dict[str, int]]:
+    """Total PSS of the processes whose command line starts with ``ray::`` (and the raylet),
+    and per name; with ``root`` only the descendants of that process id, so that another
+    Ray on the same machine (a second benchmark, a test run) is not counted."""
     total, by_name = 0, {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    procs: list[Path] = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+    if root is not None:
+        import psutil
+
+        try:
+            kids = psutil.Process(root).children(recursive=True)
+        except psutil.Error:
+            kids = []
+        procs = [Path(f"/proc/{k.pid}") for k in kids]
+    for proc in procs:
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
             if cmdline.endswith("/raylet"):
@@ -54,17 +64,19 @@ def ray_worker_pss_bytes() -> tuple[int, dict[str, int]]:
 
 
 class PeakSampler:
-    """Samples :func:`ray_worker_pss_bytes` every 0.5 s on a thread, keeping the peak:
-    ``peak["bytes"]`` and the processes' ``peak["by_name"]`` at that moment."""
+    """Samples :func:`ray_worker_pss_bytes` of this process's descendants (the local Ray it
+    started) every 0.5 s on a thread, keeping the peak: ``peak["bytes"]`` and the processes'
+    ``peak["by_name"]`` at that moment."""
 
     def __init__(self) -> None:
+        self.root = os.getpid()
         self.peak: dict[str, Any] = {"bytes": 0, "by_name": {}}
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self.done.is_set():
-            total, by_name = ray_worker_pss_bytes()
+            total, by_name = ray_worker_pss_bytes(self.root)
             if total > self.peak["bytes"]:
                 self.peak.update(bytes=total, by_name=by_name)
             time.sleep(0.5)
@@ -99,7 +111,7 @@ def search_peak(
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         time.sleep(3)  # Ray's prestarted idle workers settle first
-        idle, _ = ray_worker_pss_bytes()
+        idle, _ = ray_worker_pss_bytes(os.getpid())
         sampler.start()
         run_search(
             parse_space(space),
