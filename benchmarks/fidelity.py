@@ -92,10 +92,9 @@ METHODS = {
         "ipt-lookup", "1.0e-3", "3.0e-2", f"{{mode: [input, hybrid], rank: [0, 64], {LAYERS}}}"
     ),
 }  # fmt: skip
-BASELINES = ["probe", "lora", "full-ft"]
+#: Every method, in the order the benchmark runs them: prompt methods and reference rows.
 ORDER = ["lpt", "m-idpg", "ipt-prefix", "probe", "lora", "task", "prefix", "idpg",
          "ipt-encoder", "ipt-lookup", "full-ft"]  # fmt: skip
-STATIC = {"task", "prefix"}
 
 
 def search_method(task_name: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -347,9 +346,9 @@ def main() -> None:
         # One split per task (seed 0) for every method and seed: seeds vary training only.
         task = load_task(task_name, seed=0, max_samples=args.max_samples)
         for method in methods:
-            settings = bench.settings(task, int(epochs), method)
+            settings = bench.settings(task, epochs, method)
             for seed in [int(s) for s in args.seeds.split(",")]:
-                bench.run(task, int(epochs), method, seed, settings)
+                bench.run(task, epochs, method, seed, settings)
     report(bench.state)
 
 

@@ -34,15 +34,15 @@ def ray_worker_pss_bytes(root: int | None = None) -> tuple[int, dict[str, int]]:
     and per name; with ``root`` only the descendants of that process id, so that another
     Ray on the same machine (a second benchmark, a test run) is not counted."""
     total, by_name = 0, {}
-    procs: list[Path] = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
-    if root is not None:
+    if root is None:
+        procs = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+    else:
         import psutil
 
         try:
-            kids = psutil.Process(root).children(recursive=True)
+            procs = [Path(f"/proc/{k.pid}") for k in psutil.Process(root).children(recursive=True)]
         except psutil.Error:
-            kids = []
-        procs = [Path(f"/proc/{k.pid}") for k in kids]
+            procs = []
     for proc in procs:
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
