@@ -50,17 +50,25 @@ def ray_worker_pss_bytes(root: int | None = None) -> tuple[int, dict[str, int]]:
                 cmdline = "raylet"
             elif not cmdline.startswith("ray::"):
                 continue
-            rollup = (proc / "smaps_rollup").read_text()
         except OSError:
             continue
-        for line in rollup.splitlines():
-            if line.startswith("Pss:"):
-                kb = int(line.split()[1]) * 1024
-                total += kb
-                name = cmdline.split()[0]
-                by_name[name] = by_name.get(name, 0) + kb
-                break
+        pss = pss_bytes(int(proc.name))
+        total += pss
+        name = cmdline.split()[0]
+        by_name[name] = by_name.get(name, 0) + pss
     return total, by_name
+
+
+def pss_bytes(pid: int) -> int:
+    """The proportional set size of process ``pid`` (0 if it is gone)."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in rollup.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 class PeakSampler:

@@ -29,17 +29,13 @@ import ray
 import ray.tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ipt_ray import constants as C
 from ipt_ray.tuning.trial_io import report_to_tune, run_name, scratch_dir
 
 #: The Ray namespace of every pack server (so a search finds and stops its own).
 NAMESPACE = "ipt-ray-packs"
 #: Seconds one :meth:`PackServer.next` call waits before the relay asks again.
 POLL_S = 5.0
-#: glibc malloc arenas of a server. Members take turns, so one arena serves them all; glibc
-#: would otherwise give each member thread an arena that keeps its own freed activations
-#: (measured in one process, 8 MiniLM members recomputing: peak 1.33 GiB with one arena,
-#: 1.60 with two; 4 members with activations kept: 2.2 GiB with two, 2.7 unlimited).
-SERVER_ENV = {"MALLOC_ARENA_MAX": "1"}
 
 
 class PackedTrialFailed(RuntimeError):
@@ -85,7 +81,7 @@ def _server(prefix: str, gpu: str | None, recompute: bool) -> Any:
         lifetime="detached",  # not owned by the relay that happens to create it
         get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        runtime_env={"env_vars": SERVER_ENV},
+        runtime_env={"env_vars": C.PACK_PROCESS_ENV},
     ).remote(gpu, recompute)
 
 
