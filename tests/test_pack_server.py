@@ -80,3 +80,21 @@ def test_dropping_a_member_that_waits_for_its_relay_ends_it(
     assert server.pack.running == []
     assert server.info()["running"] == []
     assert not ray.is_initialized()  # the server's code asked Ray for nothing here
+
+
+def test_a_server_trains_on_its_relays_gpu_only_where_torch_has_cuda(monkeypatch: Any) -> None:
+    """Ray's GPU id becomes the device of that GPU among the visible ones; a Ray told of a GPU
+    that this torch cannot use (a CPU build) leaves the trials on their own device, as the
+    actor runner does, instead of failing every member on ``cuda:0``."""
+    import torch
+
+    from ipt_ray.tuning.pack_server import device_for
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_for("5") is None and device_for(None) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device_for("5") == "cuda:1"
+    assert device_for(None) is None
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert device_for("3") == "cuda:3"

@@ -61,8 +61,12 @@ class _Slot:
 
 def device_for(gpu: str | None) -> str | None:
     """The device of a relay's GPU (its id as Ray gives it) in this process: its index among
-    the visible devices; None without a GPU (the trial config's own device)."""
-    if gpu is None:
+    the visible devices; None without a GPU, or when this torch has no CUDA (a Ray told of a
+    GPU the process cannot use), as the actor runner's workers decide: the trial config's
+    own device then."""
+    import torch  # here, not at the top: a relay imports this module and must stay torch-free
+
+    if gpu is None or not torch.cuda.is_available():
         return None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
@@ -182,15 +186,17 @@ class PackServer:
                 slot.changed.wait_for(lambda: slot.handled >= slot.sent)
 
         try:
+            train_config = space.to_train_config(config)
             _train(
-                space.to_train_config(config),
+                train_config,
                 rank=0,
                 world_size=1,
                 node=node_name(),
                 scratch=scratch_dir(run_name, 0),
                 report=report,
                 checkpoint=None if resume_dir is None else ray.tune.Checkpoint(resume_dir),
-                device=self.device,
+                # A trial set to the CPU stays there, as with the actor runner.
+                device=None if train_config.device == "cpu" else self.device,
                 shared=shared,
                 on_built=member.attach,
             )
