@@ -217,10 +217,11 @@ def report(state: dict[str, Any]) -> None:
             share = params / rows[0]["backbone_params"]
             settings = rows[0].get("settings")
             text = _settings_text(settings) if settings else f"lr {rows[0]['lr']:.2g}"
+            epoch_s = statistics.median(r["seconds_per_epoch"] for r in rows)
             print(
                 f"| {task} | {method} | {text} | {int(params):,} | {100 * share:.2f}% | "
                 f"{statistics.mean(acc):.3f} ± {sd:.3f} | {len(rows)} | "
-                f"{statistics.median(r['seconds_per_epoch'] for r in rows):.0f} |"
+                f"{epoch_s:.{0 if epoch_s >= 10 else 1}f} |"  # the probe's: a fraction of 1 s
             )
     if searched:
         print("\n| task | method | best validation accuracy (search) | trials | epochs | minutes |")
