@@ -48,10 +48,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from trial_memory import PeakSampler, pss_bytes
 
 from ipt_ray.constants import PACK_PROCESS_ENV
 
@@ -187,29 +188,6 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the measurement --------------------------------------------------------------------------
-class MemorySampler:
-    """Peak device memory in use (bytes, over the level at start) every 0.2 s on a thread;
-    without a GPU, the peak PSS of this process's descendants."""
-
-    def __init__(self, device: str) -> None:
-        self.read = _gpu_used_bytes if device.startswith("cuda") else _children_pss_bytes
-        self.base = self.read()
-        self.peak = 0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.done.is_set():
-            self.peak = max(self.peak, self.read() - self.base)
-            time.sleep(0.2)
-
-    def stop(self) -> int:
-        self.done.set()
-        self.thread.join()
-        return self.peak
-
-
 def _gpu_used_bytes() -> int:
     try:
         import pynvml
@@ -228,7 +206,6 @@ def _gpu_used_bytes() -> int:
 
 def _children_pss_bytes() -> int:
     import psutil
-    from trial_memory import pss_bytes
 
     return sum(pss_bytes(p.pid) for p in psutil.Process().children(recursive=True))
 
@@ -243,7 +220,11 @@ def measure(runner: str, k: int, model: Path, args: argparse.Namespace) -> dict[
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
     if runner != "processes":  # as the packed runner starts its servers
         env.update(PACK_PROCESS_ENV)
-    sampler = MemorySampler(args.device)
+    # The device's used memory (on CPU: the PSS of this process's children) over its level now.
+    read = _gpu_used_bytes if args.device.startswith("cuda") else _children_pss_bytes
+    base = read()
+    sampler = PeakSampler(lambda: (read() - base, {}), interval=0.2)
+    sampler.start()
     t0 = time.time()
     procs = [
         subprocess.Popen(

@@ -25,6 +25,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,28 +73,46 @@ def pss_bytes(pid: int) -> int:
 
 
 class PeakSampler:
-    """Samples :func:`ray_worker_pss_bytes` of this process's descendants (the local Ray it
-    started) every 0.5 s on a thread, keeping the peak: ``peak["bytes"]`` and the processes'
-    ``peak["by_name"]`` at that moment."""
+    """Calls ``read()`` every ``interval`` seconds on a thread and keeps the largest reading:
+    ``peak["bytes"]`` and, merged in, the dict ``read`` returned with it. ``read`` returns
+    ``(bytes, details)``; by default the PSS of the Ray worker processes below this process
+    (:func:`ray_worker_pss_bytes`, the local Ray it started), with ``peak["by_name"]``.
+    :meth:`start` starts sampling; :meth:`stop` ends it and returns the peak in bytes."""
 
-    def __init__(self) -> None:
-        self.root = os.getpid()
-        self.peak: dict[str, Any] = {"bytes": 0, "by_name": {}}
+    def __init__(
+        self,
+        read: Callable[[], tuple[int, dict[str, Any]]] | None = None,
+        interval: float = 0.5,
+    ) -> None:
+        self.read = read or _ray_workers_of(os.getpid())
+        self.interval = interval
+        self.peak: dict[str, Any] = {"bytes": 0, "by_name": {}} if read is None else {"bytes": 0}
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        while not self.done.is_set():
-            total, by_name = ray_worker_pss_bytes(self.root)
+        while True:
+            total, details = self.read()
             if total > self.peak["bytes"]:
-                self.peak.update(bytes=total, by_name=by_name)
-            time.sleep(0.5)
+                self.peak.update(bytes=total, **details)
+            if self.done.wait(self.interval):
+                return
 
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self) -> None:
+    def stop(self) -> int:
         self.done.set()
+        self.thread.join()
+        return int(self.peak["bytes"])
+
+
+def _ray_workers_of(root: int) -> Callable[[], tuple[int, dict[str, Any]]]:
+    def read() -> tuple[int, dict[str, Any]]:
+        total, by_name = ray_worker_pss_bytes(root)
+        return total, {"by_name": by_name}
+
+    return read
 
 
 def search_peak(
