@@ -19,9 +19,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import ipt_ray.cluster.local as cluster_local
 from ipt_ray.cluster import (
     LocalCluster,
     LocalClusterError,
@@ -237,24 +239,71 @@ def test_down_from_the_state_file_leaves_no_process(cluster: LocalCluster) -> No
     stop_local_cluster(cluster.root)  # idempotent
 
 
-@pytest.mark.ray
-def test_a_start_that_fails_tears_down_what_it_started() -> None:
+def _short_root() -> Path:
     # A short root keeps the nodes' temp dirs inside it, so their command lines name it.
-    root = Path(tempfile.mkdtemp(prefix="ipt", dir="/tmp" if Path("/tmp").is_dir() else None))
+    return Path(tempfile.mkdtemp(prefix="ipt", dir="/tmp" if Path("/tmp").is_dir() else None))
+
+
+def _assert_nothing_left(root: Path) -> None:
+    """No live process names ``root``, no state file, and the head's log is kept."""
+    leftovers = subprocess.run(
+        ["ps", "-ww", "-A", "-o", "stat=,args="], capture_output=True, text=True
+    ).stdout
+    mine = [
+        line
+        for line in leftovers.splitlines()
+        if str(root) in line and not line.lstrip().startswith("Z")
+    ]
+    assert mine == []
+    assert not (root / "cluster.json").exists()
+    assert "node-0.log" in os.listdir(root / "logs")
+
+
+@pytest.mark.ray
+def test_a_start_that_times_out_tears_down_what_it_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # How far the head gets in 2 s depends on the machine's load (under CI's load its
+    # `ray start` had not even made its temp dir), so the test watches what was spawned
+    # rather than asserting how far it got.
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spy(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        proc = real_ray_start(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    real_ray_start = cluster_local.ray_start
+    monkeypatch.setattr(cluster_local, "ray_start", spy)
+    root = _short_root()
     try:
         with pytest.raises(LocalClusterError, match="timed out waiting"):
             start_local_cluster(2, root=root, memory_per_node="1GB", timeout=2)
-        assert (root / "ray" / "n0").is_dir()  # it got far enough to start the head
-        leftovers = subprocess.run(
-            ["ps", "-ww", "-A", "-o", "stat=,args="], capture_output=True, text=True
-        ).stdout
-        mine = [
-            line
-            for line in leftovers.splitlines()
-            if str(root) in line and not line.lstrip().startswith("Z")
-        ]
-        assert mine == []
-        assert not (root / "cluster.json").exists()
-        assert "node-0.log" in os.listdir(root / "logs")
+        assert started  # the head's `ray start` was spawned ...
+        assert [proc.pid for proc in started if proc.poll() is None] == []  # ... and ended
+        _assert_nothing_left(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.ray
+def test_a_worker_node_that_dies_at_start_tears_down_the_running_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Worker nodes start only once the head's GCS answers, so the head, its GCS and raylet
+    # are certainly running when the worker's `ray start` is killed (as the OOM killer would).
+    def dying(*args: Any, **kwargs: Any) -> tuple[subprocess.Popen[bytes], Path]:
+        proc, log = real_start_worker_node(*args, **kwargs)
+        proc.kill()
+        return proc, log
+
+    real_start_worker_node = cluster_local.start_worker_node
+    monkeypatch.setattr(cluster_local, "start_worker_node", dying)
+    root = _short_root()
+    try:
+        with pytest.raises(LocalClusterError, match=r"node 1 \(`ray start`\) exited"):
+            start_local_cluster(2, root=root, memory_per_node="1GB")
+        assert (root / "ray" / "n0").is_dir()  # the head got as far as its session dir
+        _assert_nothing_left(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
