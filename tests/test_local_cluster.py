@@ -290,8 +290,9 @@ def test_a_start_that_times_out_tears_down_what_it_started(
 def test_a_worker_node_that_dies_at_start_tears_down_the_running_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Worker nodes start only once the head's GCS answers, so the head, its GCS and raylet
-    # are certainly running when the worker's `ray start` is killed (as the OOM killer would).
+    # Worker nodes start only once the head's GCS answers, so the head and its GCS (and the
+    # session dir made before it) certainly exist when the worker's `ray start` is killed, as
+    # the OOM killer would; whether the head's raylet is up yet depends on timing.
     def dying(*args: Any, **kwargs: Any) -> tuple[subprocess.Popen[bytes], Path]:
         proc, log = real_start_worker_node(*args, **kwargs)
         proc.kill()
